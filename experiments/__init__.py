@@ -1,0 +1,1 @@
+"""What users touch: experiment specs, the runner, results, reports and the CLI."""

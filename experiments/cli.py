@@ -1,0 +1,146 @@
+"""The ``meshsim`` command line: thin typer wrappers over the plain functions of experiments/."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from experiments.compare import compare
+from experiments.profiles import list_profiles, load_profile
+from experiments.runner import run_experiment
+from experiments.spec import ExperimentSpec, SpecError, load_spec
+from experiments.tables import run_tables
+from topologies import CATALOG
+
+app = typer.Typer(
+    help="meshsim: what a service mesh costs and how it behaves, before you touch a cluster.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+SetOption = Annotated[
+    Optional[list[str]],  # noqa: UP045 (typer needs Optional on Python 3.10)
+    typer.Option("--set", help="Override a field by dotted path: --set workload.rate_rps=500"),
+]
+
+
+def _fail(message: str, code: int = 2) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def _load(path: Path, sets: list[str] | None) -> ExperimentSpec:
+    try:
+        return load_spec(path, overrides=sets or [])
+    except SpecError as error:
+        _fail(str(error))
+        raise  # unreachable: _fail exits
+
+
+@app.command()
+def run(
+    spec: Annotated[Path, typer.Argument(help="The experiment spec (YAML).")],
+    set_: SetOption = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+) -> None:
+    """Run one experiment and print its result."""
+    experiment = _load(spec, set_)
+    result = run_experiment(experiment)
+    if json_out:
+        typer.echo(result.model_dump_json(indent=1))
+    else:
+        typer.echo(run_tables(result))
+
+
+@app.command()
+def validate(
+    spec: Annotated[Path, typer.Argument(help="The experiment spec (YAML).")],
+    set_: SetOption = None,
+) -> None:
+    """Check a spec: every problem is named by its field; exit 2 if there is one."""
+    experiment = _load(spec, set_)
+    topology = experiment.resolve_topology()
+    typer.echo(
+        f"{spec}: valid ({experiment.name}: {len(topology.call_graph.services)} services, "
+        f"{len(topology.cluster.nodes)} nodes, mesh {experiment.mesh.profile})"
+    )
+
+
+@app.command("compare")
+def compare_command(
+    topology: Annotated[str, typer.Option(help="A catalog topology.")] = "bookinfo",
+    rps: Annotated[float, typer.Option(help="Open-loop arrival rate, requests/s.")] = 200.0,
+    profile: Annotated[
+        Optional[list[str]],  # noqa: UP045
+        typer.Option("--profile", "-p", help="A profile to compare (repeat); default: all."),
+    ] = None,
+    duration: Annotated[float, typer.Option(help="Simulated seconds per run.")] = 20.0,
+    warmup: Annotated[float, typer.Option(help="Warm-up seconds cut from statistics.")] = 2.0,
+    seed: Annotated[int, typer.Option(help="Root seed, shared by every run.")] = 1,
+    nodes: Annotated[Optional[int], typer.Option(help="Cluster size (flat).")] = None,  # noqa: UP045
+    out: Annotated[Path, typer.Option(help="Output directory.")] = Path("meshsim-report"),
+    json_out: Annotated[bool, typer.Option("--json", help="Print JSON, not tables.")] = False,
+) -> None:
+    """Compare the architectures on one topology, with the same arrivals for each."""
+    if rps <= 0:
+        _fail(f"--rps must be > 0, got {rps:g}")
+    if not 0 <= warmup < duration:
+        _fail(f"--warmup must be >= 0 and shorter than --duration ({duration:g} s), got {warmup:g}")
+    if topology not in CATALOG:
+        _fail(f"unknown topology {topology!r}; known: {', '.join(sorted(CATALOG))}")
+    try:
+        result = compare(
+            topology=topology,
+            rate_rps=rps,
+            profiles=profile,
+            duration_s=duration,
+            warmup_s=warmup,
+            seed=seed,
+            nodes=nodes,
+            out_dir=out,
+        )
+    except SpecError as error:
+        _fail(str(error))
+        return
+    if json_out:
+        typer.echo(json.dumps({k: v.model_dump(mode="json") for k, v in result.results.items()}))
+    else:
+        typer.echo(result.table())
+        if result.json_path is not None:
+            typer.echo(f"\nResults: {result.json_path}")
+        if result.report_path is not None:
+            typer.echo(f"Report: {result.report_path}")
+    if result.failures:
+        raise typer.Exit(1)
+
+
+@app.command("list")
+def list_command() -> None:
+    """The built-in profiles and topologies."""
+    typer.echo("Profiles:")
+    for name in list_profiles():
+        typer.echo(f"  {name:16} {load_profile(name).description}")
+    typer.echo("Topologies:")
+    for name in sorted(CATALOG):
+        doc = (CATALOG[name].__doc__ or "").strip().splitlines()[0]
+        typer.echo(f"  {name:16} {doc}")
+
+
+@app.command()
+def schema() -> None:
+    """The JSON schema of an experiment spec (for editors)."""
+    typer.echo(json.dumps(ExperimentSpec.model_json_schema(), indent=1))
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app(prog_name="meshsim")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

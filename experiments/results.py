@@ -1,0 +1,146 @@
+"""Results: what a run reports, as pydantic models that serialise to JSON."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from sim.stats import LatencyHistogram
+
+__all__ = [
+    "LatencySummary",
+    "ServiceResult",
+    "CpuResult",
+    "Conservation",
+    "RunResult",
+]
+
+QUANTILES = {"p50_ms": 0.5, "p90_ms": 0.9, "p99_ms": 0.99, "p999_ms": 0.999}
+
+
+class LatencySummary(BaseModel):
+    """Latency in milliseconds: mean, p50, p90, p99, p99.9 and max, over ``count`` requests."""
+
+    model_config = ConfigDict(frozen=True)
+
+    count: int
+    mean_ms: float
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    p999_ms: float
+    max_ms: float
+
+    @classmethod
+    def from_histogram(cls, histogram: LatencyHistogram) -> LatencySummary:
+        if histogram.count == 0:
+            nan = math.nan
+            return cls(
+                count=0, mean_ms=nan, p50_ms=nan, p90_ms=nan, p99_ms=nan, p999_ms=nan, max_ms=nan
+            )
+        values = {name: histogram.quantile(q) * 1e3 for name, q in QUANTILES.items()}
+        return cls(
+            count=histogram.count,
+            mean_ms=histogram.mean * 1e3,
+            max_ms=histogram.max * 1e3,
+            **values,
+        )
+
+
+class ServiceResult(BaseModel):
+    """One service (or the whole request path, end to end), after the warm-up."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    requests: int
+    throughput_rps: float
+    error_rate: float
+    latency: LatencySummary
+
+
+class CpuResult(BaseModel):
+    """CPU used, as mean busy cores over the measured time (1.0 = one core all the time).
+
+    Attributes:
+        by_kind: per component kind (``app``, ``sidecar``, ``node_proxy``, ...).
+        by_component: per component scope (``node-1.reviews-v1-0.app``).
+        by_node: per node.
+        per_1000_rps: vCPU per 1000 end-to-end requests per second, per component kind.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    by_kind: dict[str, float]
+    by_component: dict[str, float]
+    by_node: dict[str, float]
+    per_1000_rps: dict[str, float]
+
+
+class Conservation(BaseModel):
+    """Every request sent is completed, failed, or still in flight at the end."""
+
+    model_config = ConfigDict(frozen=True)
+
+    sent: int
+    completed: int
+    failed: int
+    in_flight: int
+
+    @property
+    def balanced(self) -> bool:
+        return self.sent == self.completed + self.failed + self.in_flight
+
+
+class RunResult(BaseModel):
+    """The result of one experiment (all its replications merged).
+
+    Attributes:
+        name: the experiment's name.
+        spec: the effective spec, as data (profiles and overrides resolved).
+        seed: the root seed; ``replication_seeds`` were spawned from it.
+        version: meshsim's version.
+        wall_time_s: wall-clock seconds the run took.
+        measured_s: simulated seconds measured per replication (after the warm-up).
+        end_to_end: the requests as the load generator saw them.
+        services: per workload, as its pods served them.
+        hops_ms: mean milliseconds per end-to-end request spent in each kind of hop.
+        cpu: CPU by component kind, component and node.
+        memory_bytes: modelled memory per proxy.
+        in_flight_mean: time-averaged requests in flight (Little's law: = rate x latency).
+        status_codes / response_flags: counts over the measured requests.
+        latency_histogram: the end-to-end histogram, serialised (mergeable).
+        error: what went wrong, if the run failed.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    spec: dict[str, Any]
+    seed: int
+    replication_seeds: list[int]
+    version: str
+    wall_time_s: float
+    measured_s: float
+    end_to_end: ServiceResult
+    services: dict[str, ServiceResult]
+    hops_ms: dict[str, float]
+    cpu: CpuResult
+    memory_bytes: dict[str, float]
+    conservation: Conservation
+    in_flight_mean: float
+    status_codes: dict[str, int]
+    response_flags: dict[str, int]
+    latency_histogram: dict[str, Any]
+    extras: dict[str, Any] = {}
+    error: str | None = None
+
+    @property
+    def memory_total_bytes(self) -> float:
+        return float(sum(self.memory_bytes.values()))
+
+    def histogram(self) -> LatencyHistogram:
+        """The end-to-end latency histogram (seconds)."""
+        return LatencyHistogram.from_dict(self.latency_histogram)

@@ -1,0 +1,170 @@
+"""Run an experiment: every replication, merged into one :class:`RunResult`."""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+from experiments.results import (
+    Conservation,
+    CpuResult,
+    LatencySummary,
+    RunResult,
+    ServiceResult,
+)
+from experiments.spec import ExperimentSpec
+from models.simulation import SimulationOutput, simulate
+from sim.random import replication_seeds
+from sim.stats import LatencyHistogram
+
+__all__ = ["run_experiment", "meshsim_version"]
+
+
+def meshsim_version() -> str:
+    try:
+        return version("meshsim")
+    except PackageNotFoundError:  # running from a source tree that is not installed
+        return "0+unknown"
+
+
+def run_experiment(spec: ExperimentSpec) -> RunResult:
+    """Run every replication of ``spec`` and merge their statistics.
+
+    Replication ``i`` runs with the ``i``-th seed spawned from ``spec.seed``, so the result
+    depends only on the spec.
+    """
+    started = time.perf_counter()
+    topology = spec.resolve_topology()
+    mesh = spec.mesh.resolve()
+    seeds = replication_seeds(spec.seed, spec.replications)
+    outputs = [
+        simulate(
+            topology,
+            mesh,
+            spec.workload,
+            seed,
+            spec.duration,
+            spec.warmup,
+            client_node=spec.client_node,
+            trace_every=spec.trace_every,
+        )
+        for seed in seeds
+    ]
+    return summarise(spec, seeds, outputs, time.perf_counter() - started)
+
+
+def summarise(
+    spec: ExperimentSpec, seeds: list[int], outputs: list[SimulationOutput], wall_time_s: float
+) -> RunResult:
+    """Merge the raw outputs of the replications into a result."""
+    measured_s = outputs[0].measured_s
+    total_s = measured_s * len(outputs)
+
+    e2e = LatencyHistogram()
+    measured = errors = sent = completed = failed = 0
+    in_flight_area = 0.0
+    codes: dict[str, int] = defaultdict(int)
+    flags: dict[str, int] = defaultdict(int)
+    for out in outputs:
+        w = out.workload
+        e2e.merge(w.latency)
+        measured += w.measured
+        errors += w.measured_errors
+        sent += w.sent
+        completed += w.completed
+        failed += w.failed
+        in_flight_area += w.in_flight.mean(out.measured_s + spec.warmup) * out.measured_s
+        for code, n in w.status_codes.items():
+            codes[str(code)] += n
+        for flag, n in w.flags.items():
+            flags[flag] += n
+    end_to_end = ServiceResult(
+        name="end-to-end",
+        requests=measured,
+        throughput_rps=measured / total_s,
+        error_rate=errors / measured if measured else 0.0,
+        latency=LatencySummary.from_histogram(e2e),
+    )
+
+    services = {}
+    for name in outputs[0].services:
+        histogram = LatencyHistogram()
+        count = errs = 0
+        for out in outputs:
+            stats = out.services[name]
+            histogram.merge(stats.latency)
+            count += stats.count
+            errs += stats.errors
+        services[name] = ServiceResult(
+            name=name,
+            requests=count,
+            throughput_rps=count / total_s,
+            error_rate=errs / count if count else 0.0,
+            latency=LatencySummary.from_histogram(histogram),
+        )
+
+    hop_totals: dict[str, float] = defaultdict(float)
+    for out in outputs:
+        for kind, seconds in out.recorder.total_by_kind().items():
+            hop_totals[kind] += seconds
+    hops_ms = {k: v * 1e3 / measured if measured else 0.0 for k, v in sorted(hop_totals.items())}
+
+    return RunResult(
+        name=spec.name,
+        spec=spec.model_dump(mode="json"),
+        seed=spec.seed,
+        replication_seeds=seeds,
+        version=meshsim_version(),
+        wall_time_s=wall_time_s,
+        measured_s=measured_s,
+        end_to_end=end_to_end,
+        services=services,
+        hops_ms=hops_ms,
+        cpu=_cpu(outputs, total_s, end_to_end.throughput_rps),
+        memory_bytes=_mean_memory(outputs),
+        conservation=Conservation(
+            sent=sent, completed=completed, failed=failed, in_flight=sent - completed - failed
+        ),
+        in_flight_mean=in_flight_area / total_s,
+        status_codes=dict(sorted(codes.items())),
+        response_flags=dict(sorted(flags.items())),
+        latency_histogram=e2e.to_dict(),
+        extras=_merge_extras(outputs),
+    )
+
+
+def _cpu(outputs: list[SimulationOutput], total_s: float, rps: float) -> CpuResult:
+    by_kind: dict[str, float] = defaultdict(float)
+    by_component: dict[str, float] = defaultdict(float)
+    by_node: dict[str, float] = defaultdict(float)
+    for out in outputs:
+        for server in out.servers:
+            cores = server.cpu_s / total_s
+            by_kind[server.kind] += cores
+            by_component[server.scope] += cores
+            by_node[server.scope.split(".", 1)[0]] += cores
+    per_1000 = {k: v / rps * 1000.0 if rps > 0 else 0.0 for k, v in by_kind.items()}
+    return CpuResult(
+        by_kind=dict(sorted(by_kind.items())),
+        by_component=dict(sorted(by_component.items())),
+        by_node=dict(sorted(by_node.items())),
+        per_1000_rps=dict(sorted(per_1000.items())),
+    )
+
+
+def _mean_memory(outputs: list[SimulationOutput]) -> dict[str, float]:
+    totals: dict[str, float] = defaultdict(float)
+    for out in outputs:
+        for scope, value in out.memory_bytes.items():
+            totals[scope] += value / len(outputs)
+    return dict(sorted(totals.items()))
+
+
+def _merge_extras(outputs: list[SimulationOutput]) -> dict[str, Any]:
+    merged: dict[str, Any] = {}
+    for out in outputs:
+        for key, value in out.extras.items():
+            merged.setdefault(key, []).append(value)
+    return merged

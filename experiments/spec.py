@@ -1,0 +1,235 @@
+"""The experiment spec: what to simulate, validated once at the edge.
+
+An experiment names a topology (a catalog entry with parameters, a YAML file, or an inline
+topology), a mesh (a built-in profile, optionally with overrides), a workload, a duration, a
+warm-up, a seed and a number of replications. Everything is checked when the spec is read,
+so that ``meshsim validate`` reports every problem with the path of the field at fault.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from experiments.overrides import apply_overrides
+from experiments.profiles import ProfileError, list_profiles, resolve_mesh
+from models.workload import WorkloadSpec
+from sim.units import Duration
+from topologies import TopologyError, TopologySpec, get_topology, load_topology
+
+__all__ = [
+    "ExperimentSpec",
+    "TopologyRef",
+    "MeshRef",
+    "SpecError",
+    "load_spec",
+    "spec_from_dict",
+    "format_validation_error",
+]
+
+
+class SpecError(ValueError):
+    """A spec that cannot be read or does not validate; the message is for the user."""
+
+
+class TopologyRef(BaseModel):
+    """Which topology: a catalog entry with parameters, a YAML file, or one given inline.
+
+    A bare string is a catalog name (``bookinfo``), or a file when it ends in ``.yaml``; a
+    mapping with ``cluster`` and ``call_graph`` is an inline topology.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    catalog: str | None = None
+    params: dict[str, Any] = {}
+    file: str | None = None
+    inline: TopologySpec | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, data: Any) -> Any:
+        if isinstance(data, str):
+            return {"file": data} if data.endswith((".yaml", ".yml")) else {"catalog": data}
+        if isinstance(data, dict) and "call_graph" in data:
+            return {"inline": data}
+        return data
+
+    @model_validator(mode="after")
+    def _one_source(self) -> TopologyRef:
+        given = [k for k in ("catalog", "file", "inline") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError("give exactly one of 'catalog', 'file' or an inline topology")
+        if self.catalog is None and self.params:
+            raise ValueError("'params' go with 'catalog'")
+        return self
+
+    def resolve(self) -> TopologySpec:
+        """Build or load the topology (raises TopologyError)."""
+        if self.inline is not None:
+            return self.inline
+        if self.catalog is not None:
+            return get_topology(self.catalog, **self.params)
+        assert self.file is not None
+        return load_topology(Path(self.file))
+
+
+class MeshRef(BaseModel):
+    """Which mesh: a built-in profile and overrides of its fields.
+
+    A bare string is a profile name (``istio-1.8``).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    profile: str = "none"
+    overrides: dict[str, Any] = {}
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, data: Any) -> Any:
+        return {"profile": data} if isinstance(data, str) else data
+
+    @model_validator(mode="after")
+    def _known(self) -> MeshRef:
+        if self.profile not in list_profiles():
+            raise ValueError(
+                f"unknown profile {self.profile!r}; known: {', '.join(list_profiles())}"
+            )
+        try:
+            self.resolve()
+        except ValidationError as error:
+            raise ValueError(
+                f"profile {self.profile!r} with these overrides is not valid: "
+                + format_validation_error(error, prefix="mesh.overrides")
+            ) from None
+        return self
+
+    def resolve(self) -> Any:
+        """The validated mesh spec."""
+        return resolve_mesh(self.profile, self.overrides)
+
+
+class ExperimentSpec(BaseModel):
+    """One experiment.
+
+    Attributes:
+        name: a name for results and reports.
+        topology: catalog entry, file or inline topology.
+        mesh: profile name or profile with overrides.
+        workload: open loop (``rate_rps``) or closed loop (``connections``, ``qps``).
+        duration: simulated time per replication, warm-up included (``"30s"``).
+        warmup: cut from all statistics (``"2s"``).
+        seed: the root seed; replications spawn theirs from it.
+        replications: independent runs whose statistics are merged.
+        client_node: the node of the load generator (default: the first node).
+        trace_every: keep the whole trace of one request in this many (0 = none).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = "experiment"
+    topology: TopologyRef
+    mesh: MeshRef = MeshRef()
+    workload: WorkloadSpec
+    duration: Annotated[Duration, Field(gt=0)] = 30.0
+    warmup: Duration = 2.0
+    seed: int = 1
+    replications: Annotated[int, Field(ge=1)] = 1
+    client_node: str | None = None
+    trace_every: Annotated[int, Field(ge=0)] = 0
+
+    @field_validator("topology", mode="after")
+    @classmethod
+    def _topology_resolves(cls, value: TopologyRef, info: ValidationInfo) -> TopologyRef:
+        base = (info.context or {}).get("base_dir")
+        if value.file is not None and base is not None and not Path(value.file).is_absolute():
+            # Files are named relative to the spec; keep the path that works from anywhere.
+            value = value.model_copy(update={"file": str(Path(base, value.file).resolve())})
+        try:
+            value.resolve()
+        except TopologyError as error:
+            raise ValueError(str(error)) from None
+        return value
+
+    @model_validator(mode="after")
+    def _times(self) -> ExperimentSpec:
+        if self.warmup >= self.duration:
+            raise ValueError(
+                f"warmup ({self.warmup:g} s) must be shorter than duration ({self.duration:g} s)"
+            )
+        return self
+
+    def resolve_topology(self) -> TopologySpec:
+        """The topology this spec names."""
+        return self.topology.resolve()
+
+
+def format_validation_error(error: ValidationError, prefix: str = "") -> str:
+    """One line per problem: ``field.path: message``."""
+    lines = []
+    for item in error.errors():
+        loc = ".".join(str(part) for part in item["loc"] if not _is_union_tag(part))
+        if prefix:
+            loc = f"{prefix}.{loc}" if loc else prefix
+        message = item["msg"].removeprefix("Value error, ")
+        lines.append(f"{loc or '<spec>'}: {message}")
+    return "\n".join(lines)
+
+
+def _is_union_tag(part: Any) -> bool:
+    # pydantic puts the chosen member of a discriminated union (``open_loop``) or a validator
+    # (``function-after[...]``) in the location; users think in field names, not in those.
+    text = str(part)
+    return text.startswith("function-") or text in _UNION_TAGS
+
+
+_UNION_TAGS = {"open_loop", "closed_loop"}
+
+
+def spec_from_dict(
+    data: Any, base_dir: Path | None = None, overrides: list[str] | None = None
+) -> ExperimentSpec:
+    """Validate a spec given as data; raise SpecError with one line per problem."""
+    if not isinstance(data, dict):
+        raise SpecError("an experiment spec must be a mapping of fields")
+    try:
+        data = apply_overrides(data, overrides or [])
+    except ValueError as error:
+        raise SpecError(str(error)) from None
+    try:
+        return ExperimentSpec.model_validate(data, context={"base_dir": base_dir})
+    except ValidationError as error:
+        raise SpecError(format_validation_error(error)) from None
+    except (TopologyError, ProfileError) as error:
+        raise SpecError(str(error)) from None
+
+
+def load_spec(path: str | Path, overrides: list[str] | None = None) -> ExperimentSpec:
+    """Read and validate a YAML spec file; raise SpecError naming the file and the fields."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as error:
+        raise SpecError(f"{path}: cannot read the file ({error.strerror})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise SpecError(f"{path}: not valid YAML{where}") from None
+    try:
+        return spec_from_dict(data, base_dir=path.parent, overrides=overrides)
+    except SpecError as error:
+        raise SpecError(f"{path}:\n{error}") from None

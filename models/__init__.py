@@ -1,0 +1,1 @@
+"""SimPy components of meshsim: workloads, services, proxies, filters and mesh architectures."""

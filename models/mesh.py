@@ -1,0 +1,77 @@
+"""The interface every mesh architecture implements, and their registry.
+
+An architecture decides the hops of one call from a pod to a service: which proxies the
+request passes through, what each costs, and how an endpoint is chosen. Each architecture is
+one module with a spec (a pydantic model whose ``architecture`` field is its discriminator)
+and a :class:`Mesh` subclass, registered with :func:`register`; adding one touches that new
+module and a line in :mod:`models.architectures`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import simpy
+from pydantic import BaseModel
+
+from models.messages import Request, Response
+from models.world import PodBase, World
+
+if TYPE_CHECKING:
+    from models.service import ClientPod, ServicePod
+
+__all__ = ["Mesh", "register", "mesh_class"]
+
+_REGISTRY: dict[str, type[Mesh]] = {}
+
+
+class Mesh:
+    """Base class of the architectures (see the module docstring).
+
+    Args:
+        world: the runtime world.
+        spec: the architecture's validated spec.
+    """
+
+    architecture: ClassVar[str] = ""
+
+    def __init__(self, world: World, spec: BaseModel) -> None:
+        self.world = world
+        self.env = world.env
+        self.spec = spec
+        self.endpoints: dict[str, list[ServicePod]] = {}
+
+    def attach(self, pods: list[ServicePod], clients: list[ClientPod]) -> None:
+        """Connect the pods (and the load generator's) to this mesh; build its proxies."""
+        for pod in pods:
+            self.endpoints.setdefault(pod.host, []).append(pod)
+        for pod in [*pods, *clients]:
+            pod.mesh = self
+
+    def call(
+        self, src: PodBase, host: str, request: Request
+    ) -> Generator[simpy.Event, Any, Response]:
+        """Carry ``request`` from ``src`` to a pod of ``host`` and its response back."""
+        raise NotImplementedError
+
+    def memory_bytes(self) -> dict[str, float]:
+        """Modelled memory per proxy scope, in bytes (none for no mesh)."""
+        return {}
+
+
+def register(cls: type[Mesh]) -> type[Mesh]:
+    """Class decorator: make an architecture known by its ``architecture`` name."""
+    if not cls.architecture:
+        raise ValueError(f"{cls.__name__} has no architecture name")
+    _REGISTRY[cls.architecture] = cls
+    return cls
+
+
+def mesh_class(architecture: str) -> type[Mesh]:
+    """The registered :class:`Mesh` subclass for an architecture name."""
+    try:
+        return _REGISTRY[architecture]
+    except KeyError:
+        known = ", ".join(sorted(_REGISTRY))
+        raise ValueError(f"unknown architecture {architecture!r}; known: {known}") from None

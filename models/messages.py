@@ -1,0 +1,62 @@
+"""Requests and responses as they travel between pods and proxies."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from sim.recorder import Span
+
+__all__ = ["Request", "Response", "Flags"]
+
+
+class Flags:
+    """Envoy's response flags (access log ``%RESPONSE_FLAGS%``, Istio's ``response_flags``)."""
+
+    NONE = "-"
+    NO_HEALTHY_UPSTREAM = "UH"
+    UPSTREAM_CONNECT_FAILURE = "UF"
+    UPSTREAM_OVERFLOW = "UO"
+    NO_ROUTE = "NR"
+    UPSTREAM_RETRY_LIMIT = "URX"
+    UPSTREAM_TIMEOUT = "UT"
+    UPSTREAM_CONNECTION_TERMINATION = "UC"
+    DELAY_INJECTED = "DI"
+    FAULT_INJECTED = "FI"
+    RATE_LIMITED = "RL"
+    UNAUTHORIZED = "UAEX"
+
+
+@dataclass(slots=True)
+class Request:
+    """One request on its way to ``host``.
+
+    Attributes:
+        host: the destination service (host name), as the caller names it.
+        size_bytes: request size on the wire, headers and body.
+        response_size_bytes: the size the server answers with.
+        protocol: ``http1``, ``http2``, ``grpc`` or ``tcp``.
+        start_s: when the request was created (simulated seconds).
+        trace: the spans of this request when it is traced, else None.
+    """
+
+    host: str
+    size_bytes: int
+    response_size_bytes: int
+    protocol: str
+    start_s: float
+    trace: list[Span] | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class Response:
+    """The answer to a request: an HTTP status, Envoy response flags and a size."""
+
+    status: int = 200
+    size_bytes: int = 0
+    flags: str = Flags.NONE
+
+    @property
+    def ok(self) -> bool:
+        """True for a 1xx-3xx answer; 4xx and 5xx count as errors."""
+        return self.status < 400

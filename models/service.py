@@ -1,0 +1,145 @@
+"""The service behaviour: a pod computes, calls its dependencies, then answers.
+
+One :class:`ServicePod` per pod of a workload. Its ``handle`` process models what the
+application does with one request: CPU work on one of the pod's workers (queueing when they
+are all busy), then the downstream calls of its call-graph steps, in order (a parallel step
+fans out and waits for every call), then the response. The workers are held only while the
+application computes, as in an asynchronous server.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Generator
+from dataclasses import dataclass
+from typing import Any
+
+import simpy
+
+from models.messages import Request, Response
+from models.world import Node, PodBase, World
+from topologies import ServiceSpec
+
+__all__ = ["ServicePod", "ClientPod", "Call", "Step"]
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """One downstream call of a step, with the sizes and protocol resolved."""
+
+    host: str
+    probability: float
+    request_size_bytes: int
+    response_size_bytes: int
+    protocol: str
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """Calls made one after another, or, when ``parallel``, all at once."""
+
+    calls: tuple[Call, ...]
+    parallel: bool
+
+
+def compile_steps(spec: ServiceSpec, world: World) -> tuple[Step, ...]:
+    """Resolve a workload's steps against the callees' defaults, once, before the run."""
+    graph = world.topology.call_graph
+    steps = []
+    for step in spec.steps:
+        calls = []
+        for call in step.calls:
+            callee = graph.workloads_of(call.service)[0]
+            calls.append(
+                Call(
+                    host=call.service,
+                    probability=call.probability,
+                    request_size_bytes=call.request_size_bytes or callee.request_size_bytes,
+                    response_size_bytes=call.response_size_bytes or callee.response_size_bytes,
+                    protocol=callee.protocol,
+                )
+            )
+        steps.append(Step(tuple(calls), step.parallel and len(calls) > 1))
+    return tuple(steps)
+
+
+class ServicePod(PodBase):
+    """One pod of a workload at run time."""
+
+    def __init__(self, world: World, name: str, node: Node, spec: ServiceSpec) -> None:
+        super().__init__(world, name, node)
+        self.spec = spec
+        self.host = spec.host_name
+        self.app = world.cpu_server(spec.workers, f"{self.scope}.app", "app", node)
+        self._work = spec.service_time.sampler(self.rng)
+        self._steps = compile_steps(spec, world)
+        self._chance = self.uniform()
+        self._queue_sink = world.sink(self.app.scope, "app_queue")
+        self._cpu_sink = world.sink(self.app.scope, "app_cpu")
+        self._stats = world.service_stats[spec.name]
+
+    def handle(self, request: Request) -> Generator[simpy.Event, Any, Response]:
+        """Serve one request: compute, call the dependencies, answer."""
+        env = self.env
+        start = env.now
+        trace = request.trace
+        wait = yield from self.app.execute(self._work())
+        computed = env.now
+        self._queue_sink.add(start, start + wait, True, trace)
+        self._cpu_sink.add(start + wait, computed, True, trace)
+        failed: Response | None = None
+        for step in self._steps:
+            failed = yield from self._run_step(step, trace)
+            if failed is not None:
+                break
+        end = env.now
+        if failed is not None:
+            # The application answers with its dependency's error status.
+            self._stats.record(start, end, False)
+            return Response(failed.status, request.response_size_bytes)
+        self._stats.record(start, end, True)
+        return Response(200, request.response_size_bytes)
+
+    def _run_step(
+        self, step: Step, trace: list | None
+    ) -> Generator[simpy.Event, Any, Response | None]:
+        """Make a step's calls; return the first failed response, or None."""
+        mesh = self.mesh
+        assert mesh is not None, "the pod is not connected to a mesh"
+        env = self.env
+        if not step.parallel:
+            for call in step.calls:
+                if call.probability < 1.0 and self._chance() >= call.probability:
+                    continue
+                response = yield from mesh.call(self, call.host, self._request(call, trace))
+                if not response.ok:
+                    return response
+            return None
+        processes = [
+            env.process(mesh.call(self, call.host, self._request(call, trace)))
+            for call in step.calls
+            if call.probability >= 1.0 or self._chance() < call.probability
+        ]
+        if processes:
+            yield env.all_of(processes)
+            for process in processes:
+                if not process.value.ok:
+                    return process.value
+        return None
+
+    def _request(self, call: Call, trace: list | None) -> Request:
+        return Request(
+            call.host,
+            call.request_size_bytes,
+            call.response_size_bytes,
+            call.protocol,
+            self.env.now,
+            trace,
+        )
+
+
+class ClientPod(PodBase):
+    """The load generator's pod (fortio's client): it only sends requests."""
+
+    def __init__(self, world: World, name: str, node: Node) -> None:
+        super().__init__(world, name, node)
+        self.uniform_draw: Callable[[], float] = self.uniform()

@@ -1,0 +1,145 @@
+"""The runtime world of one simulation: environment, random streams, nodes, pods.
+
+The world is built from validated specs (a :class:`topologies.TopologySpec` and its placement);
+it never builds a topology itself. It hands every component what it needs: its random stream
+(by scope), its CPU server (exact FIFO where the node's cores are unlimited, SimPy resources
+where they are shared), the span recorder and the network.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import numpy as np
+import simpy
+
+from sim.distributions import UniformDist
+from sim.network import LinkClass, NetworkPort, link_class
+from sim.random import RandomStreams
+from sim.recorder import Recorder, SpanSink
+from sim.servers import ContendedServer, CpuServer, FifoServer
+from sim.stats import LatencyHistogram
+from topologies import NodeSpec, TopologySpec
+
+if TYPE_CHECKING:
+    from models.mesh import Mesh
+
+__all__ = ["World", "Node", "PodBase", "ServiceStats"]
+
+
+class Node:
+    """A cluster node at run time: its zone and, when finite, its shared cores."""
+
+    def __init__(self, env: simpy.Environment, spec: NodeSpec) -> None:
+        self.name = spec.name
+        self.zone = spec.zone
+        self.spec = spec
+        self.cores: simpy.Resource | None = None
+        if spec.cores is not None:
+            # Work needs whole cores; a fractional count is rounded down, to at least one.
+            self.cores = simpy.Resource(env, capacity=max(1, int(spec.cores)))
+
+
+class ServiceStats:
+    """Server-side statistics of one workload: latency, requests and errors after warm-up."""
+
+    def __init__(self, name: str, warmup_s: float) -> None:
+        self.name = name
+        self.latency = LatencyHistogram()
+        self.count = 0
+        self.errors = 0
+        self._warmup_s = warmup_s
+
+    def record(self, start_s: float, end_s: float, ok: bool) -> None:
+        if start_s >= self._warmup_s:
+            self.count += 1
+            self.latency.add(end_s - start_s)
+            if not ok:
+                self.errors += 1
+
+
+class PodBase:
+    """What every pod has: a name, a node, a scope, a random stream and a network port."""
+
+    def __init__(self, world: World, name: str, node: Node) -> None:
+        self.world = world
+        self.env = world.env
+        self.name = name
+        self.node = node
+        self.scope = f"{node.name}.{name}"
+        # Streams are keyed by pod name, not by node, so a placement change does not
+        # change which numbers a pod draws.
+        self.rng = world.rng(f"{name}.app")
+        self.net = NetworkPort(world.topology.cluster.network, world.rng(f"{name}.net"))
+        self.net_sink = world.recorder.sink(self.scope, "network")
+        self.mesh: Mesh | None = None
+
+    def uniform(self) -> Callable[[], float]:
+        """A fast uniform [0, 1) sampler on this pod's stream."""
+        return UniformDist(low=0.0, high=1.0).sampler(self.world.rng(f"{self.name}.choice"))
+
+
+class World:
+    """Owns the runtime state of one simulation (see the module docstring).
+
+    Args:
+        env: the SimPy environment.
+        topology: the validated topology.
+        seed: the root seed of this run.
+        warmup_s: statistics start at this time.
+        trace_every: keep the whole trace of one request in this many (0 = none).
+    """
+
+    def __init__(
+        self,
+        env: simpy.Environment,
+        topology: TopologySpec,
+        seed: int,
+        warmup_s: float,
+        trace_every: int = 0,
+    ) -> None:
+        self.env = env
+        self.topology = topology
+        self.seed = seed
+        self.warmup_s = warmup_s
+        self.streams = RandomStreams(seed)
+        self.recorder = Recorder(warmup_s, trace_every=trace_every)
+        self.nodes = {spec.name: Node(env, spec) for spec in topology.cluster.nodes}
+        self.placement = topology.pods()
+        self.servers: list[CpuServer] = []
+        self.service_stats = {
+            s.name: ServiceStats(s.name, warmup_s) for s in topology.call_graph.services
+        }
+        self._links: dict[tuple[str, str], LinkClass] = {}
+
+    def rng(self, scope: str) -> np.random.Generator:
+        """The named random stream of ``scope``."""
+        return self.streams.stream(scope)
+
+    def link(self, a: Node, b: Node) -> LinkClass:
+        """The link class between two nodes (cached)."""
+        key = (a.name, b.name)
+        found = self._links.get(key)
+        if found is None:
+            found = self._links[key] = link_class(a.name, a.zone, b.name, b.zone)
+        return found
+
+    def cpu_server(self, workers: int, scope: str, kind: str, node: Node) -> CpuServer:
+        """A CPU server for a component on ``node``; registered for CPU accounting."""
+        server: CpuServer
+        if node.cores is None:
+            server = FifoServer(self.env, workers, scope, kind)
+        else:
+            server = ContendedServer(self.env, workers, scope, kind, node.cores)
+        self.servers.append(server)
+        return server
+
+    def sink(self, scope: str, kind: str) -> SpanSink:
+        """The recorder's span sink for (scope, kind)."""
+        return self.recorder.sink(scope, kind)
+
+    def reset_stats(self) -> None:
+        """Called at the end of the warm-up: servers count afresh."""
+        for server in self.servers:
+            server.reset_stats()

@@ -1,0 +1,1 @@
+"""Engine layer: clock units, random streams, distributions, statistics and network delays."""

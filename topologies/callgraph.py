@@ -1,0 +1,284 @@
+"""Call graphs: the services (workloads) of an application and the calls between them."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import networkx as nx
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from sim.distributions import DistributionSpec
+from sim.units import Size
+
+from .errors import TopologyError
+
+__all__ = [
+    "CallGraphSpec",
+    "CallSpec",
+    "Protocol",
+    "ServiceSpec",
+    "StepSpec",
+    "call_graph",
+]
+
+Protocol = Literal["http1", "http2", "grpc", "tcp"]
+"""The application protocol a service speaks (its server side)."""
+
+NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+"""DNS-label-like names for services and hosts (lower case, digits, inner dashes)."""
+
+
+class CallSpec(BaseModel):
+    """One downstream call a service makes while it serves a request.
+
+    In YAML a call may be given as a bare host name: ``details`` means ``{service: details}``.
+
+    Attributes:
+        service: The callee's host name (the name callers use, e.g. ``reviews``).
+        probability: Probability in [0, 1] that the call is made on a given request.
+        request_size_bytes: Request body size in bytes; ``None`` uses the callee's default.
+        response_size_bytes: Response body size in bytes; ``None`` uses the callee's default.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+    service: str = Field(pattern=NAME_PATTERN, max_length=63)
+    probability: float = Field(default=1.0, ge=0.0, le=1.0)
+    request_size_bytes: Size | None = None
+    response_size_bytes: Size | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, data: Any) -> Any:
+        if isinstance(data, str):
+            return {"service": data}
+        return data
+
+
+class StepSpec(BaseModel):
+    """One step of a service's downstream calls.
+
+    Steps run one after another. Within a step, ``parallel: true`` makes a fan-out group: the
+    calls run concurrently and the step ends when all have finished; otherwise the calls run
+    one after another.
+
+    YAML shorthand: a step given as a bare string ``details`` means
+    ``{calls: [{service: details}]}``, and a bare list ``[text, media]`` means the parallel
+    group ``{calls: [{service: text}, {service: media}], parallel: true}`` (list items may also
+    be call mappings).
+
+    Attributes:
+        calls: The calls of the step, at least one.
+        parallel: Whether the calls run concurrently (fan-out) or in sequence.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+    calls: list[CallSpec] = Field(min_length=1)
+    parallel: bool = False
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, data: Any) -> Any:
+        if isinstance(data, str):
+            return {"calls": [{"service": data}]}
+        if isinstance(data, (list, tuple)):
+            return {"calls": list(data), "parallel": True}
+        return data
+
+
+class ServiceSpec(BaseModel):
+    """One workload (a Kubernetes deployment): a version of a service, with its replicas.
+
+    A request to the workload first runs its own CPU work (``service_time`` on one of its
+    ``workers``), then its downstream ``steps`` in order, then responds.
+
+    Attributes:
+        name: Unique workload name, DNS-like (``reviews-v2``); pods are ``<name>-<i>``.
+        host: The service name callers use (``reviews``); ``None`` means ``name``.
+        version: Version label (``v1``), used by routing rules.
+        replicas: Number of pods, at least 1.
+        workers: Requests one pod computes at once (app threads), at least 1.
+        service_time: CPU work per request on one worker, in seconds (a distribution; a
+            number or ``"1ms"`` is a constant).
+        request_size_bytes: Default size of a request to this service, in bytes.
+        response_size_bytes: Default size of this service's responses, in bytes.
+        protocol: The protocol the service speaks.
+        steps: Downstream calls, in order, after the service's own CPU work.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+    name: str = Field(pattern=NAME_PATTERN, max_length=63)
+    host: str | None = Field(default=None, pattern=NAME_PATTERN, max_length=63)
+    version: str = Field(default="v1", min_length=1)
+    replicas: int = Field(default=1, ge=1)
+    workers: int = Field(default=1, ge=1)
+    service_time: DistributionSpec = Field(default="1ms")
+    request_size_bytes: Size = Field(default="1KiB")
+    response_size_bytes: Size = Field(default="1KiB")
+    protocol: Protocol = "http1"
+    steps: list[StepSpec] = Field(default_factory=list)
+
+    @property
+    def host_name(self) -> str:
+        """The host callers use to reach this workload: ``host``, or ``name`` if unset."""
+        return self.host if self.host is not None else self.name
+
+    def callees(self) -> list[str]:
+        """Return the distinct hosts this workload calls, sorted."""
+        return sorted({call.service for step in self.steps for call in step.calls})
+
+
+class CallGraphSpec(BaseModel):
+    """The services of an application and who calls whom.
+
+    Validation: workload names are unique; the entry and every called host exist; no workload
+    calls its own host; the workload-level graph has no cycle.
+
+    Attributes:
+        services: The workloads, at least one, with unique names.
+        entry: The host the workload (the load generator) calls.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+    services: list[ServiceSpec] = Field(min_length=1)
+    entry: str = Field(min_length=1)
+
+    @field_validator("services")
+    @classmethod
+    def _unique_names(cls, services: list[ServiceSpec]) -> list[ServiceSpec]:
+        seen: set[str] = set()
+        for svc in services:
+            if svc.name in seen:
+                raise ValueError(f"duplicate service name {svc.name!r}")
+            seen.add(svc.name)
+        return services
+
+    @model_validator(mode="after")
+    def _check_calls(self) -> CallGraphSpec:
+        hosts = set(self.hosts())
+        if self.entry not in hosts:
+            raise ValueError(
+                f"entry {self.entry!r} is not a service host; hosts: {', '.join(sorted(hosts))}"
+            )
+        for svc in self.services:
+            for number, step in enumerate(svc.steps, start=1):
+                for call in step.calls:
+                    if call.service not in hosts:
+                        raise ValueError(
+                            f"service {svc.name!r} step {number} calls unknown service "
+                            f"{call.service!r}"
+                        )
+                    if call.service == svc.host_name:
+                        raise ValueError(
+                            f"service {svc.name!r} step {number} calls its own host "
+                            f"{call.service!r}"
+                        )
+        try:
+            cycle = nx.find_cycle(_workload_graph(self))
+        except nx.NetworkXNoCycle:
+            return self
+        names = [edge[0] for edge in cycle] + [cycle[0][0]]
+        raise ValueError(f"call graph has a cycle: {' -> '.join(names)}")
+
+    def hosts(self) -> list[str]:
+        """Return the distinct host names, sorted."""
+        return sorted({svc.host_name for svc in self.services})
+
+    def workloads_of(self, host: str) -> list[ServiceSpec]:
+        """Return the workloads serving ``host``, sorted by name.
+
+        Raises:
+            TopologyError: If no workload serves ``host``.
+        """
+        found = sorted((s for s in self.services if s.host_name == host), key=lambda s: s.name)
+        if not found:
+            raise TopologyError(f"unknown host {host!r}; hosts: {', '.join(self.hosts())}")
+        return found
+
+    def service(self, name: str) -> ServiceSpec:
+        """Return the workload called ``name``.
+
+        Raises:
+            TopologyError: If there is no such workload.
+        """
+        for svc in self.services:
+            if svc.name == name:
+                return svc
+        names = ", ".join(sorted(s.name for s in self.services))
+        raise TopologyError(f"unknown service {name!r}; services: {names}")
+
+
+def _workload_graph(spec: CallGraphSpec) -> nx.DiGraph:
+    """Return the bare workload-level graph: an edge to every workload of each callee host."""
+    by_host: dict[str, list[str]] = {}
+    for svc in sorted(spec.services, key=lambda s: s.name):
+        by_host.setdefault(svc.host_name, []).append(svc.name)
+    graph = nx.DiGraph()
+    for svc in sorted(spec.services, key=lambda s: s.name):
+        graph.add_node(svc.name)
+        for host in svc.callees():
+            for callee in by_host.get(host, []):
+                graph.add_edge(svc.name, callee)
+    return graph
+
+
+def call_graph(spec: CallGraphSpec) -> nx.DiGraph:
+    """Build the directed workload-level call graph.
+
+    Node attributes (one node per workload, keyed by workload name, sorted by name):
+
+    - ``host``: ``str``, the host name callers use.
+    - ``version``: ``str``, the version label.
+    - ``replicas``: ``int``, number of pods.
+    - ``workers``: ``int``, concurrent requests per pod.
+    - ``service_time``: the ``DistributionSpec`` of CPU work per request, in seconds.
+    - ``protocol``: ``str``, one of :data:`Protocol`.
+    - ``request_size_bytes``: ``int``, default request size.
+    - ``response_size_bytes``: ``int``, default response size.
+
+    Edge attributes (an edge from a workload to every workload serving a host it calls):
+
+    - ``step``: ``int``, 0-based index of the caller's step that makes the call.
+    - ``parallel``: ``bool``, whether that step is a parallel fan-out group.
+    - ``probability``: ``float``, probability the call is made per request.
+    - ``calls``: ``int``, how many calls to that host one request makes (a host called in
+      several places); ``step``, ``parallel`` and ``probability`` describe the first one.
+
+    Args:
+        spec: The call graph spec (already validated, so the graph is acyclic).
+
+    Returns:
+        The call graph.
+    """
+    graph = nx.DiGraph()
+    for svc in sorted(spec.services, key=lambda s: s.name):
+        graph.add_node(
+            svc.name,
+            host=svc.host_name,
+            version=svc.version,
+            replicas=svc.replicas,
+            workers=svc.workers,
+            service_time=svc.service_time,
+            protocol=svc.protocol,
+            request_size_bytes=svc.request_size_bytes,
+            response_size_bytes=svc.response_size_bytes,
+        )
+    for svc in sorted(spec.services, key=lambda s: s.name):
+        for index, step in enumerate(svc.steps):
+            for call in step.calls:
+                for callee in spec.workloads_of(call.service):
+                    if graph.has_edge(svc.name, callee.name):
+                        graph.edges[svc.name, callee.name]["calls"] += 1
+                        continue
+                    graph.add_edge(
+                        svc.name,
+                        callee.name,
+                        step=index,
+                        parallel=step.parallel,
+                        probability=call.probability,
+                        calls=1,
+                    )
+    return graph

@@ -1,0 +1,445 @@
+"""Ready-made topologies: Istio's bookinfo, synthetic chains, fan-out trees and random DAGs,
+and a DeathStarBench-like social network.
+
+Every function returns a validated :class:`TopologySpec` with a sensible default cluster;
+:data:`CATALOG` names them and :func:`get_topology` builds one by name. Service times and sizes
+are illustrative, chosen to be plausible, not measured.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+from pydantic import ValidationError, validate_call
+
+from .callgraph import CallGraphSpec, ServiceSpec, StepSpec
+from .cluster import ClusterSpec, flat_cluster, multi_zone_cluster
+from .errors import TopologyError
+from .spec import TopologySpec
+
+__all__ = [
+    "CATALOG",
+    "bookinfo",
+    "chain",
+    "fanout",
+    "get_topology",
+    "random_dag",
+    "social_network",
+]
+
+_MAX_SERVICES = 10_000
+
+
+def _exp(mean_s: float) -> dict[str, Any]:
+    """An exponential service-time distribution with the given mean, in seconds."""
+    return {"kind": "exponential", "mean": mean_s}
+
+
+def bookinfo(cluster: ClusterSpec | None = None) -> TopologySpec:
+    """Istio's bookinfo sample application.
+
+    ``productpage`` (the entry) calls ``details``, then ``reviews`` (two sequential steps).
+    ``reviews`` has three versions: ``reviews-v1`` calls nothing, ``reviews-v2`` and
+    ``reviews-v3`` call ``ratings``. Each workload has one replica and 4 workers and speaks
+    HTTP/1.1. Service times are exponential with illustrative means: productpage 2 ms, details
+    1 ms, reviews 1.5 ms, ratings 0.5 ms.
+
+    Args:
+        cluster: The cluster; ``None`` for ``flat_cluster(3)``.
+
+    Returns:
+        The topology, named ``bookinfo``.
+    """
+    common: dict[str, Any] = {"workers": 4, "protocol": "http1"}
+    reviews_steps = [StepSpec(calls=[{"service": "ratings"}])]
+    services = [
+        ServiceSpec(
+            name="productpage",
+            service_time=_exp(0.002),
+            request_size_bytes="1KiB",
+            response_size_bytes="5KiB",
+            steps=[
+                StepSpec(calls=[{"service": "details"}]),
+                StepSpec(calls=[{"service": "reviews"}]),
+            ],
+            **common,
+        ),
+        ServiceSpec(
+            name="details",
+            service_time=_exp(0.001),
+            response_size_bytes="2KiB",
+            **common,
+        ),
+        *(
+            ServiceSpec(
+                name=f"reviews-{version}",
+                host="reviews",
+                version=version,
+                service_time=_exp(0.0015),
+                response_size_bytes="3KiB",
+                steps=[] if version == "v1" else reviews_steps,
+                **common,
+            )
+            for version in ("v1", "v2", "v3")
+        ),
+        ServiceSpec(
+            name="ratings",
+            service_time=_exp(0.0005),
+            response_size_bytes="1KiB",
+            **common,
+        ),
+    ]
+    return TopologySpec(
+        name="bookinfo",
+        cluster=cluster if cluster is not None else flat_cluster(3),
+        call_graph=CallGraphSpec(services=services, entry="productpage"),
+    )
+
+
+def chain(
+    n: int = 3,
+    service_time: Any = "1ms",
+    workers: int = 1,
+    cluster: ClusterSpec | None = None,
+) -> TopologySpec:
+    """A chain of services ``s0 -> s1 -> ... -> s{n-1}``, entry ``s0``.
+
+    Args:
+        n: Number of services, at least 1.
+        service_time: CPU work per request of every service, in seconds: a distribution spec
+            or mapping, a number, or a duration string such as ``"1ms"``.
+        workers: Concurrent requests per pod, at least 1.
+        cluster: The cluster; ``None`` for ``flat_cluster(3)``.
+
+    Returns:
+        The topology, named ``chain``.
+
+    Raises:
+        TopologyError: If ``n`` is less than 1.
+    """
+    if n < 1:
+        raise TopologyError(f"chain: n must be >= 1, got {n}")
+    services = [
+        ServiceSpec(
+            name=f"s{i}",
+            service_time=service_time,
+            workers=workers,
+            steps=[StepSpec(calls=[{"service": f"s{i + 1}"}])] if i + 1 < n else [],
+        )
+        for i in range(n)
+    ]
+    return TopologySpec(
+        name="chain",
+        cluster=cluster if cluster is not None else flat_cluster(3),
+        call_graph=CallGraphSpec(services=services, entry="s0"),
+    )
+
+
+def fanout(
+    width: int = 3,
+    depth: int = 2,
+    service_time: Any = "1ms",
+    workers: int = 1,
+    cluster: ClusterSpec | None = None,
+) -> TopologySpec:
+    """A tree of services: each non-leaf calls its ``width`` children in one parallel step.
+
+    Services are named ``t<level>-<index>``: the root (the entry) is ``t0-0``, its children
+    ``t1-0`` .. ``t1-{width-1}``, and the children of ``t<l>-<i>`` are
+    ``t<l+1>-<i*width>`` .. ``t<l+1>-<i*width+width-1>``.
+
+    Args:
+        width: Children per non-leaf service, at least 1.
+        depth: Levels below the root, at least 0 (0 = the root alone).
+        service_time: CPU work per request of every service, in seconds: a distribution spec
+            or mapping, a number, or a duration string such as ``"1ms"``.
+        workers: Concurrent requests per pod, at least 1.
+        cluster: The cluster; ``None`` for ``flat_cluster(3)``.
+
+    Returns:
+        The topology, named ``fanout``.
+
+    Raises:
+        TopologyError: If ``width`` or ``depth`` is out of range or the tree would have more
+            than 10 000 services.
+    """
+    if width < 1:
+        raise TopologyError(f"fanout: width must be >= 1, got {width}")
+    if depth < 0:
+        raise TopologyError(f"fanout: depth must be >= 0, got {depth}")
+    total = sum(width**level for level in range(depth + 1))
+    if total > _MAX_SERVICES:
+        raise TopologyError(
+            f"fanout: width={width}, depth={depth} makes {total} services (max {_MAX_SERVICES})"
+        )
+    services = []
+    for level in range(depth + 1):
+        for i in range(width**level):
+            steps = []
+            if level < depth:
+                children = [f"t{level + 1}-{i * width + k}" for k in range(width)]
+                steps = [StepSpec(calls=[{"service": c} for c in children], parallel=True)]
+            services.append(
+                ServiceSpec(
+                    name=f"t{level}-{i}",
+                    service_time=service_time,
+                    workers=workers,
+                    steps=steps,
+                )
+            )
+    return TopologySpec(
+        name="fanout",
+        cluster=cluster if cluster is not None else flat_cluster(3),
+        call_graph=CallGraphSpec(services=services, entry="t0-0"),
+    )
+
+
+def random_dag(
+    n: int = 10,
+    edge_probability: float = 0.3,
+    seed: int = 0,
+    cluster: ClusterSpec | None = None,
+) -> TopologySpec:
+    """A random acyclic call graph over services ``d0`` .. ``d{n-1}``, entry ``d0``.
+
+    Each pair ``i < j`` gets a call ``di -> dj`` with probability ``edge_probability`` (calls
+    only go from lower to higher index, so the graph is acyclic); a service with no caller gets
+    one from a random lower-index service, so every service is reachable from ``d0``. Each
+    service's calls are split into random steps, each parallel or sequential at random, and its
+    service time is exponential with a random mean between 0.5 and 3 ms. Everything is drawn
+    from one generator seeded by ``seed``.
+
+    Args:
+        n: Number of services, 1 to 10 000.
+        edge_probability: Probability in [0, 1] of each forward call.
+        seed: Seed of the generator (non-negative).
+        cluster: The cluster; ``None`` for ``flat_cluster(3)``.
+
+    Returns:
+        The topology, named ``random_dag``.
+
+    Raises:
+        TopologyError: If a parameter is out of range.
+    """
+    if not 1 <= n <= _MAX_SERVICES:
+        raise TopologyError(f"random_dag: n must be between 1 and {_MAX_SERVICES}, got {n}")
+    if not 0.0 <= edge_probability <= 1.0:
+        raise TopologyError(
+            f"random_dag: edge_probability must be in [0, 1], got {edge_probability}"
+        )
+    if seed < 0:
+        raise TopologyError(f"random_dag: seed must be >= 0, got {seed}")
+    rng = np.random.default_rng(seed)
+    callees: list[list[int]] = [[] for _ in range(n)]
+    for j in range(1, n):
+        callers = [i for i in range(j) if rng.random() < edge_probability]
+        if not callers:
+            callers = [int(rng.integers(0, j))]
+        for i in callers:
+            callees[i].append(j)
+    services = []
+    for i in range(n):
+        targets = sorted(callees[i])
+        order = [targets[k] for k in rng.permutation(len(targets))]
+        steps = []
+        while order:
+            size = int(rng.integers(1, len(order) + 1))
+            group, order = order[:size], order[size:]
+            parallel = len(group) > 1 and bool(rng.random() < 0.5)
+            steps.append(StepSpec(calls=[{"service": f"d{k}"} for k in group], parallel=parallel))
+        mean_s = round(float(rng.uniform(0.0005, 0.003)), 6)
+        services.append(ServiceSpec(name=f"d{i}", service_time=_exp(mean_s), steps=steps))
+    return TopologySpec(
+        name="random_dag",
+        cluster=cluster if cluster is not None else flat_cluster(3),
+        call_graph=CallGraphSpec(services=services, entry="d0"),
+    )
+
+
+def _svc(
+    name: str,
+    mean_ms: float,
+    steps: list[Any] | None = None,
+    protocol: str = "grpc",
+    replicas: int = 1,
+    workers: int = 4,
+) -> ServiceSpec:
+    """A social-network service (steps may use the YAML shorthand of :class:`StepSpec`)."""
+    return ServiceSpec(
+        name=name,
+        service_time=_exp(mean_ms / 1000.0),
+        steps=steps or [],
+        protocol=protocol,
+        replicas=replicas,
+        workers=workers,
+        request_size_bytes="1KiB",
+        response_size_bytes="2KiB",
+    )
+
+
+def _db(name: str, mean_ms: float) -> ServiceSpec:
+    """A leaf storage tier (memcached, redis, mongodb), spoken to over TCP."""
+    return _svc(name, mean_ms, protocol="tcp", workers=8)
+
+
+def _cached(cache: str, db: str, miss: float = 0.2) -> list[Any]:
+    """Steps that read a cache, then the database on a miss (probability ``miss``)."""
+    return [cache, {"calls": [{"service": db, "probability": miss}]}]
+
+
+def social_network(cluster: ClusterSpec | None = None) -> TopologySpec:
+    """A social network shaped like DeathStarBench's (about 25 services).
+
+    ``nginx-web-server`` (the entry, HTTP/1.1) serves a mix of requests, approximated by
+    independent calls: compose a post (p=0.1), read the home timeline (p=0.6), read a user
+    timeline (p=0.3). ``compose-post-service`` fans out in parallel to the text, user, media,
+    unique-id, url-shorten and user-mention services, then stores the post, then updates the
+    timelines in parallel. Logic services speak gRPC (standing in for Thrift); the
+    memcached, redis and mongodb tiers are TCP leaves, and a cache read goes to mongodb on a
+    miss with probability 0.2. Service times are exponential with illustrative means.
+
+    Args:
+        cluster: The cluster; ``None`` for ``multi_zone_cluster(3, 2)``.
+
+    Returns:
+        The topology, named ``social_network``.
+    """
+    fan_out = [
+        "text-service",
+        "user-service",
+        "media-service",
+        "unique-id-service",
+        "url-shorten-service",
+        "user-mention-service",
+    ]
+    services = [
+        _svc(
+            "nginx-web-server",
+            0.3,
+            protocol="http1",
+            replicas=2,
+            workers=8,
+            steps=[
+                {"calls": [{"service": "compose-post-service", "probability": 0.1}]},
+                {"calls": [{"service": "home-timeline-service", "probability": 0.6}]},
+                {"calls": [{"service": "user-timeline-service", "probability": 0.3}]},
+            ],
+        ),
+        _svc(
+            "compose-post-service",
+            0.5,
+            replicas=2,
+            steps=[
+                fan_out,
+                "post-storage-service",
+                ["user-timeline-service", "write-home-timeline-service"],
+            ],
+        ),
+        _svc("text-service", 0.3),
+        _svc("user-service", 0.3, steps=_cached("user-memcached", "user-mongodb")),
+        _svc("media-service", 0.2, steps=["media-mongodb"]),
+        _svc("unique-id-service", 0.1),
+        _svc("url-shorten-service", 0.2, steps=["url-shorten-mongodb"]),
+        _svc("user-mention-service", 0.2, steps=_cached("user-memcached", "user-mongodb")),
+        _svc(
+            "post-storage-service",
+            0.3,
+            replicas=2,
+            steps=_cached("post-storage-memcached", "post-storage-mongodb"),
+        ),
+        _svc(
+            "user-timeline-service",
+            0.3,
+            steps=[
+                *_cached("user-timeline-redis", "user-timeline-mongodb"),
+                "post-storage-service",
+            ],
+        ),
+        _svc(
+            "home-timeline-service",
+            0.3,
+            replicas=2,
+            steps=["home-timeline-redis", "post-storage-service"],
+        ),
+        _svc(
+            "write-home-timeline-service",
+            0.2,
+            steps=["social-graph-service", "home-timeline-redis"],
+        ),
+        _svc(
+            "social-graph-service",
+            0.3,
+            steps=_cached("social-graph-redis", "social-graph-mongodb"),
+        ),
+        _db("user-memcached", 0.1),
+        _db("user-mongodb", 1.0),
+        _db("media-mongodb", 1.0),
+        _db("url-shorten-mongodb", 1.0),
+        _db("post-storage-memcached", 0.1),
+        _db("post-storage-mongodb", 1.0),
+        _db("user-timeline-redis", 0.1),
+        _db("user-timeline-mongodb", 1.0),
+        _db("home-timeline-redis", 0.1),
+        _db("social-graph-redis", 0.1),
+        _db("social-graph-mongodb", 1.0),
+    ]
+    return TopologySpec(
+        name="social_network",
+        cluster=cluster if cluster is not None else multi_zone_cluster(3, 2),
+        call_graph=CallGraphSpec(services=services, entry="nginx-web-server"),
+    )
+
+
+CATALOG: dict[str, Callable[..., TopologySpec]] = {
+    "bookinfo": bookinfo,
+    "chain": chain,
+    "fanout": fanout,
+    "random_dag": random_dag,
+    "social_network": social_network,
+}
+"""The shipped topologies by name."""
+
+
+def get_topology(name: str, **params: Any) -> TopologySpec:
+    """Build a catalog topology by name.
+
+    Args:
+        name: A key of :data:`CATALOG`.
+        **params: Keyword parameters of that topology's function.
+
+    Returns:
+        The topology.
+
+    Raises:
+        TopologyError: If the name is unknown, a parameter is unknown or has a bad value.
+    """
+    try:
+        factory = CATALOG[name]
+    except KeyError:
+        raise TopologyError(
+            f"unknown topology {name!r}; known: {', '.join(sorted(CATALOG))}"
+        ) from None
+    accepted = list(inspect.signature(factory).parameters)
+    unknown = sorted(set(params) - set(accepted))
+    if unknown:
+        raise TopologyError(
+            f"topology {name!r} has no parameter {', '.join(repr(p) for p in unknown)}; "
+            f"parameters: {', '.join(accepted) or '(none)'}"
+        )
+    try:
+        # validate_call checks each parameter against its annotation, so a bad value is
+        # reported with the parameter's name.
+        return validate_call(factory)(**params)
+    except TopologyError:
+        raise
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in err['loc']) or '(input)'}: {err['msg']}"
+            for err in exc.errors()
+        )
+        raise TopologyError(f"topology {name!r}: invalid parameter {problems}") from None
+    except TypeError as exc:
+        raise TopologyError(f"topology {name!r}: bad parameter: {exc}") from None

@@ -1,0 +1,46 @@
+"""The whole topology: a cluster, a call graph and a placement of pods on nodes."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from .callgraph import CallGraphSpec
+from .cluster import ClusterSpec
+from .placement import Placement, PlacementSpec, place
+
+__all__ = ["TopologySpec"]
+
+
+class TopologySpec(BaseModel):
+    """A complete, validated topology that models can build a simulation from.
+
+    Validation also places the pods once, so an explicit assignment to an unknown node or pod,
+    an unassigned pod or a ``pack`` that does not fit is reported here.
+
+    Attributes:
+        name: A label for reports (``bookinfo``).
+        cluster: The nodes and the network.
+        call_graph: The workloads and their calls.
+        placement: How pods are assigned to nodes.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+    name: str = Field(default="custom", min_length=1)
+    cluster: ClusterSpec
+    call_graph: CallGraphSpec
+    placement: PlacementSpec = Field(default_factory=PlacementSpec)
+
+    @model_validator(mode="after")
+    def _check_placement(self) -> TopologySpec:
+        # place() raises TopologyError, a ValueError, which pydantic reports under this model.
+        place(self.cluster, self.call_graph, self.placement)
+        return self
+
+    def pods(self) -> Placement:
+        """Place the pods on the nodes (deterministic for a given spec).
+
+        Returns:
+            The placement, with lookups by pod name, workload and node.
+        """
+        return Placement(place(self.cluster, self.call_graph, self.placement))
