@@ -64,11 +64,11 @@ class NoMesh(Mesh):
         delay = src.net.delay(link, request.size_bytes)
         if delay > 0.0:
             yield env.timeout(delay)
-        src.net_sink.add(sent, env.now, True, request.trace)
+            src.net_sink.add(sent, env.now, True, request.trace)
         response = yield from dst.handle(request)
         answered = env.now
         delay = dst.net.delay(link, response.size_bytes)
         if delay > 0.0:
             yield env.timeout(delay)
-        dst.net_sink.add(answered, env.now, True, request.trace)
+            dst.net_sink.add(answered, env.now, True, request.trace)
         return response

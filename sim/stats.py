@@ -457,7 +457,17 @@ class TimeWeighted:
             t: Time of the change (seconds), not before the previous change.
             delta: Change of the level (e.g. +1 on arrival, -1 on departure).
         """
-        self.set(t, self._value + delta)
+        # On the hot path of every server visit: one call, no helpers.
+        last = self._t_last
+        if t < last:
+            raise ValueError(f"time must not go backwards: {t} < {last}")
+        value = self._value
+        self._area += value * (t - last)
+        self._t_last = t
+        value += delta
+        self._value = value
+        if value > self._max:
+            self._max = value
 
     def reset(self, t: float) -> None:
         """Restart averaging at ``t``, keeping the current level (end of warm-up).

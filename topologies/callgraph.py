@@ -105,6 +105,7 @@ class ServiceSpec(BaseModel):
         response_size_bytes: Default size of this service's responses, in bytes.
         protocol: The protocol the service speaks.
         steps: Downstream calls, in order, after the service's own CPU work.
+        namespace: The Kubernetes namespace (what a mesh's namespace scoping looks at).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
@@ -119,6 +120,7 @@ class ServiceSpec(BaseModel):
     response_size_bytes: Size = Field(default="1KiB")
     protocol: Protocol = "http1"
     steps: list[StepSpec] = Field(default_factory=list)
+    namespace: str = Field(default="default", pattern=NAME_PATTERN, max_length=63)
 
     @property
     def host_name(self) -> str:

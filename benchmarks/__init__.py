@@ -1,0 +1,1 @@
+"""Speed and memory benchmarks of meshsim (not tests); run them with ``make bench``."""

@@ -1,0 +1,149 @@
+"""Istio ambient: a ztunnel per node for L4 and mTLS, and waypoint proxies for L7.
+
+``app -> node ztunnel (L4, mTLS over HBONE) -> [waypoint of the destination service]
+-> network -> destination node's ztunnel -> app``. Ztunnels speak HTTP/2 (HBONE) to each
+other and to waypoints, so their connections are multiplexed. A waypoint is a full Envoy
+with the L7 chain, deployed per service (``waypoint_replicas`` pods placed on the nodes);
+it picks the endpoint when it is on the path, the source ztunnel otherwise.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from models.dataplane import Hop, ProxiedMesh
+from models.loadbalancer import Balancer, LbPolicy, make_balancer
+from models.mesh import register
+from models.proxy import Proxy, ProxySpec
+from models.scoping import known_config
+from models.sidecar import MtlsMode
+from models.world import PodBase, World
+from sim.distributions import UniformDist
+from sim.random import stable_hash
+
+__all__ = ["AmbientSpec", "AmbientMesh"]
+
+
+class AmbientSpec(BaseModel):
+    """Istio ambient.
+
+    Attributes:
+        ztunnel: the per-node L4 proxy.
+        waypoint: the L7 proxy of a service.
+        waypoints: which services have a waypoint: ``none`` (L4 only), ``all``, or a list of
+            service hosts.
+        waypoint_replicas: waypoint pods per service.
+        mtls_mode: ambient is mTLS (HBONE) between ztunnels.
+        load_balancer: the policy of the proxy that picks the endpoint.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    architecture: Literal["ambient"] = "ambient"
+    ztunnel: ProxySpec = ProxySpec()
+    waypoint: ProxySpec = ProxySpec()
+    waypoints: Literal["none", "all"] | list[str] = "none"
+    waypoint_replicas: Annotated[int, Field(ge=1)] = 1
+    mtls_mode: MtlsMode = "STRICT"
+    load_balancer: LbPolicy = "least_request"
+
+
+@register
+class AmbientMesh(ProxiedMesh):
+    """Ztunnels on every node with pods; waypoints for the services that ask for L7."""
+
+    architecture = "ambient"
+    spec: AmbientSpec
+
+    def __init__(self, world: World, spec: AmbientSpec) -> None:
+        super().__init__(world, spec)
+        self.mtls = spec.mtls_mode != "DISABLE"
+        self.ztunnels: dict[str, Proxy] = {}
+        self.waypoints: dict[str, list[Proxy]] = {}
+        self._waypoint_balancers: dict[tuple[str, str], Balancer] = {}
+
+    def attach(self, pods, clients) -> None:  # type: ignore[no-untyped-def]
+        super().attach(pods, clients)
+        world = self.world
+        graph = world.topology.call_graph
+        per_host = {h: len(p) for h, p in self.endpoints.items()}
+        for pod in sorted([*pods, *clients], key=lambda p: p.node.name):
+            if pod.node.name in self.ztunnels:
+                continue
+            ztunnel = Proxy(
+                world,
+                f"{pod.node.name}.ztunnel",
+                pod.node,
+                "ztunnel",
+                self.spec.ztunnel,
+                self.spec.load_balancer,
+            )
+            # A ztunnel knows every workload of the mesh (L4: endpoints, no L7 clusters).
+            _, ztunnel.known_endpoints = known_config(graph, per_host, "mesh", set(), set(), set())
+            self.ztunnels[pod.node.name] = ztunnel
+        wanted = self.spec.waypoints
+        hosts = sorted(self.endpoints) if wanted == "all" else [] if wanted == "none" else wanted
+        unknown = [h for h in hosts if h not in self.endpoints]
+        if unknown:
+            raise ValueError(f"waypoints: unknown service(s) {', '.join(unknown)}")
+        nodes = sorted(world.nodes)
+        for host in hosts:
+            offset = stable_hash(f"{host}-waypoint") % len(nodes)
+            proxies = []
+            for i in range(self.spec.waypoint_replicas):
+                node = world.nodes[nodes[(offset + i) % len(nodes)]]
+                waypoint = Proxy(
+                    world,
+                    f"{host}-waypoint-{i}",
+                    node,
+                    "waypoint",
+                    self.spec.waypoint,
+                    self.spec.load_balancer,
+                )
+                waypoint.known_clusters, waypoint.known_endpoints = known_config(
+                    graph, per_host, "dependencies", {host}, set(), set()
+                )
+                proxies.append(waypoint)
+            self.waypoints[host] = proxies
+
+    def route(self, src: PodBase, host: str) -> tuple[PodBase, list[Hop], Balancer]:
+        source = self.ztunnels[src.node.name]
+        mtls = self.mtls
+        waypoints = self.waypoints.get(host)
+        if waypoints is None:
+            balancer = source.balancer(host, self.endpoints[host])
+            dst = balancer.pick()
+            dest = self.ztunnels[dst.node.name]
+            hops = [
+                Hop(source, source.outbound, mtls, pooled=True, multiplexed=True),
+                Hop(dest, dest.inbound, mtls),
+            ]
+            return dst, hops, balancer
+        waypoint = self._pick_waypoint(source, host, waypoints)
+        balancer = waypoint.balancer(host, self.endpoints[host])
+        dst = balancer.pick()
+        dest = self.ztunnels[dst.node.name]
+        hops = [
+            Hop(source, source.outbound, mtls, pooled=True, multiplexed=True),
+            Hop(waypoint, waypoint.inbound, mtls, pooled=True, multiplexed=True),
+            Hop(dest, dest.inbound, mtls),
+        ]
+        return dst, hops, balancer
+
+    def _pick_waypoint(self, source: Proxy, host: str, waypoints: list[Proxy]) -> Proxy:
+        if len(waypoints) == 1:
+            return waypoints[0]
+        key = (source.name, host)
+        balancer = self._waypoint_balancers.get(key)
+        if balancer is None:
+            uniform = UniformDist(low=0.0, high=1.0).sampler(self.world.rng(f"{source.name}.wp"))
+            balancer = self._waypoint_balancers[key] = make_balancer("random", waypoints, uniform)
+        return balancer.pick()
+
+    def proxies(self) -> list[Proxy]:
+        found = [self.ztunnels[k] for k in sorted(self.ztunnels)]
+        for host in sorted(self.waypoints):
+            found.extend(self.waypoints[host])
+        return found

@@ -1,0 +1,145 @@
+"""Connection pools per upstream, as an Envoy cluster keeps them.
+
+* HTTP/1.1 (and TCP): one request per connection at a time. A request takes an idle
+  connection, or opens one while there are fewer than ``max_connections``, or waits in the
+  pending queue; past ``max_pending_requests`` it overflows (503, ``UO``).
+* HTTP/2 and gRPC: requests are streams multiplexed on a connection, up to
+  ``max_concurrent_streams`` each; a new connection opens only when all are full.
+
+Opening a connection costs what the ``opener`` does (a TCP round trip and, with mTLS, a TLS
+handshake); the pool only decides when. Connections are kept alive after use unless
+``max_requests_per_connection`` says otherwise.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Generator
+from typing import Annotated, Any
+
+import simpy
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = ["ConnectionPoolSpec", "ConnectionPool", "Connection"]
+
+UNLIMITED = 2**32 - 1
+
+
+class ConnectionPoolSpec(BaseModel):
+    """Istio's DestinationRule ``connectionPool`` fields (Istio's defaults).
+
+    Attributes:
+        max_connections: ``tcp.maxConnections``: connections per upstream host.
+        max_pending_requests: ``http.http1MaxPendingRequests``: requests waiting for one.
+        max_requests_per_connection: ``http.maxRequestsPerConnection`` (0 = unlimited,
+            1 = no keep-alive).
+        max_concurrent_streams: HTTP/2 streams per connection.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_connections: Annotated[int, Field(ge=1)] = UNLIMITED
+    max_pending_requests: Annotated[int, Field(ge=0)] = UNLIMITED
+    max_requests_per_connection: Annotated[int, Field(ge=0)] = 0
+    max_concurrent_streams: Annotated[int, Field(ge=1)] = 2**31 - 1
+
+
+class Connection:
+    """One open connection: its active streams and the requests it has carried."""
+
+    __slots__ = ("active", "served")
+
+    def __init__(self) -> None:
+        self.active = 0
+        self.served = 0
+
+
+class ConnectionPool:
+    """The connections from one proxy to one upstream (see the module docstring).
+
+    Args:
+        env: the SimPy environment.
+        spec: the pool's limits.
+        multiplexed: HTTP/2 semantics (streams) instead of HTTP/1.1 (one at a time).
+        opener: a generator function that models opening a connection (handshakes).
+        on_open / on_close: called with +1/-1 as connections open and close (memory).
+    """
+
+    def __init__(
+        self,
+        env: simpy.Environment,
+        spec: ConnectionPoolSpec,
+        multiplexed: bool,
+        opener: Callable[[], Generator[simpy.Event, Any, None]],
+        on_change: Callable[[int], None],
+    ) -> None:
+        self.env = env
+        self.spec = spec
+        self.multiplexed = multiplexed
+        self._opener = opener
+        self._on_change = on_change
+        self._idle: list[Connection] = []
+        self._open: list[Connection] = []
+        self._pending: deque[simpy.Event] = deque()
+        self.opened = 0
+        self.overflows = 0
+
+    @property
+    def size(self) -> int:
+        """Connections open (or opening) now."""
+        return len(self._open)
+
+    def acquire(self) -> Generator[simpy.Event, Any, Connection | None]:
+        """A connection to send one request on; None when the pool overflows (``UO``)."""
+        if self.multiplexed:
+            limit = self.spec.max_concurrent_streams
+            for conn in self._open:
+                if conn.active < limit:
+                    conn.active += 1
+                    return conn
+        elif self._idle:
+            conn = self._idle.pop()
+            conn.active = 1
+            return conn
+        if len(self._open) < self.spec.max_connections:
+            conn = Connection()
+            conn.active = 1
+            self._open.append(conn)
+            self.opened += 1
+            self._on_change(1)
+            yield from self._opener()
+            return conn
+        if len(self._pending) >= self.spec.max_pending_requests:
+            self.overflows += 1
+            return None
+        waiter = self.env.event()
+        self._pending.append(waiter)
+        conn = yield waiter
+        return conn
+
+    def release(self, conn: Connection) -> None:
+        """The request on ``conn`` is done: hand the connection on, keep it, or close it."""
+        conn.served += 1
+        limit = self.spec.max_requests_per_connection
+        if limit and conn.served >= limit and conn.active <= 1:
+            self._open.remove(conn)
+            self._on_change(-1)
+            if self._pending:
+                # A waiter takes the freed slot on a new connection (with its handshake).
+                self.env.process(self._open_for(self._pending.popleft()))
+            return
+        if self._pending:
+            self._pending.popleft().succeed(conn)  # it keeps the stream / the connection
+            return
+        conn.active -= 1
+        if not self.multiplexed:
+            self._idle.append(conn)
+
+    def _open_for(self, waiter: simpy.Event) -> Generator[simpy.Event, Any, None]:
+        conn = Connection()
+        conn.active = 1
+        self._open.append(conn)
+        self.opened += 1
+        self._on_change(1)
+        yield from self._opener()
+        waiter.succeed(conn)

@@ -1,0 +1,89 @@
+"""A proxy per node (Maesh / Traefik Mesh): one proxy shared by every pod of its node.
+
+``app -> its node's proxy (outbound, picks the endpoint) -> network -> app``; with
+``server_side``, the destination node's proxy is on the path too (``-> node proxy -> app``).
+Every pod on a node shares its proxy's workers, and its failure. Traefik Mesh has no mTLS.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from models.dataplane import Hop, ProxiedMesh
+from models.loadbalancer import Balancer, LbPolicy
+from models.mesh import register
+from models.proxy import Proxy, ProxySpec
+from models.scoping import known_config
+from models.sidecar import MtlsMode
+from models.world import PodBase, World
+
+__all__ = ["PerNodeSpec", "PerNodeMesh"]
+
+
+class PerNodeSpec(BaseModel):
+    """A proxy per node.
+
+    Attributes:
+        proxy: the node proxy (its ``outbound`` chain runs for callers on its node, its
+            ``inbound`` chain, with ``server_side``, for destinations on its node).
+        server_side: the destination's node proxy is on the path too.
+        mtls_mode: ``DISABLE`` for Traefik Mesh (it has no mTLS).
+        load_balancer: the node proxy's policy (Traefik: weighted round robin).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    architecture: Literal["per_node"] = "per_node"
+    proxy: ProxySpec = ProxySpec()
+    server_side: bool = False
+    mtls_mode: MtlsMode = "DISABLE"
+    load_balancer: LbPolicy = "round_robin"
+
+
+@register
+class PerNodeMesh(ProxiedMesh):
+    """One proxy on each node that has pods; it knows every service of the mesh."""
+
+    architecture = "per_node"
+    spec: PerNodeSpec
+
+    def __init__(self, world: World, spec: PerNodeSpec) -> None:
+        super().__init__(world, spec)
+        self.mtls = spec.mtls_mode != "DISABLE"
+        self.node_proxies: dict[str, Proxy] = {}
+
+    def attach(self, pods, clients) -> None:  # type: ignore[no-untyped-def]
+        super().attach(pods, clients)
+        graph = self.world.topology.call_graph
+        per_host = {h: len(p) for h, p in self.endpoints.items()}
+        for pod in sorted([*pods, *clients], key=lambda p: p.node.name):
+            if pod.node.name in self.node_proxies:
+                continue
+            proxy = Proxy(
+                self.world,
+                f"{pod.node.name}.node-proxy",
+                pod.node,
+                "node_proxy",
+                self.spec.proxy,
+                self.spec.load_balancer,
+            )
+            # Traefik's dynamic configuration holds every service of the mesh.
+            proxy.known_clusters, proxy.known_endpoints = known_config(
+                graph, per_host, "mesh", set(), set(), set()
+            )
+            self.node_proxies[pod.node.name] = proxy
+
+    def route(self, src: PodBase, host: str) -> tuple[PodBase, list[Hop], Balancer]:
+        out = self.node_proxies[src.node.name]
+        balancer = out.balancer(host, self.endpoints[host])
+        dst = balancer.pick()
+        if not self.spec.server_side:
+            return dst, [Hop(out, out.outbound, self.mtls, pooled=True)], balancer
+        into = self.node_proxies[dst.node.name]
+        hops = [Hop(out, out.outbound, self.mtls, pooled=True), Hop(into, into.inbound, self.mtls)]
+        return dst, hops, balancer
+
+    def proxies(self) -> list[Proxy]:
+        return [self.node_proxies[k] for k in sorted(self.node_proxies)]

@@ -1,0 +1,209 @@
+"""The proxy: an Envoy-like, event-driven proxy with workers, listeners and pools.
+
+A proxy holds a worker (``concurrency`` of them; Istio's sidecar default is 2) only while it
+computes: it runs a listener's filter chain on the request, lets go, and takes a worker again
+when the response comes back. Work done after the response is sent (telemetry) is charged to
+a worker without anybody waiting for it, so the next request may find the worker busy.
+
+Each pass through a proxy also costs ``io_delay``: time the request spends in sockets, the
+kernel and the event loop (MeshInsight's IPC, read/write and epoll) that is latency but not
+the proxy's own user-space CPU.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Generator
+from typing import Annotated, Any, Literal
+
+import simpy
+from pydantic import BaseModel, ConfigDict, Field
+
+from models.connections import ConnectionPool, ConnectionPoolSpec
+from models.filters import FilterSpec, Listener
+from models.loadbalancer import Balancer, LbPolicy, make_balancer
+from models.messages import Request
+from models.world import Node, World
+from sim.distributions import DistributionSpec, UniformDist
+from sim.network import NetworkPort
+from sim.units import Duration, Size
+
+__all__ = ["ProxySpec", "MemorySpec", "TlsSpec", "Proxy"]
+
+
+class MemorySpec(BaseModel):
+    """Proxy memory: base + per known cluster and endpoint + per open connection.
+
+    The configuration a proxy holds (clusters, endpoints) depends on what it must know, and
+    that is what the mesh's scoping decides; the request rate does not enter.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    base_bytes: Size = 0
+    per_cluster_bytes: Size = 0
+    per_endpoint_bytes: Size = 0
+    per_connection_bytes: Size = 0
+
+    def total(self, clusters: int, endpoints: int, connections: int) -> float:
+        return float(
+            self.base_bytes
+            + self.per_cluster_bytes * clusters
+            + self.per_endpoint_bytes * endpoints
+            + self.per_connection_bytes * connections
+        )
+
+
+class TlsSpec(BaseModel):
+    """The TLS handshake of a new mTLS connection.
+
+    Attributes:
+        client_cpu: CPU of the side that opens the connection (seconds).
+        server_cpu: CPU of the side that accepts it (seconds).
+        round_trips: network round trips of the handshake (1 for TLS 1.3).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    client_cpu: Duration = 0.0
+    server_cpu: Duration = 0.0
+    round_trips: Annotated[int, Field(ge=0)] = 1
+
+
+class ProxySpec(BaseModel):
+    """One kind of proxy (sidecar, node proxy, ztunnel, waypoint).
+
+    Attributes:
+        concurrency: worker threads (Envoy's ``--concurrency``).
+        io_delay: latency per pass through the proxy outside its CPU (sockets, kernel,
+            event loop); a distribution, ``0`` for none.
+        outbound: the filter chain of the outbound listener (traffic the local app sends).
+        inbound: the filter chain of the inbound listener (traffic to the local app).
+        connection_pool: limits of the pools to upstreams.
+        tls: the handshake of a new mTLS connection.
+        memory: the memory model.
+        layer: ``l4`` for a proxy that never parses HTTP (ztunnel): every request costs as
+            TCP, whatever the application speaks.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    concurrency: Annotated[int, Field(ge=1)] = 2
+    io_delay: DistributionSpec = Field(default=0.0, validate_default=True)
+    outbound: list[FilterSpec] = []
+    inbound: list[FilterSpec] = []
+    connection_pool: ConnectionPoolSpec = ConnectionPoolSpec()
+    tls: TlsSpec = TlsSpec()
+    memory: MemorySpec = MemorySpec()
+    layer: Literal["l4", "l7"] = "l7"
+
+
+class Proxy:
+    """One proxy at run time (see the module docstring).
+
+    Args:
+        world: the runtime world.
+        name: the proxy's name (``reviews-v1-0.sidecar``, ``node-1.ztunnel``).
+        node: where it runs.
+        kind: the component kind CPU is charged to (``sidecar``, ``node_proxy``, ...).
+        spec: the validated proxy spec.
+        lb_policy: how its router picks an endpoint.
+    """
+
+    def __init__(
+        self, world: World, name: str, node: Node, kind: str, spec: ProxySpec, lb_policy: LbPolicy
+    ) -> None:
+        self.world = world
+        self.env = world.env
+        self.name = name
+        self.node = node
+        self.kind = kind
+        self.spec = spec
+        # Node-level proxies are named after their node already (``node-1.ztunnel``).
+        self.scope = name if name.startswith(f"{node.name}.") else f"{node.name}.{name}"
+        self.cpu = world.cpu_server(spec.concurrency, self.scope, kind, node)
+        self._l4 = "tcp" if spec.layer == "l4" else ""
+        self.outbound = Listener("outbound", spec.outbound)
+        self.inbound = Listener("inbound", spec.inbound)
+        self.net = NetworkPort(world.topology.cluster.network, world.rng(f"{name}.net"))
+        self.io: Callable[[], float] = spec.io_delay.sampler(world.rng(f"{name}.io"))
+        self._choice_rng = world.rng(f"{name}.lb")
+        self._lb_policy = lb_policy
+        self._balancers: dict[str, Balancer] = {}
+        self.pools: dict[str, ConnectionPool] = {}
+        self.connections = 0
+        self.peak_connections = 0
+        self.requests = 0
+        self.known_clusters = 0
+        self.known_endpoints = 0
+        self.queue_sink = world.sink(self.scope, f"{kind}_queue")
+        self.cpu_sink = world.sink(self.scope, f"{kind}_cpu")
+        self.io_sink = world.sink(self.scope, f"{kind}_io")
+        self.net_sink = world.sink(self.scope, "network")
+
+    def balancer(self, host: str, endpoints: list) -> Balancer:
+        """This proxy's load balancer for ``host`` (an Envoy cluster), made on first use."""
+        found = self._balancers.get(host)
+        if found is None:
+            uniform = UniformDist(low=0.0, high=1.0).sampler(self._choice_rng)
+            found = self._balancers[host] = make_balancer(self._lb_policy, endpoints, uniform)
+        return found
+
+    def compute(self, work_s: float, trace: list | None) -> Generator[simpy.Event, Any, None]:
+        """Run ``work_s`` of filter-chain CPU on a worker, recording queueing and CPU spans."""
+        start = self.env.now
+        wait = yield from self.cpu.execute(work_s)
+        self.queue_sink.add_pair(self.cpu_sink, start, start + wait, self.env.now, trace)
+
+    def on_request(
+        self, listener: Listener, request: Request, mtls: bool
+    ) -> Generator[simpy.Event, Any, None]:
+        """The request side of ``listener``'s chain."""
+        self.requests += 1
+        cost = listener.cost(self._l4 or request.protocol, mtls)
+        yield from self.compute(cost.request(request.size_bytes), request.trace)
+
+    def on_response(
+        self, listener: Listener, request: Request, size_bytes: int, mtls: bool
+    ) -> Generator[simpy.Event, Any, None]:
+        """The response side, then the work after the response (telemetry) off the path."""
+        cost = listener.cost(self._l4 or request.protocol, mtls)
+        yield from self.compute(cost.response(size_bytes), request.trace)
+        after = cost.after(size_bytes)
+        if after > 0.0:
+            self.cpu.charge(after)
+
+    def connection_changed(self, delta: int) -> None:
+        """A connection from or to this proxy opened (+1) or closed (-1)."""
+        self.connections += delta
+        if self.connections > self.peak_connections:
+            self.peak_connections = self.connections
+
+    def pool(
+        self,
+        key: str,
+        multiplexed: bool,
+        opener: Callable[[], Generator[simpy.Event, Any, None]],
+        peer: Proxy | None,
+    ) -> ConnectionPool:
+        """The pool of connections to upstream ``key``, made on first use."""
+        found = self.pools.get(key)
+        if found is None:
+
+            def changed(delta: int) -> None:
+                self.connection_changed(delta)
+                if peer is not None:
+                    peer.connection_changed(delta)
+
+            found = self.pools[key] = ConnectionPool(
+                self.env, self.spec.connection_pool, multiplexed, opener, changed
+            )
+        return found
+
+    def memory_bytes(self) -> float:
+        """Modelled memory: configuration held plus the peak of open connections."""
+        return self.spec.memory.total(
+            self.known_clusters, self.known_endpoints, self.peak_connections
+        )
+
+    def reset_stats(self) -> None:
+        self.requests = 0

@@ -1,0 +1,139 @@
+"""Proxyless gRPC: the client library does the routing, with the app's CPU.
+
+``app (gRPC with xDS: routing, load balancing, TLS, on the app's workers) -> network -> app``.
+There is no proxy: the mesh's work is CPU on the calling and the called application (charged
+to them), and its memory is the xDS configuration each application holds. Channels are
+long-lived, so connection set-up is not modelled.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from typing import Any, Literal
+
+import simpy
+from pydantic import BaseModel, ConfigDict
+
+from models.dataplane import ProxiedMesh
+from models.filters import Cost
+from models.loadbalancer import Balancer, LbPolicy, make_balancer
+from models.mesh import register
+from models.messages import Request, Response
+from models.proxy import MemorySpec
+from models.scoping import Scoping, known_config
+from models.sidecar import MtlsMode
+from models.world import PodBase, World
+from sim.distributions import UniformDist
+from sim.servers import CpuServer
+
+__all__ = ["ProxylessSpec", "ProxylessMesh"]
+
+
+class ProxylessSpec(BaseModel):
+    """gRPC with xDS in the application.
+
+    Attributes:
+        client_cpu: the client library's CPU per call, on each side of it (routing, load
+            balancing, TLS), on the caller's workers.
+        server_cpu: the server library's CPU per call (TLS, authorization), on the callee's.
+        memory: the xDS configuration each application holds.
+        scoping: what each application's xDS client knows.
+        mtls_mode: with ``DISABLE``, no TLS cost is added (the costs above include it).
+        load_balancer: gRPC's policy.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    architecture: Literal["proxyless"] = "proxyless"
+    client_cpu: Cost = Cost()
+    server_cpu: Cost = Cost()
+    memory: MemorySpec = MemorySpec()
+    scoping: Scoping = "mesh"
+    mtls_mode: MtlsMode = "STRICT"
+    load_balancer: LbPolicy = "round_robin"
+
+
+@register
+class ProxylessMesh(ProxiedMesh):
+    """No proxies; library CPU on both applications."""
+
+    architecture = "proxyless"
+    spec: ProxylessSpec
+
+    def __init__(self, world: World, spec: ProxylessSpec) -> None:
+        super().__init__(world, spec)
+        self._balancers: dict[tuple[str, str], Balancer] = {}
+        self._cpu: dict[str, CpuServer] = {}
+        self._memory: dict[str, float] = {}
+
+    def attach(self, pods, clients) -> None:  # type: ignore[no-untyped-def]
+        super().attach(pods, clients)
+        graph = self.world.topology.call_graph
+        per_host = {h: len(p) for h, p in self.endpoints.items()}
+        for pod in pods:
+            self._cpu[pod.name] = pod.app
+            clusters, endpoints = known_config(
+                graph,
+                per_host,
+                self.spec.scoping,
+                {pod.host},
+                set(pod.spec.callees()),
+                {pod.spec.namespace},
+            )
+            self._memory[f"{pod.scope}.xds"] = self.spec.memory.total(clusters, endpoints, 0)
+        for client in clients:
+            # The load generator's own library work runs on its own (unbounded) threads.
+            self._cpu[client.name] = self.world.cpu_server(
+                1024, f"{client.scope}.app", "loadgen", client.node
+            )
+
+    def call(
+        self, src: PodBase, host: str, request: Request
+    ) -> Generator[simpy.Event, Any, Response]:
+        env = self.env
+        key = (src.name, host)
+        balancer = self._balancers.get(key)
+        if balancer is None:
+            uniform = UniformDist(low=0.0, high=1.0).sampler(self.world.rng(f"{src.name}.lb"))
+            balancer = self._balancers[key] = make_balancer(
+                self.spec.load_balancer, self.endpoints[host], uniform
+            )
+        dst = balancer.pick()
+        client, server = self._cpu[src.name], self._cpu[dst.name]
+        spec = self.spec
+        size = request.size_bytes
+        trace = request.trace
+        sink_client = self.world.sink(client.scope, "grpc_library_cpu")
+        sink_server = self.world.sink(server.scope, "grpc_library_cpu")
+        start = env.now
+        yield from client.execute(spec.client_cpu.base + spec.client_cpu.per_kib * size / 1024)
+        sink_client.add(start, env.now, True, trace)
+        link = self.world.link(src.node, dst.node)
+        sent = env.now
+        delay = src.net.delay(link, size)
+        if delay > 0.0:
+            yield env.timeout(delay)
+        src.net_sink.add(sent, env.now, True, trace)
+        start = env.now
+        yield from server.execute(spec.server_cpu.base + spec.server_cpu.per_kib * size / 1024)
+        sink_server.add(start, env.now, True, trace)
+        response = yield from dst.handle(request)  # type: ignore[attr-defined]
+        out = response.size_bytes
+        start = env.now
+        yield from server.execute(spec.server_cpu.base + spec.server_cpu.per_kib * out / 1024)
+        sink_server.add(start, env.now, True, trace)
+        answered = env.now
+        delay = dst.net.delay(link, out)
+        if delay > 0.0:
+            yield env.timeout(delay)
+        dst.net_sink.add(answered, env.now, True, trace)
+        start = env.now
+        yield from client.execute(spec.client_cpu.base + spec.client_cpu.per_kib * out / 1024)
+        sink_client.add(start, env.now, True, trace)
+        return response
+
+    def proxies(self) -> list:
+        return []
+
+    def memory_bytes(self) -> dict[str, float]:
+        return dict(sorted(self._memory.items()))
