@@ -9,6 +9,8 @@ from typing import Annotated, Optional
 
 import typer
 
+from experiments.calibration import calibrate as run_calibration
+from experiments.calibration import format_calibration
 from experiments.compare import compare
 from experiments.profiles import list_profiles, load_profile
 from experiments.runner import run_experiment
@@ -116,6 +118,27 @@ def compare_command(
         if result.report_path is not None:
             typer.echo(f"Report: {result.report_path}")
     if result.failures:
+        raise typer.Exit(1)
+
+
+@app.command()
+def calibrate(
+    profile: Annotated[
+        Optional[list[str]],  # noqa: UP045
+        typer.Option("--profile", "-p", help="A profile to calibrate (repeat); default: all."),
+    ] = None,
+    duration: Annotated[float, typer.Option(help="Simulated seconds per run.")] = 30.0,
+    seed: Annotated[int, typer.Option(help="Root seed.")] = 1,
+) -> None:
+    """Run Istio's benchmark set-up for each profile: published figures against simulated."""
+    unknown = [p for p in profile or [] if p not in list_profiles()]
+    if unknown:
+        _fail(f"unknown profile(s) {', '.join(unknown)}; known: {', '.join(list_profiles())}")
+    if duration <= 0:
+        _fail(f"--duration must be > 0, got {duration:g}")
+    rows, _ = run_calibration(profile or None, duration_s=duration, seed=seed)
+    typer.echo(format_calibration(rows))
+    if any(row.within is False for row in rows):
         raise typer.Exit(1)
 
 

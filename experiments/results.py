@@ -14,6 +14,7 @@ __all__ = [
     "ServiceResult",
     "CpuResult",
     "Conservation",
+    "ProxyResult",
     "RunResult",
 ]
 
@@ -69,6 +70,8 @@ class CpuResult(BaseModel):
         by_component: per component scope (``node-1.reviews-v1-0.app``).
         by_node: per node.
         per_1000_rps: vCPU per 1000 end-to-end requests per second, per component kind.
+        per_proxy_per_1000_rps: per proxy kind, vCPU per 1000 rps through one proxy
+            (all proxies of the kind together: their cores over their requests).
     """
 
     model_config = ConfigDict(frozen=True)
@@ -77,6 +80,30 @@ class CpuResult(BaseModel):
     by_component: dict[str, float]
     by_node: dict[str, float]
     per_1000_rps: dict[str, float]
+    per_proxy_per_1000_rps: dict[str, float] = {}
+
+
+class ProxyResult(BaseModel):
+    """One proxy: its CPU, the requests through it, and its modelled memory.
+
+    Attributes:
+        kind: ``sidecar``, ``node_proxy``, ``ztunnel`` or ``waypoint``.
+        node: the node it runs on.
+        cores: mean busy cores.
+        rps: requests per second through it (each request counted once per proxy, inbound
+            and outbound alike).
+        vcpu_per_1000_rps: cores per 1000 rps through it (Istio's "per proxy" figure).
+        memory_bytes: modelled memory.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    kind: str
+    node: str
+    cores: float
+    rps: float
+    vcpu_per_1000_rps: float
+    memory_bytes: float
 
 
 class Conservation(BaseModel):
@@ -108,7 +135,8 @@ class RunResult(BaseModel):
         services: per workload, as its pods served them.
         hops_ms: mean milliseconds per end-to-end request spent in each kind of hop.
         cpu: CPU by component kind, component and node.
-        memory_bytes: modelled memory per proxy.
+        memory_bytes: modelled memory per proxy (or per application's xDS client).
+        proxies: per proxy: kind, node, cores, rps, vCPU per 1000 rps and memory.
         in_flight_mean: time-averaged requests in flight (Little's law: = rate x latency).
         status_codes / response_flags: counts over the measured requests.
         latency_histogram: the end-to-end histogram, serialised (mergeable).
@@ -129,6 +157,7 @@ class RunResult(BaseModel):
     hops_ms: dict[str, float]
     cpu: CpuResult
     memory_bytes: dict[str, float]
+    proxies: dict[str, ProxyResult] = {}
     conservation: Conservation
     in_flight_mean: float
     status_codes: dict[str, int]

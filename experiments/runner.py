@@ -11,6 +11,7 @@ from experiments.results import (
     Conservation,
     CpuResult,
     LatencySummary,
+    ProxyResult,
     RunResult,
     ServiceResult,
 )
@@ -124,6 +125,7 @@ def summarise(
         hops_ms=hops_ms,
         cpu=_cpu(outputs, total_s, end_to_end.throughput_rps),
         memory_bytes=_mean_memory(outputs),
+        proxies=_proxies(outputs, total_s),
         conservation=Conservation(
             sent=sent, completed=completed, failed=failed, in_flight=sent - completed - failed
         ),
@@ -146,12 +148,49 @@ def _cpu(outputs: list[SimulationOutput], total_s: float, rps: float) -> CpuResu
             by_component[server.scope] += cores
             by_node[server.scope.split(".", 1)[0]] += cores
     per_1000 = {k: v / rps * 1000.0 if rps > 0 else 0.0 for k, v in by_kind.items()}
+    proxy_cpu: dict[str, float] = defaultdict(float)
+    proxy_requests: dict[str, int] = defaultdict(int)
+    for out in outputs:
+        for proxy in out.proxies:
+            proxy_cpu[proxy.kind] += proxy.cpu_s
+            proxy_requests[proxy.kind] += proxy.requests
+    per_proxy = {
+        k: proxy_cpu[k] / proxy_requests[k] * 1000.0 if proxy_requests[k] else 0.0
+        for k in sorted(proxy_cpu)
+    }
     return CpuResult(
         by_kind=dict(sorted(by_kind.items())),
         by_component=dict(sorted(by_component.items())),
         by_node=dict(sorted(by_node.items())),
         per_1000_rps=dict(sorted(per_1000.items())),
+        per_proxy_per_1000_rps=per_proxy,
     )
+
+
+def _proxies(outputs: list[SimulationOutput], total_s: float) -> dict[str, ProxyResult]:
+    cpu: dict[str, float] = defaultdict(float)
+    requests: dict[str, int] = defaultdict(int)
+    memory: dict[str, float] = defaultdict(float)
+    first = {}
+    for out in outputs:
+        for proxy in out.proxies:
+            first.setdefault(proxy.scope, proxy)
+            cpu[proxy.scope] += proxy.cpu_s
+            requests[proxy.scope] += proxy.requests
+            memory[proxy.scope] += proxy.memory_bytes / len(outputs)
+    results = {}
+    for scope in sorted(first):
+        cores = cpu[scope] / total_s
+        rps = requests[scope] / total_s
+        results[scope] = ProxyResult(
+            kind=first[scope].kind,
+            node=first[scope].node,
+            cores=cores,
+            rps=rps,
+            vcpu_per_1000_rps=cores / rps * 1000.0 if rps > 0 else 0.0,
+            memory_bytes=memory[scope],
+        )
+    return results
 
 
 def _mean_memory(outputs: list[SimulationOutput]) -> dict[str, float]:

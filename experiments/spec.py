@@ -23,7 +23,9 @@ from pydantic import (
 )
 
 from experiments.overrides import apply_overrides
-from experiments.profiles import ProfileError, list_profiles, resolve_mesh
+from experiments.overrides import deep_merge
+from experiments.profiles import ProfileError, list_profiles, resolve_mesh, validate_mesh
+from models.architectures import ARCHITECTURES
 from models.workload import WorkloadSpec
 from sim.units import Duration
 from topologies import TopologyError, TopologySpec, get_topology, load_topology
@@ -86,38 +88,46 @@ class TopologyRef(BaseModel):
 
 
 class MeshRef(BaseModel):
-    """Which mesh: a built-in profile and overrides of its fields.
+    """Which mesh: a built-in profile and overrides of its fields, or a mesh in full.
 
-    A bare string is a profile name (``istio-1.8``).
+    A bare string is a profile name (``istio-1.8``). A mapping with ``architecture`` is a
+    mesh spec given in full (``{architecture: sidecar, proxy: {...}}``).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     profile: str = "none"
     overrides: dict[str, Any] = {}
+    inline: dict[str, Any] | None = None
 
     @model_validator(mode="before")
     @classmethod
     def _shorthand(cls, data: Any) -> Any:
-        return {"profile": data} if isinstance(data, str) else data
+        if isinstance(data, str):
+            return {"profile": data}
+        if isinstance(data, dict) and "architecture" in data:
+            return {"profile": "custom", "inline": data}
+        return data
 
     @model_validator(mode="after")
     def _known(self) -> MeshRef:
-        if self.profile not in list_profiles():
+        if self.inline is None and self.profile not in list_profiles():
             raise ValueError(
                 f"unknown profile {self.profile!r}; known: {', '.join(list_profiles())}"
             )
         try:
             self.resolve()
         except ValidationError as error:
+            where = "mesh" if self.inline is not None else "mesh.overrides"
             raise ValueError(
-                f"profile {self.profile!r} with these overrides is not valid: "
-                + format_validation_error(error, prefix="mesh.overrides")
+                "the mesh is not valid:\n" + format_validation_error(error, prefix=where)
             ) from None
         return self
 
     def resolve(self) -> Any:
         """The validated mesh spec."""
+        if self.inline is not None:
+            return validate_mesh(deep_merge(self.inline, self.overrides))
         return resolve_mesh(self.profile, self.overrides)
 
 
@@ -171,6 +181,20 @@ class ExperimentSpec(BaseModel):
             )
         return self
 
+    @model_validator(mode="after")
+    def _client_node(self) -> ExperimentSpec:
+        if self.client_node is not None:
+            try:
+                nodes = [n.name for n in self.resolve_topology().cluster.nodes]
+            except TopologyError:
+                return self  # reported on the topology field already
+            if self.client_node not in nodes:
+                raise ValueError(
+                    f"client_node {self.client_node!r} is not a node of the topology; "
+                    f"nodes: {', '.join(nodes)}"
+                )
+        return self
+
     def resolve_topology(self) -> TopologySpec:
         """The topology this spec names."""
         return self.topology.resolve()
@@ -195,7 +219,7 @@ def _is_union_tag(part: Any) -> bool:
     return text.startswith("function-") or text in _UNION_TAGS
 
 
-_UNION_TAGS = {"open_loop", "closed_loop"}
+_UNION_TAGS = {"open_loop", "closed_loop", *ARCHITECTURES}
 
 
 def spec_from_dict(

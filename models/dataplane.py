@@ -161,10 +161,6 @@ class ProxiedMesh(Mesh):
             yield from peer.cpu.execute(peer.spec.tls.server_cpu)
         self.world.sink(proxy.scope, "tls_handshake").add(start, env.now, True, trace)
 
-    def proxies(self) -> list[Proxy]:
-        """Every proxy of this mesh."""
-        raise NotImplementedError
-
     def reset_stats(self) -> None:
         for proxy in self.proxies():
             proxy.reset_stats()

@@ -55,6 +55,13 @@ class Mesh:
         """Carry ``request`` from ``src`` to a pod of ``host`` and its response back."""
         raise NotImplementedError
 
+    def proxies(self) -> list[Any]:
+        """Every proxy of this mesh (none without proxies)."""
+        return []
+
+    def reset_stats(self) -> None:
+        """Called at the end of the warm-up."""
+
     def memory_bytes(self) -> dict[str, float]:
         """Modelled memory per proxy scope, in bytes (none for no mesh)."""
         return {}

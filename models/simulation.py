@@ -21,9 +21,21 @@ from sim.recorder import Recorder
 from sim.servers import CpuServer
 from topologies import TopologySpec
 
-__all__ = ["Simulation", "SimulationOutput", "simulate"]
+__all__ = ["Simulation", "SimulationOutput", "ProxyUsage", "simulate"]
 
 CLIENT_POD = "loadgen-0"
+
+
+@dataclass(frozen=True)
+class ProxyUsage:
+    """What one proxy did after the warm-up, and the memory it is modelled to hold."""
+
+    scope: str
+    kind: str
+    node: str
+    cpu_s: float
+    requests: int
+    memory_bytes: float
 
 
 @dataclass
@@ -36,6 +48,7 @@ class SimulationOutput:
     recorder: Recorder
     servers: list[CpuServer]
     memory_bytes: dict[str, float]
+    proxies: list[ProxyUsage] = field(default_factory=list)
     extras: dict[str, Any] = field(default_factory=dict)
 
 
@@ -100,6 +113,7 @@ class Simulation:
         if self.warmup_s > 0:
             self.env.run(until=self.warmup_s)
             self.world.reset_stats()
+            self.mesh.reset_stats()
             self.workload.stats.in_flight.reset(self.env.now)
         self.env.run(until=self.duration_s)
         return SimulationOutput(
@@ -109,6 +123,10 @@ class Simulation:
             recorder=self.world.recorder,
             servers=self.world.servers,
             memory_bytes=self.mesh.memory_bytes(),
+            proxies=[
+                ProxyUsage(p.scope, p.kind, p.node.name, p.cpu.cpu_s, p.requests, p.memory_bytes())
+                for p in self.mesh.proxies()
+            ],
         )
 
 

@@ -12,7 +12,14 @@ from pydantic import BaseModel, ConfigDict, TypeAdapter
 from experiments.overrides import deep_merge
 from models.architectures import MeshSpec
 
-__all__ = ["Profile", "list_profiles", "load_profile", "resolve_mesh", "ProfileError"]
+__all__ = [
+    "Profile",
+    "list_profiles",
+    "load_profile",
+    "resolve_mesh",
+    "validate_mesh",
+    "ProfileError",
+]
 
 
 class ProfileError(ValueError):
@@ -67,7 +74,11 @@ def load_profile(name: str) -> Profile:
 _MESH = TypeAdapter(MeshSpec)
 
 
+def validate_mesh(data: dict[str, Any]) -> Any:
+    """A mesh spec from data (raises pydantic's ValidationError)."""
+    return _MESH.validate_python(data)
+
+
 def resolve_mesh(profile: str, overrides: dict[str, Any] | None = None) -> Any:
     """The validated mesh spec of ``profile`` with ``overrides`` merged in."""
-    data = deep_merge(load_profile(profile).mesh, overrides or {})
-    return _MESH.validate_python(data)
+    return validate_mesh(deep_merge(load_profile(profile).mesh, overrides or {}))

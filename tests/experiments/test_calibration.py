@@ -1,0 +1,60 @@
+"""The built-in profiles reproduce the published figures (a short run of the calibration)."""
+
+from __future__ import annotations
+
+import pytest
+
+from experiments.calibration import calibrate, format_calibration, loadtest_memory_mb
+
+# Short runs: 10 simulated seconds are 10,000 requests per profile at 1000 rps.
+DURATION_S = 10.0
+
+
+@pytest.fixture(scope="module")
+def calibration():
+    return calibrate(["istio-1.8", "istio-ambient"], duration_s=DURATION_S)
+
+
+def rows_of(rows, profile):
+    return {row.metric: row for row in rows if row.profile == profile}
+
+
+def test_istio_1_8_within_15_percent_of_istios_published_figures(calibration):
+    rows = rows_of(calibration[0], "istio-1.8")
+    expected = {
+        "added p90 (ms)": 2.65,
+        "added p99 (ms)": 2.91,
+        "sidecar vCPU per 1000 rps": 0.35,
+        "memory per proxy, load-test mesh (MB)": 40.0,
+    }
+    for metric, published in expected.items():
+        row = rows[metric]
+        assert row.published == published
+        assert row.simulated == pytest.approx(published, rel=0.15), format_calibration([row])
+
+
+def test_istio_ambient_within_20_percent_of_istios_published_figures(calibration):
+    rows = rows_of(calibration[0], "istio-ambient")
+    for metric, published in {"added p90 (ms)": 0.17, "added p99 (ms)": 0.20}.items():
+        row = rows[metric]
+        assert row.published == published
+        assert row.simulated == pytest.approx(published, rel=0.20), format_calibration([row])
+
+
+def test_the_benchmark_runs_at_the_published_load(calibration):
+    results = calibration[1]
+    for name in ("none", "istio-1.8", "istio-ambient"):
+        e2e = results[name].end_to_end
+        assert e2e.throughput_rps == pytest.approx(1000.0, rel=0.01)
+        assert e2e.error_rate == 0.0
+    # Both sidecars of the path carry every request: the client's and the server's.
+    sidecars = [p for p in results["istio-1.8"].proxies.values() if p.kind == "sidecar"]
+    assert len(sidecars) == 2
+    assert all(p.rps == pytest.approx(1000.0, rel=0.01) for p in sidecars)
+
+
+def test_without_scoping_every_sidecar_holds_all_1000_services():
+    scoped = loadtest_memory_mb("istio-1.8")
+    unscoped = loadtest_memory_mb("istio-1.8", {"scoping": "mesh"})
+    # 990 more clusters of 118 KB and 1980 more endpoints of 8 KB per sidecar.
+    assert unscoped - scoped == pytest.approx((990 * 118e3 + 1980 * 8e3) / 1e6, rel=1e-6)
