@@ -42,6 +42,7 @@ import simpy
 
 from experiments.runner import run_experiment
 from experiments.spec import spec_from_dict
+from models.simulation import Simulation
 
 BATCH = 4096
 SEED = 1
@@ -144,8 +145,34 @@ def meshsim_chain(args: argparse.Namespace) -> CaseResult:
     return CaseResult("meshsim", n, n * args.hops, wall, result.end_to_end.latency.mean_ms)
 
 
-# The cases, timed in this order in every repeat. Append more (Bookinfo with sidecars...).
-CASES: list[Case] = [bare_chain, meshsim_chain]
+def bookinfo_sidecars(args: argparse.Namespace) -> CaseResult:
+    """Bookinfo with Istio 1.8 sidecars at ``--sidecar-rate`` (open loop), through the
+    simulation API so that every queue visit (apps and sidecar passes) can be counted as a
+    hop, like the bare model's."""
+    spec = spec_from_dict(
+        {
+            "topology": "bookinfo",
+            "mesh": "istio-1.8",
+            "workload": {"kind": "open_loop", "rate_rps": args.sidecar_rate},
+            "duration": args.sidecar_duration,
+            "warmup": 0,
+            "seed": SEED,
+        }
+    )
+    simulation = Simulation(
+        spec.resolve_topology(), spec.mesh.resolve(), spec.workload, SEED, spec.duration, 0.0
+    )
+    started = time.perf_counter()
+    out = simulation.run()
+    wall = time.perf_counter() - started
+    hops = sum(server.visits for server in out.servers)
+    return CaseResult(
+        "sidecars", out.workload.measured, hops, wall, out.workload.latency.mean * 1e3
+    )
+
+
+# The cases, timed in this order in every repeat.
+CASES: list[Case] = [bare_chain, meshsim_chain, bookinfo_sidecars]
 
 
 def tandem_mean_ms(args: argparse.Namespace) -> float:
@@ -178,9 +205,11 @@ def report(args: argparse.Namespace, results: list[CaseResult]) -> dict[str, Any
         for r in results
     ]
     by_name = {row["name"]: row for row in rows}
-    ratio = None
+    ratio = sidecar_ratio = None
     if "bare" in by_name and "meshsim" in by_name:
         ratio = by_name["meshsim"]["hops_per_wall_s"] / by_name["bare"]["hops_per_wall_s"]
+    if "bare" in by_name and "sidecars" in by_name:
+        sidecar_ratio = by_name["sidecars"]["hops_per_wall_s"] / by_name["bare"]["hops_per_wall_s"]
     return {
         "params": {
             "hops": args.hops,
@@ -188,10 +217,13 @@ def report(args: argparse.Namespace, results: list[CaseResult]) -> dict[str, Any
             "service_mean_ms": args.service_ms,
             "duration_s": args.duration,
             "repeat": args.repeat,
+            "sidecar_rate_rps": args.sidecar_rate,
+            "sidecar_duration_s": args.sidecar_duration,
         },
         "theory_mean_ms": tandem_mean_ms(args),
         "cases": rows,
         "meshsim_over_bare_hops_per_s": ratio,
+        "sidecars_over_bare_hops_per_s": sidecar_ratio,
     }
 
 
@@ -216,6 +248,13 @@ def print_table(out: dict[str, Any]) -> None:
     if out["meshsim_over_bare_hops_per_s"] is not None:
         ratio = out["meshsim_over_bare_hops_per_s"]
         print(f"meshsim/bare hops per wall second: {ratio:.2f} (cost per hop x{1 / ratio:.2f})")
+    if out["sidecars_over_bare_hops_per_s"] is not None:
+        ratio = out["sidecars_over_bare_hops_per_s"]
+        print(
+            f"sidecars: Bookinfo with istio-1.8 at {p['sidecar_rate_rps']:g} rps, "
+            f"{p['sidecar_duration_s']:g} s simulated; a hop is one queue visit (an app or a "
+            f"sidecar pass); its cost per hop is x{1 / ratio:.2f} the bare model's"
+        )
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -225,6 +264,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--service-ms", type=float, default=1.0, help="mean service time")
     parser.add_argument("--duration", type=float, default=200.0, help="simulated seconds")
     parser.add_argument("--repeat", type=int, default=3, help="runs per case; best kept")
+    parser.add_argument("--sidecar-rate", type=float, default=1000.0, help="Bookinfo rps")
+    parser.add_argument("--sidecar-duration", type=float, default=30.0, help="Bookinfo s")
     parser.add_argument("--json", action="store_true", help="print JSON")
     parser.add_argument(
         "--case",

@@ -21,7 +21,7 @@ from experiments.tables import fmt, format_table
 __all__ = ["Comparison", "compare", "DEFAULT_PROFILES"]
 
 BASELINE = "none"
-DEFAULT_PROFILES = ("none",)
+DEFAULT_PROFILES = ("none", "istio-1.8", "linkerd2", "maesh", "istio-ambient", "proxyless-grpc")
 
 
 @dataclass
@@ -150,4 +150,7 @@ def compare(
         payload = {name: r.model_dump(mode="json") for name, r in comparison.results.items()}
         payload["_failures"] = comparison.failures  # type: ignore[assignment]
         comparison.json_path.write_text(json.dumps(payload, indent=1), encoding="utf-8")
+        from experiments.report import write_report  # plotly loads only when a report is due
+
+        comparison.report_path = write_report(comparison, out_dir / "report.html")
     return comparison
