@@ -22,8 +22,7 @@ from pydantic import (
     model_validator,
 )
 
-from experiments.overrides import apply_overrides
-from experiments.overrides import deep_merge
+from experiments.overrides import apply_overrides, deep_merge
 from experiments.profiles import ProfileError, list_profiles, resolve_mesh, validate_mesh
 from models.architectures import ARCHITECTURES
 from models.workload import WorkloadSpec
