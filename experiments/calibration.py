@@ -167,8 +167,10 @@ def calibrate(
                 tolerance,
             )
         )
-        for kind, vcpu in result.cpu.per_proxy_per_1000_rps.items():
-            published = targets.get("vcpu_per_1000_rps_per_proxy") if kind == "sidecar" else None
+        per_proxy = result.cpu.per_proxy_per_1000_rps
+        for kind, vcpu in per_proxy.items():
+            # The published figure is for the profile's one kind of proxy on the path.
+            published = targets.get("vcpu_per_1000_rps_per_proxy") if len(per_proxy) == 1 else None
             rows.append(
                 CalibrationRow(name, f"{kind} vCPU per 1000 rps", published, vcpu, tolerance)
             )

@@ -15,6 +15,7 @@ from experiments.compare import compare
 from experiments.profiles import list_profiles, load_profile
 from experiments.runner import run_experiment
 from experiments.spec import ExperimentSpec, SpecError, load_spec
+from experiments.specs import shipped_specs
 from experiments.tables import run_tables
 from topologies import CATALOG
 
@@ -152,6 +153,10 @@ def list_command() -> None:
     for name in sorted(CATALOG):
         doc = (CATALOG[name].__doc__ or "").strip().splitlines()[0]
         typer.echo(f"  {name:16} {doc}")
+    typer.echo("Experiments (meshsim run PATH):")
+    for path in shipped_specs():
+        first = path.read_text(encoding="utf-8").splitlines()[0].lstrip("# ")
+        typer.echo(f"  {path}\n      {first}")
 
 
 @app.command()

@@ -86,14 +86,20 @@ def run_tables(result: RunResult) -> str:
             "Where the time goes (mean per end-to-end request)",
         )
     )
+    per_proxy = result.cpu.per_proxy_per_1000_rps
     blocks.append(
         format_table(
-            ["component kind", "cores", "vCPU per 1000 rps"],
+            ["component kind", "cores", "vCPU per 1000 rps", "per proxy, per 1000 rps through it"],
             [
-                [k, fmt(v, 3), fmt(result.cpu.per_1000_rps.get(k, 0.0), 3)]
+                [
+                    k,
+                    fmt(v, 3),
+                    fmt(result.cpu.per_1000_rps.get(k, 0.0), 3),
+                    fmt(per_proxy[k], 3) if k in per_proxy else "-",
+                ]
                 for k, v in result.cpu.by_kind.items()
             ],
-            "CPU",
+            "CPU (vCPU per 1000 end-to-end rps; and per proxy, per 1000 rps through that proxy)",
         )
     )
     if result.memory_bytes:

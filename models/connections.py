@@ -45,13 +45,15 @@ class ConnectionPoolSpec(BaseModel):
 
 
 class Connection:
-    """One open connection: its active streams and the requests it has carried."""
+    """One open connection: its active streams, the requests it has carried, and whether
+    its handshake is done (``ready``: None once it is, else the event that fires then)."""
 
-    __slots__ = ("active", "served")
+    __slots__ = ("active", "served", "ready")
 
-    def __init__(self) -> None:
+    def __init__(self, env: simpy.Environment) -> None:
         self.active = 0
         self.served = 0
+        self.ready: simpy.Event | None = env.event()
 
 
 class ConnectionPool:
@@ -61,8 +63,9 @@ class ConnectionPool:
         env: the SimPy environment.
         spec: the pool's limits.
         multiplexed: HTTP/2 semantics (streams) instead of HTTP/1.1 (one at a time).
-        opener: a generator function that models opening a connection (handshakes).
-        on_open / on_close: called with +1/-1 as connections open and close (memory).
+        opener: a generator function that models opening a connection (handshakes); it gets
+            the trace of the request that waits for it.
+        on_change: called with +1/-1 as connections open and close (memory).
     """
 
     def __init__(
@@ -70,7 +73,7 @@ class ConnectionPool:
         env: simpy.Environment,
         spec: ConnectionPoolSpec,
         multiplexed: bool,
-        opener: Callable[[], Generator[simpy.Event, Any, None]],
+        opener: Callable[[list | None], Generator[simpy.Event, Any, None]],
         on_change: Callable[[int], None],
     ) -> None:
         self.env = env
@@ -89,25 +92,26 @@ class ConnectionPool:
         """Connections open (or opening) now."""
         return len(self._open)
 
-    def acquire(self) -> Generator[simpy.Event, Any, Connection | None]:
-        """A connection to send one request on; None when the pool overflows (``UO``)."""
+    def acquire(self, trace: list | None = None) -> Generator[simpy.Event, Any, Connection | None]:
+        """A connection to send one request on; None when the pool overflows (``UO``).
+
+        Args:
+            trace: the trace of the request, which records the handshake if it pays for one.
+        """
         if self.multiplexed:
             limit = self.spec.max_concurrent_streams
             for conn in self._open:
                 if conn.active < limit:
                     conn.active += 1
+                    if conn.ready is not None:  # still shaking hands: wait for it
+                        yield conn.ready
                     return conn
         elif self._idle:
             conn = self._idle.pop()
             conn.active = 1
             return conn
         if len(self._open) < self.spec.max_connections:
-            conn = Connection()
-            conn.active = 1
-            self._open.append(conn)
-            self.opened += 1
-            self._on_change(1)
-            yield from self._opener()
+            conn = yield from self._open_new(trace)
             return conn
         if len(self._pending) >= self.spec.max_pending_requests:
             self.overflows += 1
@@ -115,6 +119,18 @@ class ConnectionPool:
         waiter = self.env.event()
         self._pending.append(waiter)
         conn = yield waiter
+        return conn
+
+    def _open_new(self, trace: list | None) -> Generator[simpy.Event, Any, Connection]:
+        conn = Connection(self.env)
+        conn.active = 1
+        self._open.append(conn)
+        self.opened += 1
+        self._on_change(1)
+        yield from self._opener(trace)
+        ready, conn.ready = conn.ready, None
+        assert ready is not None
+        ready.succeed()
         return conn
 
     def release(self, conn: Connection) -> None:
@@ -136,10 +152,5 @@ class ConnectionPool:
             self._idle.append(conn)
 
     def _open_for(self, waiter: simpy.Event) -> Generator[simpy.Event, Any, None]:
-        conn = Connection()
-        conn.active = 1
-        self._open.append(conn)
-        self.opened += 1
-        self._on_change(1)
-        yield from self._opener()
+        conn = yield from self._open_new(None)
         waiter.succeed(conn)

@@ -81,7 +81,7 @@ class ProxiedMesh(Mesh):
             if hop.pooled:
                 target = hops[i + 1].proxy if i + 1 < len(hops) else None
                 pool = self._pool(hop, target, dst, request)
-                conn = yield from pool.acquire()
+                conn = yield from pool.acquire(trace)
                 if conn is None:  # the pool overflowed: this proxy answers
                     response = Response(503, 0, Flags.UPSTREAM_OVERFLOW)
                     answered_at = i
@@ -136,8 +136,8 @@ class ProxiedMesh(Mesh):
         peer_node = target.node if target is not None else dst.node
         multiplexed = hop.multiplexed or request.protocol in ("http2", "grpc")
 
-        def opener() -> Generator[simpy.Event, Any, None]:
-            yield from self._handshake(proxy, target, peer_node, hop.mtls, request.trace)
+        def opener(trace: list | None) -> Generator[simpy.Event, Any, None]:
+            yield from self._handshake(proxy, target, peer_node, hop.mtls, trace)
 
         return proxy.pool(f"{key}/{'h2' if multiplexed else 'h1'}", multiplexed, opener, target)
 

@@ -36,8 +36,9 @@ FilterKind = Literal[
     "router",
 ]
 
-# Filters that only exist for HTTP (inside the HTTP connection manager).
-L7_KINDS = {"http_connection_manager", "rbac", "stats", "tracing", "wasm", "mixer", "router"}
+# Filters that only exist for HTTP (inside the HTTP connection manager). ``stats`` is not
+# one: Istio's stats filter reports TCP connections too (``istio_tcp_*``).
+L7_KINDS = {"http_connection_manager", "rbac", "tracing", "wasm", "mixer", "router"}
 
 
 class Cost(BaseModel):
