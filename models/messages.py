@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from sim.recorder import Span
 
@@ -45,7 +45,6 @@ class Request:
     protocol: str
     start_s: float
     trace: list[Span] | None = None
-    headers: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(slots=True)

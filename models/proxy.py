@@ -150,8 +150,15 @@ class Proxy:
 
     def compute(self, work_s: float, trace: list | None) -> Generator[simpy.Event, Any, None]:
         """Run ``work_s`` of filter-chain CPU on a worker, recording queueing and CPU spans."""
-        start = self.env.now
-        wait = yield from self.cpu.execute(work_s)
+        env = self.env
+        start = env.now
+        cpu = self.cpu
+        if cpu.exact:
+            wait, delay = cpu.book(work_s, start)
+            if delay > 0.0:
+                yield env.timeout(delay)
+        else:
+            wait = yield from cpu.execute(work_s)
         self.queue_sink.add_pair(self.cpu_sink, start, start + wait, self.env.now, trace)
 
     def on_request(

@@ -82,49 +82,49 @@ class ServicePod(PodBase):
         env = self.env
         start = env.now
         trace = request.trace
-        wait = yield from self.app.execute(self._work())
+        app = self.app
+        if app.exact:
+            wait, delay = app.book(self._work(), start)
+            if delay > 0.0:
+                yield env.timeout(delay)
+        else:
+            wait = yield from app.execute(self._work())
         computed = env.now
         self._queue_sink.add_pair(self._cpu_sink, start, start + wait, computed, trace)
         failed: Response | None = None
-        for step in self._steps:
-            if len(step.calls) == 1 and not step.parallel:
-                # The common case, inline: one frame less on every nested hop.
-                call = step.calls[0]
-                if call.probability < 1.0 and self._chance() >= call.probability:
-                    continue
-                response = yield from self.mesh.call(  # type: ignore[union-attr]
-                    self, call.host, self._request(call, trace)
-                )
-                if not response.ok:
-                    failed = response
-                    break
-                continue
-            failed = yield from self._run_step(step, trace)
-            if failed is not None:
-                break
-        end = env.now
-        if failed is not None:
-            # The application answers with its dependency's error status.
-            self._stats.record(start, end, False)
-            return Response(failed.status, request.response_size_bytes)
-        self._stats.record(start, end, True)
-        return Response(200, request.response_size_bytes)
-
-    def _run_step(
-        self, step: Step, trace: list | None
-    ) -> Generator[simpy.Event, Any, Response | None]:
-        """Make a step's calls; return the first failed response, or None."""
         mesh = self.mesh
         assert mesh is not None, "the pod is not connected to a mesh"
+        for step in self._steps:
+            if step.parallel:
+                failed = yield from self._fan_out(step, trace)
+            else:
+                for call in step.calls:
+                    if call.probability < 1.0 and self._chance() >= call.probability:
+                        continue
+                    response = yield from mesh.call(self, call.host, self._request(call, trace))
+                    if not response.ok:
+                        failed = response
+                        break
+            if failed is not None:
+                break
+        stats = self._stats
+        if start >= stats.warmup_s:  # inline ServiceStats.record: once per hop
+            stats.count += 1
+            stats.latency.add(env.now - start)
+            if failed is not None:
+                stats.errors += 1
+        if failed is not None:
+            # The application answers with its dependency's error status.
+            return Response(failed.status, request.response_size_bytes)
+        return Response(200, request.response_size_bytes)
+
+    def _fan_out(
+        self, step: Step, trace: list | None
+    ) -> Generator[simpy.Event, Any, Response | None]:
+        """Make a parallel step's calls at once; return the first failed response, or None."""
+        mesh = self.mesh
+        assert mesh is not None
         env = self.env
-        if not step.parallel:
-            for call in step.calls:
-                if call.probability < 1.0 and self._chance() >= call.probability:
-                    continue
-                response = yield from mesh.call(self, call.host, self._request(call, trace))
-                if not response.ok:
-                    return response
-            return None
         processes = [
             env.process(mesh.call(self, call.host, self._request(call, trace)))
             for call in step.calls

@@ -49,10 +49,10 @@ class ServiceStats:
         self.latency = LatencyHistogram()
         self.count = 0
         self.errors = 0
-        self._warmup_s = warmup_s
+        self.warmup_s = warmup_s
 
     def record(self, start_s: float, end_s: float, ok: bool) -> None:
-        if start_s >= self._warmup_s:
+        if start_s >= self.warmup_s:
             self.count += 1
             self.latency.add(end_s - start_s)
             if not ok:

@@ -39,6 +39,8 @@ class CpuServer:
         kind: the component kind the CPU is charged to (``app``, ``sidecar``, ...).
     """
 
+    exact = False  # True where a visit's end is known when it starts (see FifoServer.book)
+
     def __init__(self, env: simpy.Environment, workers: int, scope: str, kind: str) -> None:
         if workers < 1:
             raise ValueError(f"{scope}: workers must be >= 1, got {workers}")
@@ -48,7 +50,6 @@ class CpuServer:
         self.kind = kind
         self.cpu_s = 0.0
         self.visits = 0
-        self.in_system = TimeWeighted(env.now, 0.0)
 
     def execute(self, work_s: float) -> Generator[simpy.Event, Any, float]:
         """Run ``work_s`` seconds of CPU work on one worker; return the time spent waiting."""
@@ -62,24 +63,55 @@ class CpuServer:
         """
         raise NotImplementedError
 
+    def book(self, work_s: float) -> tuple[float, float]:
+        """Only for exact servers (``exact``): book the work, return (wait, wait + work)."""
+        raise NotImplementedError
+
+    def settle(self) -> None:
+        """Bring lazily kept statistics up to now (before reading them)."""
+
+    def mean_in_system(self) -> float:
+        """Time-averaged visits in the server (waiting or in service) since the warm-up."""
+        raise NotImplementedError
+
     def reset_stats(self) -> None:
         """Start counting afresh (end of warm-up); the work in progress is kept."""
-        self.cpu_s = 0.0
-        self.visits = 0
-        self.in_system.reset(self.env.now)
+        raise NotImplementedError
 
 
 class FifoServer(CpuServer):
-    """A FIFO pool of identical workers, simulated exactly with one timeout per visit."""
+    """A FIFO pool of identical workers, simulated exactly with one timeout per visit.
+
+    Callers on the hot path use :meth:`book` and yield the timeout themselves (one generator
+    frame less per visit); :meth:`execute` does the same for everyone else. The level of
+    visits in the server is updated lazily: a visit's departure time is known when it is
+    booked, so departures are kept in a heap and applied, in time order, at the next booking
+    or when the level is read.
+    """
+
+    exact = True
 
     def __init__(self, env: simpy.Environment, workers: int, scope: str, kind: str) -> None:
         super().__init__(env, workers, scope, kind)
         # Times at which each worker becomes free, as a heap (min first).
         self._free = [env.now] * workers
+        # The occupancy level, integrated lazily: pending departure times (a heap), the
+        # level n since time t, and the area under it since the last reset.
+        self._departures: list[float] = []
+        self._n = 0
+        self._t = env.now
+        self._area = 0.0
+        self._area_since = env.now
 
-    def execute(self, work_s: float) -> Generator[simpy.Event, Any, float]:
-        env = self.env
-        now = env.now
+    def book(self, work_s: float, now: float | None = None) -> tuple[float, float]:
+        """Book ``work_s`` on the earliest free worker; return (wait, wait + work) seconds.
+
+        Args:
+            work_s: CPU seconds of the visit.
+            now: the current time, when the caller has it at hand (saves a lookup).
+        """
+        if now is None:
+            now = self.env.now
         free = self._free
         earliest = free[0]
         start = earliest if earliest > now else now
@@ -87,11 +119,47 @@ class FifoServer(CpuServer):
         heapq.heapreplace(free, end)
         self.cpu_s += work_s
         self.visits += 1
-        level = self.in_system
-        level.add(now, 1.0)
-        yield env.timeout(end - now)
-        level.add(end, -1.0)
-        return start - now
+        # Departures up to now leave the level, in time order; then this visit joins it.
+        departures = self._departures
+        t, n, area = self._t, self._n, self._area
+        while departures and departures[0] <= now:
+            left = heapq.heappop(departures)
+            area += n * (left - t)
+            t, n = left, n - 1
+        self._area = area + n * (now - t)
+        self._t = now
+        self._n = n + 1
+        heapq.heappush(departures, end)
+        return start - now, end - now
+
+    def execute(self, work_s: float) -> Generator[simpy.Event, Any, float]:
+        wait, delay = self.book(work_s)
+        if delay > 0.0:
+            yield self.env.timeout(delay)
+        return wait
+
+    def settle(self) -> None:
+        """Apply the departures up to now to the level."""
+        now = self.env.now
+        departures = self._departures
+        while departures and departures[0] <= now:
+            left = heapq.heappop(departures)
+            self._area += self._n * (left - self._t)
+            self._t, self._n = left, self._n - 1
+        self._area += self._n * (now - self._t)
+        self._t = now
+
+    def mean_in_system(self) -> float:
+        self.settle()
+        elapsed = self.env.now - self._area_since
+        return self._area / elapsed if elapsed > 0 else float(self._n)
+
+    def reset_stats(self) -> None:
+        self.settle()
+        self.cpu_s = 0.0
+        self.visits = 0
+        self._area = 0.0
+        self._area_since = self.env.now
 
     def charge(self, work_s: float) -> None:
         now = self.env.now
@@ -120,6 +188,15 @@ class ContendedServer(CpuServer):
         super().__init__(env, workers, scope, kind)
         self._workers = simpy.Resource(env, capacity=workers)
         self._cores = cores
+        self.in_system = TimeWeighted(env.now, 0.0)
+
+    def mean_in_system(self) -> float:
+        return self.in_system.mean(self.env.now)
+
+    def reset_stats(self) -> None:
+        self.cpu_s = 0.0
+        self.visits = 0
+        self.in_system.reset(self.env.now)
 
     def execute(self, work_s: float) -> Generator[simpy.Event, Any, float]:
         env = self.env
