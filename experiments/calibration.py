@@ -174,6 +174,16 @@ def calibrate(
             rows.append(
                 CalibrationRow(name, f"{kind} vCPU per 1000 rps", published, vcpu, tolerance)
             )
+        if "mixer_telemetry" in result.cpu.per_1000_rps:
+            rows.append(
+                CalibrationRow(
+                    name,
+                    "Mixer telemetry vCPU per 1000 mesh rps",
+                    targets.get("mixer_telemetry_vcpu_per_1000_rps"),
+                    result.cpu.per_1000_rps["mixer_telemetry"],
+                    tolerance,
+                )
+            )
         if result.memory_bytes:
             rows.append(
                 CalibrationRow(

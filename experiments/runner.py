@@ -50,6 +50,7 @@ def run_experiment(spec: ExperimentSpec) -> RunResult:
             spec.warmup,
             client_node=spec.client_node,
             trace_every=spec.trace_every,
+            faults=spec.faults,
         )
         for seed in seeds
     ]
@@ -202,8 +203,14 @@ def _mean_memory(outputs: list[SimulationOutput]) -> dict[str, float]:
 
 
 def _merge_extras(outputs: list[SimulationOutput]) -> dict[str, Any]:
+    """Counts are summed over replications; anything else is kept per replication."""
     merged: dict[str, Any] = {}
     for out in outputs:
         for key, value in out.extras.items():
-            merged.setdefault(key, []).append(value)
+            if isinstance(value, dict) and all(isinstance(v, int) for v in value.values()):
+                into = merged.setdefault(key, {})
+                for name, count in value.items():
+                    into[name] = into.get(name, 0) + count
+            else:
+                merged.setdefault(key, []).append(value)
     return merged

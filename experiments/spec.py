@@ -25,6 +25,7 @@ from pydantic import (
 from experiments.overrides import apply_overrides, deep_merge
 from experiments.profiles import ProfileError, list_profiles, resolve_mesh, validate_mesh
 from models.architectures import ARCHITECTURES
+from models.faults import FaultSpec
 from models.workload import WorkloadSpec
 from sim.units import Duration
 from topologies import TopologyError, TopologySpec, get_topology, load_topology
@@ -144,6 +145,7 @@ class ExperimentSpec(BaseModel):
         replications: independent runs whose statistics are merged.
         client_node: the node of the load generator (default: the first node).
         trace_every: keep the whole trace of one request in this many (0 = none).
+        faults: what breaks during the run (``mixer_outage``, ``control_plane_outage``).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -158,6 +160,7 @@ class ExperimentSpec(BaseModel):
     replications: Annotated[int, Field(ge=1)] = 1
     client_node: str | None = None
     trace_every: Annotated[int, Field(ge=0)] = 0
+    faults: list[FaultSpec] = []
 
     @field_validator("topology", mode="after")
     @classmethod
@@ -178,6 +181,19 @@ class ExperimentSpec(BaseModel):
             raise ValueError(
                 f"warmup ({self.warmup:g} s) must be shorter than duration ({self.duration:g} s)"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _faults_apply(self) -> ExperimentSpec:
+        mesh = self.mesh.resolve()
+        for i, fault in enumerate(self.faults):
+            if fault.kind == "mixer_outage" and getattr(mesh, "mixer", None) is None:
+                raise ValueError(
+                    f"faults.{i}.kind: a mixer_outage needs a mesh with Mixer "
+                    f"(profile {self.mesh.profile!r} has none)"
+                )
+            if fault.start + fault.duration > self.duration:
+                raise ValueError(f"faults.{i}: the fault ends after the run ({self.duration:g} s)")
         return self
 
     @model_validator(mode="after")

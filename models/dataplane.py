@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Generator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import simpy
 
@@ -29,7 +29,7 @@ from models.proxy import Proxy
 from models.world import PodBase
 from sim.network import NetworkPort
 
-__all__ = ["Hop", "ProxiedMesh"]
+__all__ = ["Hop", "ProxiedMesh", "PolicyCheck", "TelemetryReport"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +43,8 @@ class Hop:
             (selects the ``tls`` filter's cost).
         pooled: the hop holds a pooled connection to the next place (next hop or app).
         multiplexed: that connection is HTTP/2 (streams) rather than one request at a time.
+        policy: a policy check this hop makes before it forwards (Mixer's check), if any.
+        telemetry: where this hop reports the request after the response (Mixer), if any.
     """
 
     proxy: Proxy
@@ -50,6 +52,22 @@ class Hop:
     mtls: bool = False
     pooled: bool = False
     multiplexed: bool = False
+    policy: PolicyCheck | None = None
+    telemetry: TelemetryReport | None = None
+
+
+class PolicyCheck(Protocol):
+    """A check before forwarding; it returns None to go on, or the response to answer with."""
+
+    def check(
+        self, proxy: Proxy, src: PodBase, host: str, request: Request
+    ) -> Generator[simpy.Event, Any, Response | None]: ...
+
+
+class TelemetryReport(Protocol):
+    """A report after the response, off the request's path."""
+
+    def report(self, proxy: Proxy, request: Request, response: Response) -> None: ...
 
 
 class ProxiedMesh(Mesh):
@@ -78,6 +96,12 @@ class ProxiedMesh(Mesh):
             yield from proxy.on_request(hop.listener, request, hop.mtls)
             reached = i + 1
             here_node, here_net, here_sink = proxy.node, proxy.net, proxy.net_sink
+            if hop.policy is not None:
+                denied = yield from hop.policy.check(proxy, src, host, request)
+                if denied is not None:  # the policy said no: this proxy answers
+                    response = denied
+                    answered_at = i
+                    break
             if hop.pooled:
                 target = hops[i + 1].proxy if i + 1 < len(hops) else None
                 pool = self._pool(hop, target, dst, request)
@@ -101,6 +125,8 @@ class ProxiedMesh(Mesh):
                 pool, conn = held.pop(i)
                 pool.release(conn)
             yield from proxy.on_response(hop.listener, request, out, hop.mtls)
+            if hop.telemetry is not None:
+                hop.telemetry.report(proxy, request, response)
             here_node, here_net, here_sink = proxy.node, proxy.net, proxy.net_sink
         yield from self._transfer(here_net, here_sink, here_node, None, out, trace, src)
         balancer.finished(dst)

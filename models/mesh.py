@@ -62,6 +62,14 @@ class Mesh:
     def reset_stats(self) -> None:
         """Called at the end of the warm-up."""
 
+    def set_fault(self, kind: str, active: bool) -> None:
+        """Start (``active``) or end a fault of ``kind`` (``mixer_outage``, ...)."""
+        raise ValueError(f"the {self.architecture} mesh has nothing a {kind!r} fault applies to")
+
+    def extras(self) -> dict[str, Any]:
+        """Architecture-specific counts for the result (Mixer's, the control plane's)."""
+        return {}
+
     def memory_bytes(self) -> dict[str, float]:
         """Modelled memory per proxy scope, in bytes (none for no mesh)."""
         return {}

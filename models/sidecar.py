@@ -7,13 +7,14 @@ connections to the server sidecars; each sidecar holds the configuration its sco
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
 from models.dataplane import Hop, ProxiedMesh
 from models.loadbalancer import Balancer, LbPolicy
 from models.mesh import register
+from models.mixer import Mixer, MixerSpec
 from models.proxy import Proxy, ProxySpec
 from models.scoping import Scoping, known_config
 from models.world import PodBase, World
@@ -32,6 +33,7 @@ class SidecarSpec(BaseModel):
             clients use mTLS (Istio's auto mTLS), so it behaves as ``STRICT`` here.
         scoping: what each sidecar knows: ``mesh``, ``namespace`` or ``dependencies``.
         load_balancer: the outbound router's policy.
+        mixer: Mixer (Istio 0.x to 1.4): checks and reports; None for telemetry v2.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -41,6 +43,7 @@ class SidecarSpec(BaseModel):
     mtls_mode: MtlsMode = "STRICT"
     scoping: Scoping = "mesh"
     load_balancer: LbPolicy = "least_request"
+    mixer: MixerSpec | None = None
 
 
 @register
@@ -54,9 +57,17 @@ class SidecarMesh(ProxiedMesh):
         super().__init__(world, spec)
         self.mtls = spec.mtls_mode != "DISABLE"
         self.sidecars: dict[str, Proxy] = {}
+        self.mixer: Mixer | None = None
+        self._check_out: Mixer | None = None
+        self._check_in: Mixer | None = None
 
     def attach(self, pods, clients) -> None:  # type: ignore[no-untyped-def]
         super().attach(pods, clients)
+        if self.spec.mixer is not None:
+            mixer = self.mixer = Mixer(self.world, self.spec.mixer)
+            check_on = self.spec.mixer.check_on
+            self._check_out = mixer if check_on in ("outbound", "both") else None
+            self._check_in = mixer if check_on in ("inbound", "both") else None
         graph = self.world.topology.call_graph
         per_host = {h: len(p) for h, p in self.endpoints.items()}
         entry = graph.entry
@@ -84,11 +95,21 @@ class SidecarMesh(ProxiedMesh):
         dst = balancer.pick()
         into = self.sidecars[dst.name]
         mtls = self.mtls
+        mixer = self.mixer
         hops = [
-            Hop(out, out.outbound, mtls, pooled=True),
-            Hop(into, into.inbound, mtls),
+            Hop(out, out.outbound, mtls, pooled=True, policy=self._check_out, telemetry=mixer),
+            Hop(into, into.inbound, mtls, policy=self._check_in, telemetry=mixer),
         ]
         return dst, hops, balancer
+
+    def set_fault(self, kind: str, active: bool) -> None:
+        if kind == "mixer_outage" and self.mixer is not None:
+            self.mixer.down = active
+            return
+        super().set_fault(kind, active)
+
+    def extras(self) -> dict[str, Any]:
+        return {"mixer": self.mixer.stats.as_dict()} if self.mixer is not None else {}
 
     def proxies(self) -> list[Proxy]:
         return list(self.sidecars.values())

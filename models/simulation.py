@@ -13,6 +13,7 @@ import simpy
 from pydantic import BaseModel
 
 import models.architectures  # noqa: F401  (registers every architecture)
+from models.faults import FaultSpec, schedule_faults
 from models.mesh import Mesh, mesh_class
 from models.service import ClientPod, ServicePod
 from models.workload import ClosedLoopSpec, OpenLoopSpec, Workload, WorkloadStats
@@ -64,6 +65,7 @@ class Simulation:
         warmup_s: statistics start at this time.
         client_node: the node of the load generator's pod (None = the first node).
         trace_every: keep the whole trace of one request in this many (0 = none).
+        faults: the fault schedule.
     """
 
     def __init__(
@@ -76,6 +78,7 @@ class Simulation:
         warmup_s: float = 0.0,
         client_node: str | None = None,
         trace_every: int = 0,
+        faults: list[FaultSpec] | None = None,
     ) -> None:
         if warmup_s >= duration_s:
             raise ValueError(
@@ -96,6 +99,7 @@ class Simulation:
         self.client = ClientPod(world, CLIENT_POD, world.nodes[node_name])
         self.mesh: Mesh = mesh_class(mesh.architecture)(world, mesh)
         self.mesh.attach(self.pods, [self.client])
+        self.faults = list(faults or [])
         entry = topology.call_graph.workloads_of(topology.call_graph.entry)[0]
         self.workload = Workload(
             workload,
@@ -110,6 +114,7 @@ class Simulation:
     def run(self) -> SimulationOutput:
         """Run to the end of the duration and collect."""
         self.workload.start()
+        schedule_faults(self.env, self.mesh, self.faults)
         if self.warmup_s > 0:
             self.env.run(until=self.warmup_s)
             self.world.reset_stats()
@@ -123,6 +128,7 @@ class Simulation:
             recorder=self.world.recorder,
             servers=self.world.servers,
             memory_bytes=self.mesh.memory_bytes(),
+            extras=self.mesh.extras(),
             proxies=[
                 ProxyUsage(p.scope, p.kind, p.node.name, p.cpu.cpu_s, p.requests, p.memory_bytes())
                 for p in self.mesh.proxies()

@@ -12,7 +12,9 @@ DURATION_S = 10.0
 
 @pytest.fixture(scope="module")
 def calibration():
-    return calibrate(["istio-1.8", "istio-ambient"], duration_s=DURATION_S)
+    return calibrate(
+        ["istio-1.8", "istio-ambient", "istio-1.1", "istio-1.4"], duration_s=DURATION_S
+    )
 
 
 def rows_of(rows, profile):
@@ -59,3 +61,34 @@ def test_without_scoping_every_sidecar_holds_all_1000_services():
     unscoped = loadtest_memory_mb("istio-1.8", {"scoping": "mesh"})
     # 990 more clusters of 118 KB and 1980 more endpoints of 8 KB per sidecar.
     assert unscoped - scoped == pytest.approx((990 * 118e3 + 1980 * 8e3) / 1e6, rel=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("profile", "expected"),
+    [
+        (
+            "istio-1.1",
+            {
+                "added p99 (ms)": 10.0,
+                "sidecar vCPU per 1000 rps": 0.6,
+                "Mixer telemetry vCPU per 1000 mesh rps": 0.6,
+                "memory per proxy, load-test mesh (MB)": 50.0,
+            },
+        ),
+        (
+            "istio-1.4",
+            {
+                "added p90 (ms)": 6.3,
+                "sidecar vCPU per 1000 rps": 0.5,
+                "Mixer telemetry vCPU per 1000 mesh rps": 0.6,
+                "memory per proxy, load-test mesh (MB)": 50.0,
+            },
+        ),
+    ],
+)
+def test_mixer_era_profiles_within_15_percent(calibration, profile, expected):
+    rows = rows_of(calibration[0], profile)
+    for metric, published in expected.items():
+        row = rows[metric]
+        assert row.published == published
+        assert row.simulated == pytest.approx(published, rel=0.15), format_calibration([row])
