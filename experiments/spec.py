@@ -188,9 +188,9 @@ class ExperimentSpec(BaseModel):
         mesh = self.mesh.resolve()
         for i, fault in enumerate(self.faults):
             if fault.kind == "mixer_outage" and getattr(mesh, "mixer", None) is None:
+                which = "this mesh" if self.mesh.inline else f"profile {self.mesh.profile!r}"
                 raise ValueError(
-                    f"faults.{i}.kind: a mixer_outage needs a mesh with Mixer "
-                    f"(profile {self.mesh.profile!r} has none)"
+                    f"faults.{i}.kind: a mixer_outage needs a mesh with Mixer ({which} has none)"
                 )
             if fault.start + fault.duration > self.duration:
                 raise ValueError(f"faults.{i}: the fault ends after the run ({self.duration:g} s)")

@@ -13,11 +13,12 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from models.dataplane import Hop, ProxiedMesh
+from models.control_plane import ControlPlaneSpec
+from models.dataplane import Hop, ProxiedMesh, RetrySpec, Route
 from models.loadbalancer import Balancer, LbPolicy, make_balancer
 from models.mesh import register
 from models.proxy import Proxy, ProxySpec
-from models.scoping import known_config
+from models.scoping import ConfigIndex, known_config
 from models.sidecar import MtlsMode
 from models.world import PodBase, World
 from sim.distributions import UniformDist
@@ -37,6 +38,9 @@ class AmbientSpec(BaseModel):
         waypoint_replicas: waypoint pods per service.
         mtls_mode: ambient is mTLS (HBONE) between ztunnels.
         load_balancer: the policy of the proxy that picks the endpoint.
+        retries: the picking proxy's retries on connect failures.
+        control_plane: istiod, pushing to ztunnels and waypoints; None for a static
+            configuration.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -48,6 +52,8 @@ class AmbientSpec(BaseModel):
     waypoint_replicas: Annotated[int, Field(ge=1)] = 1
     mtls_mode: MtlsMode = "STRICT"
     load_balancer: LbPolicy = "least_request"
+    retries: RetrySpec = RetrySpec()
+    control_plane: ControlPlaneSpec | None = None
 
 
 @register
@@ -63,12 +69,11 @@ class AmbientMesh(ProxiedMesh):
         self.ztunnels: dict[str, Proxy] = {}
         self.waypoints: dict[str, list[Proxy]] = {}
         self._waypoint_balancers: dict[tuple[str, str], Balancer] = {}
+        self._waypoints_made = False
 
-    def attach(self, pods, clients) -> None:  # type: ignore[no-untyped-def]
-        super().attach(pods, clients)
+    def make_proxies(self, pods, clients, index: ConfigIndex):  # type: ignore[no-untyped-def]
         world = self.world
-        graph = world.topology.call_graph
-        per_host = {h: len(p) for h, p in self.endpoints.items()}
+        made = []
         for pod in sorted([*pods, *clients], key=lambda p: p.node.name):
             if pod.node.name in self.ztunnels:
                 continue
@@ -81,15 +86,21 @@ class AmbientMesh(ProxiedMesh):
                 self.spec.load_balancer,
             )
             # A ztunnel knows every workload of the mesh (L4: endpoints, no L7 clusters).
-            _, ztunnel.known_endpoints = known_config(graph, per_host, "mesh", set(), set(), set())
+            _, ztunnel.known_endpoints, hosts = known_config(index, "mesh", set(), set(), set())
             self.ztunnels[pod.node.name] = ztunnel
+            made.append((ztunnel, hosts))
+        if self._waypoints_made:
+            return made
+        self._waypoints_made = True
         wanted = self.spec.waypoints
-        hosts = sorted(self.endpoints) if wanted == "all" else [] if wanted == "none" else wanted
-        unknown = [h for h in hosts if h not in self.endpoints]
+        hosts_with = (
+            sorted(self.endpoints) if wanted == "all" else [] if wanted == "none" else wanted
+        )
+        unknown = [h for h in hosts_with if h not in self.endpoints]
         if unknown:
             raise ValueError(f"waypoints: unknown service(s) {', '.join(unknown)}")
         nodes = sorted(world.nodes)
-        for host in hosts:
+        for host in hosts_with:
             offset = stable_hash(f"{host}-waypoint") % len(nodes)
             proxies = []
             for i in range(self.spec.waypoint_replicas):
@@ -102,35 +113,36 @@ class AmbientMesh(ProxiedMesh):
                     self.spec.waypoint,
                     self.spec.load_balancer,
                 )
-                waypoint.known_clusters, waypoint.known_endpoints = known_config(
-                    graph, per_host, "dependencies", {host}, set(), set()
+                waypoint.known_clusters, waypoint.known_endpoints, known = known_config(
+                    index, "dependencies", {host}, set(), set()
                 )
                 proxies.append(waypoint)
+                made.append((waypoint, known))
             self.waypoints[host] = proxies
+        return made
 
-    def route(self, src: PodBase, host: str) -> tuple[PodBase, list[Hop], Balancer]:
+    def route(self, src: PodBase, host: str, dst: PodBase | None = None) -> Route:
         source = self.ztunnels[src.node.name]
         mtls = self.mtls
+        first = Hop(source, source.outbound, mtls, pooled=True, multiplexed=True)
         waypoints = self.waypoints.get(host)
         if waypoints is None:
-            balancer = source.balancer(host, self.endpoints[host])
-            dst = balancer.pick()
+            balancer = source.balancer(host)
+            if dst is None:
+                if balancer is None:
+                    return Route(None, [first], None, 0)
+                dst = balancer.pick()
             dest = self.ztunnels[dst.node.name]
-            hops = [
-                Hop(source, source.outbound, mtls, pooled=True, multiplexed=True),
-                Hop(dest, dest.inbound, mtls),
-            ]
-            return dst, hops, balancer
+            return Route(dst, [first, Hop(dest, dest.inbound, mtls)], balancer, 0)
         waypoint = self._pick_waypoint(source, host, waypoints)
-        balancer = waypoint.balancer(host, self.endpoints[host])
-        dst = balancer.pick()
+        middle = Hop(waypoint, waypoint.inbound, mtls, pooled=True, multiplexed=True)
+        balancer = waypoint.balancer(host)
+        if dst is None:
+            if balancer is None:
+                return Route(None, [first, middle], None, 1)
+            dst = balancer.pick()
         dest = self.ztunnels[dst.node.name]
-        hops = [
-            Hop(source, source.outbound, mtls, pooled=True, multiplexed=True),
-            Hop(waypoint, waypoint.inbound, mtls, pooled=True, multiplexed=True),
-            Hop(dest, dest.inbound, mtls),
-        ]
-        return dst, hops, balancer
+        return Route(dst, [first, middle, Hop(dest, dest.inbound, mtls)], balancer, 1)
 
     def _pick_waypoint(self, source: Proxy, host: str, waypoints: list[Proxy]) -> Proxy:
         if len(waypoints) == 1:

@@ -17,19 +17,34 @@ from __future__ import annotations
 
 from collections.abc import Generator
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Annotated, Any, NamedTuple, Protocol
 
 import simpy
+from pydantic import BaseModel, ConfigDict, Field
 
+from models.control_plane import ControlPlane
 from models.filters import Listener
 from models.loadbalancer import Balancer
 from models.mesh import Mesh
 from models.messages import Flags, Request, Response
 from models.proxy import Proxy
+from models.scoping import ConfigIndex
 from models.world import PodBase
 from sim.network import NetworkPort
+from sim.units import Duration
 
-__all__ = ["Hop", "ProxiedMesh", "PolicyCheck", "TelemetryReport"]
+if TYPE_CHECKING:
+    from models.service import ClientPod, ServicePod
+
+__all__ = [
+    "Hop",
+    "Route",
+    "RetrySpec",
+    "ProxiedMesh",
+    "PolicyCheck",
+    "TelemetryReport",
+    "DataPlaneStats",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,19 +85,136 @@ class TelemetryReport(Protocol):
     def report(self, proxy: Proxy, request: Request, response: Response) -> None: ...
 
 
-class ProxiedMesh(Mesh):
-    """Base of the architectures with proxies; subclasses implement :meth:`route`."""
+class Route(NamedTuple):
+    """Where a call goes: the endpoint (None when there is none), the hops, the balancer that
+    chose it, and ``picker``, the index of the hop whose router chose it."""
 
-    def route(self, src: PodBase, host: str) -> tuple[PodBase, list[Hop], Balancer]:
-        """The endpoint ``src``'s call to ``host`` goes to, the hops on the way, and the
-        balancer that chose it (told when the request starts and ends)."""
+    dst: PodBase | None
+    hops: list[Hop]
+    balancer: Balancer | None
+    picker: int
+
+
+class RetrySpec(BaseModel):
+    """Retries of the router that picks the endpoint (Istio's mesh default: 2 attempts on
+    connect failures, 25 ms base back-off, previously tried hosts avoided).
+
+    Attributes:
+        attempts: retries after the first try (0 = none).
+        backoff_base: the first back-off's upper bound; each next one doubles (fully
+            jittered, as Envoy does).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    attempts: Annotated[int, Field(ge=0)] = 0
+    backoff_base: Duration = 0.025
+
+
+@dataclass
+class DataPlaneStats:
+    """Counts after the warm-up: what stale configuration and certificates cost."""
+
+    stale_connect_failures: int = 0
+    retries: int = 0
+    tls_failures: int = 0
+    no_route: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return dict(self.__dict__)
+
+
+class ProxiedMesh(Mesh):
+    """Base of the architectures with proxies; subclasses implement :meth:`route`.
+
+    A proxy routes on its own view of the endpoints (``Proxy.view``): the live endpoints when
+    the mesh has no control plane, else the version its control plane last pushed to it. A
+    pod that is gone refuses connections: the picking proxy sees a connect failure after a
+    round trip, and its router retries another endpoint if its retry policy allows (``UF``
+    when it does not, ``URX`` when the retries run out). mTLS to or from a proxy whose
+    certificate has expired fails (``UF``).
+    """
+
+    retry: RetrySpec = RetrySpec()
+
+    def __init__(self, world: Any, spec: BaseModel) -> None:
+        super().__init__(world, spec)
+        self.retry = getattr(spec, "retries", RetrySpec())
+        self.control_plane: ControlPlane | None = None
+        self.dp_stats = DataPlaneStats()
+
+    # --- building and changing -----------------------------------------------------------
+
+    def make_proxies(
+        self, pods: list[ServicePod], clients: list[ClientPod], index: ConfigIndex
+    ) -> list[tuple[Proxy, frozenset[str] | None]]:
+        """The proxies these pods need that do not exist yet, with the hosts each must know
+        (None: every service). Subclasses build them."""
+        raise NotImplementedError
+
+    def attach(self, pods: list[ServicePod], clients: list[ClientPod]) -> None:
+        super().attach(pods, clients)
+        made = self.make_proxies(pods, clients, self.config_index())
+        spec = getattr(self.spec, "control_plane", None)
+        if spec is not None:
+            self.control_plane = ControlPlane(self.world, spec, self._snapshot())
+        for proxy, hosts in made:
+            self._connect(proxy, hosts)
+
+    def add_pods(self, pods: list[ServicePod]) -> None:
+        super().add_pods(pods)
+        for proxy, hosts in self.make_proxies(pods, [], self.config_index()):
+            self._connect(proxy, hosts)
+
+    def config_changed(self, kind: str, service: str, hosts: set[str]) -> None:
+        if self.control_plane is not None:
+            self.control_plane.change(kind, service, hosts, self._snapshot())
+            return
+        for proxy in self.proxies():  # no control plane: the live endpoints, at once
+            proxy.apply_config(proxy.config_version + 1, self.endpoints)
+
+    def config_index(self) -> ConfigIndex:
+        """The mesh's services and endpoints now, for the proxies' share of them."""
+        return ConfigIndex.build(
+            (pod.host, pod.spec.namespace, 1)  # type: ignore[attr-defined]
+            for pods in self.endpoints.values()
+            for pod in pods
+        )
+
+    def _connect(self, proxy: Proxy, hosts: frozenset[str] | None) -> None:
+        if self.control_plane is not None:
+            self.control_plane.register(proxy, hosts)
+        else:
+            proxy.view = self.endpoints
+
+    def _snapshot(self) -> dict[str, list]:
+        return {host: list(pods) for host, pods in self.endpoints.items()}
+
+    def set_fault(self, kind: str, active: bool) -> None:
+        if kind == "control_plane_outage" and self.control_plane is not None:
+            self.control_plane.set_down(active)
+            return
+        super().set_fault(kind, active)
+
+    def extras(self) -> dict[str, Any]:
+        found: dict[str, Any] = {"data_plane": self.dp_stats.as_dict()}
+        if self.control_plane is not None:
+            found["control_plane"] = self.control_plane.summary()
+        return found
+
+    # --- carrying a call -----------------------------------------------------------------
+
+    def route(self, src: PodBase, host: str, dst: PodBase | None = None) -> Route:
+        """The route of ``src``'s call to ``host``; with ``dst``, the route to that endpoint
+        (a retry: only the hops after the picker are used)."""
         raise NotImplementedError
 
     def call(
         self, src: PodBase, host: str, request: Request
     ) -> Generator[simpy.Event, Any, Response]:
-        dst, hops, balancer = self.route(src, host)
-        balancer.started(dst)
+        dst, hops, balancer, picker = self.route(src, host)
+        if balancer is not None and dst is not None:
+            balancer.started(dst)
         trace = request.trace
         size = request.size_bytes
         here_node, here_net, here_sink = src.node, src.net, src.net_sink
@@ -102,9 +234,22 @@ class ProxiedMesh(Mesh):
                     response = denied
                     answered_at = i
                     break
+            if i == picker:
+                if dst is None:
+                    response = self._no_route(host, proxy)
+                elif not dst.alive:
+                    dst, hops, response = yield from self._connect_failed(
+                        src, host, dst, hops, balancer, i
+                    )
+                elif hop.mtls and not self._certificates_valid(hops):
+                    self._count("tls_failures")
+                    response = Response(503, 0, Flags.UPSTREAM_CONNECT_FAILURE)
+                if response is not None:
+                    answered_at = i
+                    break
             if hop.pooled:
                 target = hops[i + 1].proxy if i + 1 < len(hops) else None
-                pool = self._pool(hop, target, dst, request)
+                pool = self._pool(hop, target, dst, request)  # type: ignore[arg-type]
                 conn = yield from pool.acquire(trace)
                 if conn is None:  # the pool overflowed: this proxy answers
                     response = Response(503, 0, Flags.UPSTREAM_OVERFLOW)
@@ -112,6 +257,7 @@ class ProxiedMesh(Mesh):
                     break
                 held[i] = (pool, conn)
         if response is None:
+            assert dst is not None
             yield from self._transfer(here_net, here_sink, here_node, None, size, trace, dst)
             response = yield from dst.handle(request)  # type: ignore[attr-defined]
             here_node, here_net, here_sink = dst.node, dst.net, dst.net_sink
@@ -129,8 +275,66 @@ class ProxiedMesh(Mesh):
                 hop.telemetry.report(proxy, request, response)
             here_node, here_net, here_sink = proxy.node, proxy.net, proxy.net_sink
         yield from self._transfer(here_net, here_sink, here_node, None, out, trace, src)
-        balancer.finished(dst)
+        if balancer is not None and dst is not None:
+            balancer.finished(dst)
         return response
+
+    def _count(self, name: str) -> None:
+        if self.env.now >= self.world.warmup_s:
+            setattr(self.dp_stats, name, getattr(self.dp_stats, name) + 1)
+
+    def _no_route(self, host: str, proxy: Proxy) -> Response:
+        """The picking proxy knows no endpoint of ``host``: 404 ``NR`` for a service it does
+        not know, 503 ``UH`` for one with no endpoint."""
+        self._count("no_route")
+        if host not in proxy.view:
+            return Response(404, 0, Flags.NO_ROUTE)
+        return Response(503, 0, Flags.NO_HEALTHY_UPSTREAM)
+
+    def _certificates_valid(self, hops: list[Hop]) -> bool:
+        now = self.env.now
+        return all(hop.proxy.cert_expires_s > now for hop in hops if hop.mtls)
+
+    def _connect_failed(
+        self,
+        src: PodBase,
+        host: str,
+        dst: PodBase,
+        hops: list[Hop],
+        balancer: Balancer | None,
+        i: int,
+    ) -> Generator[simpy.Event, Any, tuple[PodBase, list[Hop], Response | None]]:
+        """The endpoint is gone: a refused connection, then the router's retries."""
+        env = self.env
+        proxy = hops[i].proxy
+        tried = [dst]
+        for attempt in range(self.retry.attempts + 1):
+            self._count("stale_connect_failures")
+            start = env.now
+            yield env.timeout(proxy.net.rtt(self.world.link(proxy.node, dst.node)))
+            self.world.sink(proxy.scope, "connect_failure").add(start, env.now, False, None)
+            if attempt == self.retry.attempts or balancer is None:
+                flag = Flags.UPSTREAM_RETRY_LIMIT if attempt else Flags.UPSTREAM_CONNECT_FAILURE
+                return dst, hops, Response(503, 0, flag)
+            self._count("retries")
+            yield env.timeout(self.retry.backoff_base * 2**attempt * proxy.jitter())
+            balancer.finished(dst)
+            dst = self._pick_untried(balancer, tried)
+            balancer.started(dst)
+            tried.append(dst)
+            if dst.alive:
+                hops = hops[: i + 1] + self.route(src, host, dst).hops[i + 1 :]
+                return dst, hops, None
+        raise AssertionError("unreachable")
+
+    @staticmethod
+    def _pick_untried(balancer: Balancer, tried: list[PodBase]) -> PodBase:
+        """Envoy's previous-hosts predicate: a few picks to find a host not tried yet."""
+        for _ in range(3):
+            candidate = balancer.pick()
+            if candidate not in tried:
+                return candidate
+        return candidate
 
     def _transfer(
         self,

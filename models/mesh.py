@@ -49,6 +49,29 @@ class Mesh:
         for pod in [*pods, *clients]:
             pod.mesh = self
 
+    def add_pods(self, pods: list[ServicePod]) -> None:
+        """New pods during the run (scale up, deploy, a new service): they become endpoints.
+
+        The lists of endpoints are replaced, never changed in place: balancers and proxies'
+        configurations may still hold the old ones.
+        """
+        for pod in pods:
+            self.endpoints[pod.host] = [*self.endpoints.get(pod.host, []), pod]
+            pod.mesh = self
+
+    def remove_pods(self, pods: list[ServicePod]) -> None:
+        """Pods that go away (scale down, deploy): they refuse connections from now on."""
+        for pod in pods:
+            pod.alive = False
+            self.endpoints[pod.host] = [p for p in self.endpoints[pod.host] if p is not pod]
+
+    def config_changed(self, kind: str, service: str, hosts: set[str]) -> None:
+        """The configuration changed (after add_pods / remove_pods, or routing only)."""
+        self._balancers_changed()
+
+    def _balancers_changed(self) -> None:
+        """Without a control plane, callers see the live endpoints at once."""
+
     def call(
         self, src: PodBase, host: str, request: Request
     ) -> Generator[simpy.Event, Any, Response]:

@@ -186,12 +186,14 @@ class Mixer:
         if cache.hit_ratio is not None:
             return client.chance() < cache.hit_ratio
         if cache.ttl is not None:
-            key = (getattr(getattr(src, "spec", None), "name", src.name), host)
-            expires = client.cache.get(key)
-            if expires is not None and expires > self.env.now:
-                return True
-            client.cache[key] = self.env.now + cache.ttl
+            expires = client.cache.get(self._cache_key(src, host))
+            return expires is not None and expires > self.env.now
         return False
+
+    @staticmethod
+    def _cache_key(src: PodBase, host: str) -> tuple[str, str]:
+        """(source workload, destination service): what the cached answer is for."""
+        return (getattr(getattr(src, "spec", None), "name", src.name), host)
 
     def check(
         self, proxy: Proxy, src: PodBase, host: str, request: Request
@@ -220,6 +222,8 @@ class Mixer:
             yield env.timeout(pod.net.delay(link, size))
         self._sink(proxy).add(start, env.now, not failed, request.trace)
         if not failed:
+            if self.spec.check_cache.ttl is not None:  # only an answer is cached
+                client.cache[self._cache_key(src, host)] = env.now + self.spec.check_cache.ttl
             return None
         if counting:
             self.stats.check_failures += 1

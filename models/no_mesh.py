@@ -45,6 +45,9 @@ class NoMesh(Mesh):
         super().__init__(world, spec)
         self._balancers: dict[tuple[str, str], Balancer] = {}
 
+    def _balancers_changed(self) -> None:
+        self._balancers.clear()
+
     def call(
         self, src: PodBase, host: str, request: Request
     ) -> Generator[simpy.Event, Any, Response]:

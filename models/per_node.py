@@ -11,11 +11,12 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from models.dataplane import Hop, ProxiedMesh
-from models.loadbalancer import Balancer, LbPolicy
+from models.control_plane import ControlPlaneSpec
+from models.dataplane import Hop, ProxiedMesh, RetrySpec, Route
+from models.loadbalancer import LbPolicy
 from models.mesh import register
 from models.proxy import Proxy, ProxySpec
-from models.scoping import known_config
+from models.scoping import ConfigIndex, known_config
 from models.sidecar import MtlsMode
 from models.world import PodBase, World
 
@@ -31,6 +32,9 @@ class PerNodeSpec(BaseModel):
         server_side: the destination's node proxy is on the path too.
         mtls_mode: ``DISABLE`` for Traefik Mesh (it has no mTLS).
         load_balancer: the node proxy's policy (Traefik: weighted round robin).
+        retries: Traefik Mesh's ``retry-attempts`` (network errors only; none by default).
+        control_plane: the Maesh controller (``kind: maesh``), or None for a static
+            configuration.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -40,6 +44,8 @@ class PerNodeSpec(BaseModel):
     server_side: bool = False
     mtls_mode: MtlsMode = "DISABLE"
     load_balancer: LbPolicy = "round_robin"
+    retries: RetrySpec = RetrySpec()
+    control_plane: ControlPlaneSpec | None = None
 
 
 @register
@@ -54,10 +60,8 @@ class PerNodeMesh(ProxiedMesh):
         self.mtls = spec.mtls_mode != "DISABLE"
         self.node_proxies: dict[str, Proxy] = {}
 
-    def attach(self, pods, clients) -> None:  # type: ignore[no-untyped-def]
-        super().attach(pods, clients)
-        graph = self.world.topology.call_graph
-        per_host = {h: len(p) for h, p in self.endpoints.items()}
+    def make_proxies(self, pods, clients, index: ConfigIndex):  # type: ignore[no-untyped-def]
+        made = []
         for pod in sorted([*pods, *clients], key=lambda p: p.node.name):
             if pod.node.name in self.node_proxies:
                 continue
@@ -70,20 +74,25 @@ class PerNodeMesh(ProxiedMesh):
                 self.spec.load_balancer,
             )
             # Traefik's dynamic configuration holds every service of the mesh.
-            proxy.known_clusters, proxy.known_endpoints = known_config(
-                graph, per_host, "mesh", set(), set(), set()
+            proxy.known_clusters, proxy.known_endpoints, hosts = known_config(
+                index, "mesh", set(), set(), set()
             )
             self.node_proxies[pod.node.name] = proxy
+            made.append((proxy, hosts))
+        return made
 
-    def route(self, src: PodBase, host: str) -> tuple[PodBase, list[Hop], Balancer]:
+    def route(self, src: PodBase, host: str, dst: PodBase | None = None) -> Route:
         out = self.node_proxies[src.node.name]
-        balancer = out.balancer(host, self.endpoints[host])
-        dst = balancer.pick()
+        first = Hop(out, out.outbound, self.mtls, pooled=True)
+        balancer = out.balancer(host)
+        if dst is None:
+            if balancer is None:
+                return Route(None, [first], None, 0)
+            dst = balancer.pick()
         if not self.spec.server_side:
-            return dst, [Hop(out, out.outbound, self.mtls, pooled=True)], balancer
+            return Route(dst, [first], balancer, 0)
         into = self.node_proxies[dst.node.name]
-        hops = [Hop(out, out.outbound, self.mtls, pooled=True), Hop(into, into.inbound, self.mtls)]
-        return dst, hops, balancer
+        return Route(dst, [first, Hop(into, into.inbound, self.mtls)], balancer, 0)
 
     def proxies(self) -> list[Proxy]:
         return [self.node_proxies[k] for k in sorted(self.node_proxies)]

@@ -126,9 +126,16 @@ class Proxy:
         self.inbound = Listener("inbound", spec.inbound)
         self.net = NetworkPort(world.topology.cluster.network, world.rng(f"{name}.net"))
         self.io: Callable[[], float] = spec.io_delay.sampler(world.rng(f"{name}.io"))
-        self._choice_rng = world.rng(f"{name}.lb")
+        self._uniform = UniformDist(low=0.0, high=1.0).sampler(world.rng(f"{name}.lb"))
+        self.jitter = UniformDist(low=0.0, high=1.0).sampler(world.rng(f"{name}.retry"))
         self._lb_policy = lb_policy
         self._balancers: dict[str, Balancer] = {}
+        # The configuration it routes on (host -> endpoints) and its version; the mesh sets
+        # the live endpoints, a control plane replaces them as it pushes.
+        self.view: dict[str, Any] = {}
+        self.config_version = 0
+        # Its workload certificate's expiry (seconds); without a CA it never expires.
+        self.cert_expires_s = float("inf")
         self.pools: dict[str, ConnectionPool] = {}
         self.connections = 0
         self.peak_connections = 0
@@ -140,13 +147,22 @@ class Proxy:
         self.io_sink = world.sink(self.scope, f"{kind}_io")
         self.net_sink = world.sink(self.scope, "network")
 
-    def balancer(self, host: str, endpoints: list) -> Balancer:
-        """This proxy's load balancer for ``host`` (an Envoy cluster), made on first use."""
+    def balancer(self, host: str) -> Balancer | None:
+        """This proxy's load balancer for ``host`` (an Envoy cluster) over the endpoints of
+        its configuration, made on first use; None when it knows no endpoint of ``host``."""
         found = self._balancers.get(host)
         if found is None:
-            uniform = UniformDist(low=0.0, high=1.0).sampler(self._choice_rng)
-            found = self._balancers[host] = make_balancer(self._lb_policy, endpoints, uniform)
+            endpoints = self.view.get(host)
+            if not endpoints:
+                return None
+            found = self._balancers[host] = make_balancer(self._lb_policy, endpoints, self._uniform)
         return found
+
+    def apply_config(self, version: int, view: dict[str, Any]) -> None:
+        """A new configuration from the control plane: its endpoints, from now on."""
+        self.config_version = version
+        self.view = view
+        self._balancers.clear()
 
     def compute(self, work_s: float, trace: list | None) -> Generator[simpy.Event, Any, None]:
         """Run ``work_s`` of filter-chain CPU on a worker, recording queueing and CPU spans."""

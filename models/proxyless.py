@@ -66,19 +66,14 @@ class ProxylessMesh(ProxiedMesh):
         self._cpu: dict[str, CpuServer] = {}
         self._memory: dict[str, float] = {}
 
-    def attach(self, pods, clients) -> None:  # type: ignore[no-untyped-def]
-        super().attach(pods, clients)
-        graph = self.world.topology.call_graph
-        per_host = {h: len(p) for h, p in self.endpoints.items()}
+    def _attach_library(self, pods, clients) -> None:  # type: ignore[no-untyped-def]
+        """Each application's xDS client: its memory, and a CPU server for the load
+        generator's library work."""
+        index = self.config_index()
         for pod in pods:
             self._cpu[pod.name] = pod.app
-            clusters, endpoints = known_config(
-                graph,
-                per_host,
-                self.spec.scoping,
-                {pod.host},
-                set(pod.spec.callees()),
-                {pod.spec.namespace},
+            clusters, endpoints, _ = known_config(
+                index, self.spec.scoping, {pod.host}, set(pod.spec.callees()), {pod.spec.namespace}
             )
             self._memory[f"{pod.scope}.xds"] = self.spec.memory.total(clusters, endpoints, 0)
         for client in clients:
@@ -134,6 +129,20 @@ class ProxylessMesh(ProxiedMesh):
 
     def proxies(self) -> list:
         return []
+
+    def make_proxies(self, pods, clients, index):  # type: ignore[no-untyped-def]
+        return []
+
+    def attach(self, pods, clients) -> None:  # type: ignore[no-untyped-def]
+        super().attach(pods, clients)
+        self._attach_library(pods, clients)
+
+    def add_pods(self, pods) -> None:  # type: ignore[no-untyped-def]
+        super().add_pods(pods)
+        self._attach_library(pods, [])
+
+    def config_changed(self, kind: str, service: str, hosts: set[str]) -> None:
+        self._balancers.clear()
 
     def memory_bytes(self) -> dict[str, float]:
         return dict(sorted(self._memory.items()))

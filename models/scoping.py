@@ -9,40 +9,68 @@ The counts are Envoy clusters (one per service, one for inbound) and endpoints (
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Literal
 
-from topologies import CallGraphSpec
-
-__all__ = ["Scoping", "known_config"]
+__all__ = ["Scoping", "ConfigIndex", "known_config"]
 
 Scoping = Literal["mesh", "namespace", "dependencies"]
 
 
+@dataclass(frozen=True)
+class ConfigIndex:
+    """What the mesh holds, indexed once so that each proxy's share is cheap to count.
+
+    Attributes:
+        pods_per_host: endpoints per service host.
+        hosts_by_namespace: the service hosts of each namespace.
+    """
+
+    pods_per_host: dict[str, int]
+    hosts_by_namespace: dict[str, frozenset[str]]
+
+    @property
+    def total_endpoints(self) -> int:
+        return sum(self.pods_per_host.values())
+
+    @classmethod
+    def build(cls, hosts: Iterable[tuple[str, str, int]]) -> ConfigIndex:
+        """From (host, namespace, pods) triples."""
+        pods: dict[str, int] = {}
+        by_ns: dict[str, set[str]] = {}
+        for host, namespace, count in hosts:
+            pods[host] = pods.get(host, 0) + count
+            by_ns.setdefault(namespace, set()).add(host)
+        return cls(pods, {ns: frozenset(h) for ns, h in by_ns.items()})
+
+
 def known_config(
-    graph: CallGraphSpec,
-    pods_per_host: dict[str, int],
+    index: ConfigIndex,
     scoping: Scoping,
     own_hosts: set[str],
     callees: set[str],
     namespaces: set[str],
-) -> tuple[int, int]:
-    """(clusters, endpoints) a proxy serving ``own_hosts`` and calling ``callees`` holds.
+    total_endpoints: int | None = None,
+) -> tuple[int, int, frozenset[str] | None]:
+    """(clusters, endpoints, hosts) a proxy serving ``own_hosts`` and calling ``callees``
+    holds; ``hosts`` is None when it is every service of the mesh.
 
     Args:
-        graph: the call graph.
-        pods_per_host: pods per service host.
+        index: the mesh's services.
         scoping: see the module docstring.
         own_hosts: the hosts of the workloads behind the proxy (none for a client).
         callees: the hosts those workloads call.
         namespaces: the namespaces of those workloads.
+        total_endpoints: ``index.total_endpoints``, when the caller has it (many proxies).
     """
-    if scoping == "mesh":
-        hosts = set(pods_per_host)
-    elif scoping == "namespace":
-        hosts = {s.host_name for s in graph.services if s.namespace in namespaces} | callees
-    else:
-        hosts = set(callees)
-    hosts |= own_hosts
-    endpoints = sum(pods_per_host.get(h, 0) for h in hosts)
     inbound = 1 if own_hosts else 0
-    return len(hosts) + inbound, endpoints
+    if scoping == "mesh":
+        total = index.total_endpoints if total_endpoints is None else total_endpoints
+        return len(index.pods_per_host) + inbound, total, None
+    hosts = set(callees) | own_hosts
+    if scoping == "namespace":
+        for namespace in namespaces:
+            hosts |= index.hosts_by_namespace.get(namespace, frozenset())
+    endpoints = sum(index.pods_per_host.get(h, 0) for h in hosts)
+    return len(hosts) + inbound, endpoints, frozenset(hosts)

@@ -11,12 +11,13 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from models.dataplane import Hop, ProxiedMesh
-from models.loadbalancer import Balancer, LbPolicy
+from models.control_plane import ControlPlaneSpec
+from models.dataplane import Hop, ProxiedMesh, RetrySpec, Route
+from models.loadbalancer import LbPolicy
 from models.mesh import register
 from models.mixer import Mixer, MixerSpec
 from models.proxy import Proxy, ProxySpec
-from models.scoping import Scoping, known_config
+from models.scoping import ConfigIndex, Scoping, known_config
 from models.world import PodBase, World
 
 __all__ = ["SidecarSpec", "SidecarMesh", "MtlsMode"]
@@ -33,7 +34,10 @@ class SidecarSpec(BaseModel):
             clients use mTLS (Istio's auto mTLS), so it behaves as ``STRICT`` here.
         scoping: what each sidecar knows: ``mesh``, ``namespace`` or ``dependencies``.
         load_balancer: the outbound router's policy.
+        retries: the outbound router's retries (Istio's default: 2 on connect failures).
         mixer: Mixer (Istio 0.x to 1.4): checks and reports; None for telemetry v2.
+        control_plane: the control plane that pushes configuration and signs certificates;
+            None for a static configuration (no pushes, no certificates simulated).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -43,7 +47,9 @@ class SidecarSpec(BaseModel):
     mtls_mode: MtlsMode = "STRICT"
     scoping: Scoping = "mesh"
     load_balancer: LbPolicy = "least_request"
+    retries: RetrySpec = RetrySpec(attempts=2)
     mixer: MixerSpec | None = None
+    control_plane: ControlPlaneSpec | None = None
 
 
 @register
@@ -62,15 +68,17 @@ class SidecarMesh(ProxiedMesh):
         self._check_in: Mixer | None = None
 
     def attach(self, pods, clients) -> None:  # type: ignore[no-untyped-def]
-        super().attach(pods, clients)
         if self.spec.mixer is not None:
             mixer = self.mixer = Mixer(self.world, self.spec.mixer)
             check_on = self.spec.mixer.check_on
             self._check_out = mixer if check_on in ("outbound", "both") else None
             self._check_in = mixer if check_on in ("inbound", "both") else None
-        graph = self.world.topology.call_graph
-        per_host = {h: len(p) for h, p in self.endpoints.items()}
-        entry = graph.entry
+        super().attach(pods, clients)
+
+    def make_proxies(self, pods, clients, index: ConfigIndex):  # type: ignore[no-untyped-def]
+        made = []
+        entry = self.world.topology.call_graph.entry
+        total = index.total_endpoints
         for pod in [*pods, *clients]:
             proxy = Proxy(
                 self.world,
@@ -84,23 +92,30 @@ class SidecarMesh(ProxiedMesh):
             own = {spec.host_name} if spec is not None else set()
             callees = set(spec.callees()) if spec is not None else {entry}
             namespaces = {spec.namespace} if spec is not None else set()
-            proxy.known_clusters, proxy.known_endpoints = known_config(
-                graph, per_host, self.spec.scoping, own, callees, namespaces
+            proxy.known_clusters, proxy.known_endpoints, hosts = known_config(
+                index, self.spec.scoping, own, callees, namespaces, total
             )
             self.sidecars[pod.name] = proxy
+            made.append((proxy, hosts))
+        return made
 
-    def route(self, src: PodBase, host: str) -> tuple[PodBase, list[Hop], Balancer]:
+    def route(self, src: PodBase, host: str, dst: PodBase | None = None) -> Route:
         out = self.sidecars[src.name]
-        balancer = out.balancer(host, self.endpoints[host])
-        dst = balancer.pick()
-        into = self.sidecars[dst.name]
-        mtls = self.mtls
         mixer = self.mixer
-        hops = [
-            Hop(out, out.outbound, mtls, pooled=True, policy=self._check_out, telemetry=mixer),
-            Hop(into, into.inbound, mtls, policy=self._check_in, telemetry=mixer),
-        ]
-        return dst, hops, balancer
+        first = Hop(
+            out, out.outbound, self.mtls, pooled=True, policy=self._check_out, telemetry=mixer
+        )
+        balancer = out.balancer(host)
+        if dst is None:
+            if balancer is None:
+                return Route(None, [first], None, 0)
+            dst = balancer.pick()
+        into = self.sidecars[dst.name]
+        second = Hop(into, into.inbound, self.mtls, policy=self._check_in, telemetry=mixer)
+        return Route(dst, [first, second], balancer, 0)
+
+    def proxies(self) -> list[Proxy]:
+        return list(self.sidecars.values())
 
     def set_fault(self, kind: str, active: bool) -> None:
         if kind == "mixer_outage" and self.mixer is not None:
@@ -109,7 +124,7 @@ class SidecarMesh(ProxiedMesh):
         super().set_fault(kind, active)
 
     def extras(self) -> dict[str, Any]:
-        return {"mixer": self.mixer.stats.as_dict()} if self.mixer is not None else {}
-
-    def proxies(self) -> list[Proxy]:
-        return list(self.sidecars.values())
+        found = super().extras()
+        if self.mixer is not None:
+            found["mixer"] = self.mixer.stats.as_dict()
+        return found

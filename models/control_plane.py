@@ -1,0 +1,457 @@
+"""The control plane: configuration changes become pushes (or pulls), and certificates.
+
+A configuration change (scale a workload, deploy a new version, change route weights, add a
+service) reaches the proxies as follows, for each variant:
+
+* ``istiod``: the change is debounced (a quiet period of ``debounce_quiet`` with no newer
+  change, at most ``debounce_max`` after the first), then pushed to every proxy whose
+  configuration includes the changed service (its scoping decides): at most
+  ``max_concurrent_pushes`` at once per replica (Istio: ``min(15 + 5 x CPUs, 100)``), each
+  push costing the replica ``push_base_cpu`` plus a cost per cluster and endpoint the proxy
+  knows, then the network, then the proxy's time to apply. Proxies are shared among the
+  replicas.
+* ``split`` (before Istio 1.5): Galley validates the change (``galley_cpu``) and hands it to
+  Pilot after ``galley_handoff``; Pilot debounces and pushes as istiod does; Citadel signs
+  the certificates.
+* ``maesh``: the controller builds the configuration once per change; every proxy pulls on
+  its own schedule, every ``poll_interval``, and applies what is new.
+
+Each proxy holds a configuration version and the endpoints of that version; traffic routed on
+an old version can go to a pod that no longer exists. The convergence of a change is the time
+from the change until a proxy has applied it, over the proxies it concerns (Istio's
+``pilot_proxy_convergence_time``).
+
+Certificates: the certificate authority (istiod, or Citadel) signs one for each proxy at the
+start and again at every rotation (``sign_cpu`` each, in a queue); during a control-plane
+outage signatures fail and are retried, and once a proxy's certificate has expired, mTLS to
+and from it fails.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+
+import numpy as np
+import simpy
+from pydantic import BaseModel, ConfigDict, Field
+
+from models.world import Node, World
+from sim.distributions import DistributionSpec, UniformDist
+from sim.network import NetworkPort
+from sim.random import stable_hash
+from sim.servers import CpuServer
+from sim.units import Duration, Size
+
+if TYPE_CHECKING:
+    from models.proxy import Proxy
+
+__all__ = [
+    "ControlPlaneSpec",
+    "CertificateSpec",
+    "ConfigChangeSpec",
+    "ControlPlane",
+    "ChangeRecord",
+]
+
+
+class CertificateSpec(BaseModel):
+    """Workload certificates.
+
+    Attributes:
+        ttl: a certificate's lifetime (Istio: 24 h).
+        rotate_at: the share of the lifetime after which the proxy asks for a new one
+            (Istio's grace ratio 0.5).
+        jitter: rotation times are spread by up to this share, so proxies do not all ask at
+            once.
+        sign_cpu: the CA's CPU per signature.
+        retry_interval: a failed signature request is retried after this.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    ttl: Annotated[Duration, Field(gt=0)] = 86400.0
+    rotate_at: Annotated[float, Field(gt=0.0, le=1.0)] = 0.5
+    jitter: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.1
+    sign_cpu: Duration = 0.002
+    retry_interval: Annotated[Duration, Field(gt=0)] = 1.0
+
+
+class ControlPlaneMemorySpec(BaseModel):
+    """Control-plane memory: base + per connected proxy + per service and endpoint."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    base_bytes: Size = 0
+    per_proxy_bytes: Size = 0
+    per_service_bytes: Size = 0
+    per_endpoint_bytes: Size = 0
+
+
+class ControlPlaneSpec(BaseModel):
+    """A control plane (see the module docstring for the variants).
+
+    Attributes:
+        kind: ``istiod``, ``split`` (Galley, Pilot, Citadel) or ``maesh``.
+        replicas: istiod (or Pilot) replicas; proxies are spread over them.
+        cores: CPUs per replica (its workers, and Istio's push limit).
+        debounce_quiet: PILOT_DEBOUNCE_AFTER (seconds).
+        debounce_max: PILOT_DEBOUNCE_MAX (seconds).
+        max_concurrent_pushes: per replica; None = ``min(15 + 5 x cores, 100)``.
+        push_base_cpu: CPU to generate one proxy's push (seconds).
+        push_per_cluster_cpu: and per cluster that proxy knows.
+        push_per_endpoint_cpu: and per endpoint.
+        push_bytes_per_cluster: size of a push on the wire, per cluster.
+        apply_delay: the proxy's time to apply a push (a distribution).
+        galley_cpu: ``split``: Galley's validation CPU per change.
+        galley_handoff: ``split``: from Galley to Pilot (seconds).
+        poll_interval: ``maesh``: how often each proxy pulls.
+        certificates: workload certificates, or None (no CA: Maesh has no mTLS).
+        memory: the control plane's memory model.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: Literal["istiod", "split", "maesh"] = "istiod"
+    replicas: Annotated[int, Field(ge=1)] = 1
+    cores: Annotated[int, Field(ge=1)] = 4
+    debounce_quiet: Duration = 0.1
+    debounce_max: Duration = 10.0
+    max_concurrent_pushes: Annotated[int, Field(ge=1)] | None = None
+    push_base_cpu: Duration = 0.001
+    push_per_cluster_cpu: Duration = 0.00001
+    push_per_endpoint_cpu: Duration = 0.000001
+    push_bytes_per_cluster: Size = 2048
+    apply_delay: DistributionSpec = Field(default=0.005, validate_default=True)
+    galley_cpu: Duration = 0.02
+    galley_handoff: Duration = 0.1
+    poll_interval: Annotated[Duration, Field(gt=0)] = 2.0
+    certificates: CertificateSpec | None = CertificateSpec()
+    memory: ControlPlaneMemorySpec = ControlPlaneMemorySpec()
+
+    @property
+    def push_limit(self) -> int:
+        if self.max_concurrent_pushes is not None:
+            return self.max_concurrent_pushes
+        return min(15 + 5 * self.cores, 100)
+
+
+class ConfigChangeSpec(BaseModel):
+    """One configuration change during an experiment.
+
+    Attributes:
+        at: when it happens (seconds).
+        kind: ``scale`` (a workload's replicas), ``deploy`` (every pod of a workload replaced
+            by a new one), ``route_weights`` (routing of a service; configuration only) or
+            ``add_service`` (a new service, with ``replicas`` pods, that nobody calls yet).
+        service: the workload (scale, deploy, add_service) or service host (route_weights).
+        replicas: scale: the new count; add_service: its pods (default 1).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    at: Duration
+    kind: Literal["scale", "deploy", "route_weights", "add_service"]
+    service: str
+    replicas: Annotated[int, Field(ge=0)] | None = None
+
+
+@dataclass
+class ChangeRecord:
+    """One change and how long each proxy it concerns took to apply it."""
+
+    at_s: float
+    kind: str
+    service: str
+    version: int
+    hosts: frozenset[str]
+    affected: int = 0
+    convergence_s: list[float] = field(default_factory=list)
+
+
+@dataclass
+class _Client:
+    """A proxy as the control plane sees it."""
+
+    proxy: Proxy
+    known_hosts: frozenset[str] | None  # None: every service of the mesh
+    replica: int
+    version: int = 0
+    pushing: bool = False
+
+
+class _Replica:
+    def __init__(self, world: World, name: str, node: Node, kind: str, spec: ControlPlaneSpec):
+        self.name = name
+        self.node = node
+        self.cpu: CpuServer = world.cpu_server(spec.cores, f"{node.name}.{name}", kind, node)
+        self.slots = simpy.Resource(world.env, capacity=spec.push_limit)
+        self.net = NetworkPort(world.topology.cluster.network, world.rng(f"{name}.net"))
+
+
+class ControlPlane:
+    """The control plane of one mesh at run time (see the module docstring).
+
+    Args:
+        world: the runtime world.
+        spec: the validated spec.
+        view: the endpoints of every service now (host -> pods), version 0.
+    """
+
+    def __init__(self, world: World, spec: ControlPlaneSpec, view: dict[str, tuple]) -> None:
+        self.world = world
+        self.env = world.env
+        self.spec = spec
+        self.version = 0
+        self.view = view
+        self.down = False
+        self._recovered = self.env.event()
+        nodes = sorted(world.nodes)
+        offset = stable_hash(f"control-plane-{spec.kind}") % len(nodes)
+        names = {
+            "istiod": ("istiod", "istiod"),
+            "split": ("pilot", "pilot"),
+            "maesh": ("maesh-controller", "maesh_controller"),
+        }
+        name, kind = names[spec.kind]
+        self.replicas = [
+            _Replica(
+                world, f"{name}-{i}", world.nodes[nodes[(offset + i) % len(nodes)]], kind, spec
+            )
+            for i in range(spec.replicas)
+        ]
+        self.galley: CpuServer | None = None
+        self.ca: CpuServer | None = None
+        if spec.kind == "split":
+            node = world.nodes[nodes[(offset + spec.replicas) % len(nodes)]]
+            self.galley = world.cpu_server(1, f"{node.name}.galley", "galley", node)
+            node = world.nodes[nodes[(offset + spec.replicas + 1) % len(nodes)]]
+            self.ca = world.cpu_server(1, f"{node.name}.citadel", "citadel", node)
+        elif spec.certificates is not None:
+            self.ca = self.replicas[0].cpu
+        self._apply = spec.apply_delay.sampler(world.rng("control-plane.apply"))
+        self._clients: list[_Client] = []
+        self.changes: list[ChangeRecord] = []
+        self._pending_hosts: set[str] = set()
+        self._debouncing = False
+        self._first_change = 0.0
+        self._last_change = 0.0
+        self.pushes = 0
+        self.signatures = 0
+        self.signature_failures = 0
+        self.services = len(view)
+
+    # --- proxies -------------------------------------------------------------------------
+
+    def register(self, proxy: Proxy, known_hosts: frozenset[str] | None) -> None:
+        """A proxy connects: it starts on the current version; with a CA, it gets its
+        certificate signed, and rotated for as long as the run lasts."""
+        client = _Client(proxy, known_hosts, len(self._clients) % len(self.replicas), self.version)
+        self._clients.append(client)
+        proxy.view = self.view
+        proxy.config_version = self.version
+        if self.spec.kind == "maesh":
+            self.env.process(self._poll(client))
+        if self.spec.certificates is not None:
+            proxy.cert_expires_s = 0.0  # no certificate until the CA signs one
+            self.env.process(self._certificates(client))
+
+    # --- changes -------------------------------------------------------------------------
+
+    def change(self, kind: str, service: str, hosts: set[str], view: dict[str, tuple]) -> None:
+        """A configuration change now; ``view`` is the new endpoints of every service."""
+        self.version += 1
+        self.view = view
+        self.services = len(view)
+        record = ChangeRecord(self.env.now, kind, service, self.version, frozenset(hosts))
+        record.affected = sum(1 for c in self._clients if self._concerns(c, record.hosts))
+        self.changes.append(record)
+        if self.spec.kind == "maesh":
+            self.env.process(self._build())
+        elif self.spec.kind == "split":
+            self.env.process(self._galley(hosts))
+        else:
+            self._debounce(hosts)
+
+    @staticmethod
+    def _concerns(client: _Client, hosts: frozenset[str]) -> bool:
+        return client.known_hosts is None or not client.known_hosts.isdisjoint(hosts)
+
+    def _galley(self, hosts: set[str]) -> Generator[simpy.Event, Any, None]:
+        """Galley validates, then hands the change to Pilot over MCP."""
+        assert self.galley is not None
+        yield from self._wait_up()
+        yield from self.galley.execute(self.spec.galley_cpu)
+        yield self.env.timeout(self.spec.galley_handoff)
+        self._debounce(hosts)
+
+    def _debounce(self, hosts: set[str]) -> None:
+        now = self.env.now
+        self._pending_hosts |= hosts
+        self._last_change = now
+        if not self._debouncing:
+            self._debouncing = True
+            self._first_change = now
+            self.env.process(self._debouncer())
+
+    def _debouncer(self) -> Generator[simpy.Event, Any, None]:
+        """Wait for a quiet period (or the maximum delay), then push."""
+        spec = self.spec
+        while True:
+            due = min(
+                self._last_change + spec.debounce_quiet, self._first_change + spec.debounce_max
+            )
+            if due > self.env.now:
+                yield self.env.timeout(due - self.env.now)
+            if self.env.now >= min(
+                self._last_change + spec.debounce_quiet, self._first_change + spec.debounce_max
+            ):
+                break
+        hosts = frozenset(self._pending_hosts)
+        self._pending_hosts = set()
+        self._debouncing = False
+        version, view = self.version, self.view
+        for client in self._clients:
+            if self._concerns(client, hosts):
+                self.env.process(self._push(client, version, view))
+
+    def _cost(self, client: _Client) -> float:
+        proxy = client.proxy
+        spec = self.spec
+        return (
+            spec.push_base_cpu
+            + spec.push_per_cluster_cpu * proxy.known_clusters
+            + spec.push_per_endpoint_cpu * proxy.known_endpoints
+        )
+
+    def _push(self, client: _Client, version: int, view: dict) -> Generator[simpy.Event, Any, None]:
+        """One push: a slot, the generation, the network, the proxy's apply."""
+        replica = self.replicas[client.replica]
+        with replica.slots.request() as slot:
+            yield slot
+            yield from self._wait_up()
+            yield from replica.cpu.execute(self._cost(client))
+            self.pushes += 1
+            size = self.spec.push_bytes_per_cluster * max(1, client.proxy.known_clusters)
+            link = self.world.link(replica.node, client.proxy.node)
+            yield self.env.timeout(replica.net.delay(link, size))
+        yield self.env.timeout(self._apply())
+        self._applied(client, version, view)
+
+    def _build(self) -> Generator[simpy.Event, Any, None]:
+        """Maesh: the controller builds the new configuration once."""
+        yield from self._wait_up()
+        replica = self.replicas[0]
+        yield from replica.cpu.execute(
+            self.spec.push_base_cpu + self.spec.push_per_cluster_cpu * self.services
+        )
+
+    def _poll(self, client: _Client) -> Generator[simpy.Event, Any, None]:
+        """Maesh: the proxy pulls every ``poll_interval``, at its own phase."""
+        interval = self.spec.poll_interval
+        rng = self.world.rng(f"{client.proxy.name}.poll")
+        yield self.env.timeout(float(rng.uniform(0.0, interval)))
+        replica = self.replicas[0]
+        while True:
+            if client.version < self.version and not self.down:
+                version, view = self.version, self.view
+                link = self.world.link(replica.node, client.proxy.node)
+                size = self.spec.push_bytes_per_cluster * max(1, client.proxy.known_clusters)
+                yield self.env.timeout(replica.net.rtt(link) + replica.net.delay(link, size))
+                self.pushes += 1
+                yield self.env.timeout(self._apply())
+                self._applied(client, version, view)
+            yield self.env.timeout(interval)
+
+    def _applied(self, client: _Client, version: int, view: dict) -> None:
+        if version <= client.version:
+            return  # a later push got there first
+        proxy = client.proxy
+        proxy.apply_config(version, view)
+        now = self.env.now
+        for record in self.changes:
+            if client.version < record.version <= version and self._concerns(client, record.hosts):
+                record.convergence_s.append(now - record.at_s)
+        client.version = version
+
+    # --- outages -------------------------------------------------------------------------
+
+    def set_down(self, down: bool) -> None:
+        self.down = down
+        if not down:
+            self._recovered.succeed()
+            self._recovered = self.env.event()
+
+    def _wait_up(self) -> Generator[simpy.Event, Any, None]:
+        while self.down:
+            yield self._recovered
+
+    # --- certificates --------------------------------------------------------------------
+
+    def _certificates(self, client: _Client) -> Generator[simpy.Event, Any, None]:
+        spec = self.spec.certificates
+        assert spec is not None and self.ca is not None
+        env = self.env
+        jitter = UniformDist(low=0.0, high=1.0).sampler(self.world.rng(f"{client.proxy.name}.cert"))
+        while True:
+            while self.down:  # the CA does not answer: retry later
+                self.signature_failures += 1
+                yield env.timeout(spec.retry_interval)
+            yield from self.ca.execute(spec.sign_cpu)
+            self.signatures += 1
+            client.proxy.cert_expires_s = env.now + spec.ttl
+            yield env.timeout(spec.ttl * spec.rotate_at * (1.0 - spec.jitter * jitter()))
+
+    # --- results -------------------------------------------------------------------------
+
+    def memory_bytes(self) -> float:
+        memory = self.spec.memory
+        endpoints = sum(len(pods) for pods in self.view.values())
+        return float(
+            memory.base_bytes
+            + memory.per_proxy_bytes * len(self._clients)
+            + memory.per_service_bytes * len(self.view)
+            + memory.per_endpoint_bytes * endpoints
+        )
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "kind": self.spec.kind,
+            "proxies": len(self._clients),
+            "pushes": self.pushes,
+            "signatures": self.signatures,
+            "signature_failures": self.signature_failures,
+            "memory_bytes": self.memory_bytes(),
+            "changes": [
+                {
+                    "at_s": r.at_s,
+                    "kind": r.kind,
+                    "service": r.service,
+                    "version": r.version,
+                    "affected": r.affected,
+                    "convergence_s": list(r.convergence_s),
+                }
+                for r in self.changes
+            ],
+        }
+
+
+def convergence_summary(samples: list[float], affected: int) -> dict[str, float | int]:
+    """p50, p99 and max of a change's convergence times, and how many proxies got it."""
+    if not samples:
+        return {
+            "converged": 0,
+            "affected": affected,
+            "p50_s": np.nan,
+            "p99_s": np.nan,
+            "max_s": np.nan,
+        }
+    values = np.asarray(samples)
+    return {
+        "converged": len(samples),
+        "affected": affected,
+        "p50_s": float(np.quantile(values, 0.5)),
+        "p99_s": float(np.quantile(values, 0.99)),
+        "max_s": float(values.max()),
+    }
