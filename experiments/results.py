@@ -15,6 +15,8 @@ __all__ = [
     "CpuResult",
     "Conservation",
     "ProxyResult",
+    "ChangeResult",
+    "ControlPlaneResult",
     "RunResult",
 ]
 
@@ -106,6 +108,62 @@ class ProxyResult(BaseModel):
     memory_bytes: float
 
 
+class ChangeResult(BaseModel):
+    """One configuration change: when, what, and how long the proxies took to apply it.
+
+    Attributes:
+        affected: proxies whose configuration it concerns (summed over replications).
+        converged: of those, how many had applied it by the end of the run.
+        p50_s / p99_s / max_s: convergence time over those proxies (Istio's
+            ``pilot_proxy_convergence_time``), seconds.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    at_s: float
+    kind: str
+    service: str
+    affected: int
+    converged: int
+    p50_s: float
+    p99_s: float
+    max_s: float
+
+
+class ControlPlaneResult(BaseModel):
+    """The control plane over the run.
+
+    Attributes:
+        kind: ``istiod``, ``split`` or ``maesh``.
+        proxies: proxies connected to it (at the end of a replication).
+        pushes: configurations sent (or pulled), summed over replications.
+        signatures / signature_failures: certificates signed, and requests for one that
+            failed during an outage.
+        memory_bytes: its modelled memory.
+        stale_connect_failures: connections refused by pods that were gone (stale routing),
+            after the warm-up, before retries.
+        stale_failures: calls that failed for it (no live endpoint left to retry: ``UF``
+            or ``URX``).
+        retries: retries those failures caused.
+        tls_failures: requests that failed because a certificate had expired.
+        changes: per configuration change, its convergence.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    kind: str
+    proxies: int
+    pushes: int
+    signatures: int
+    signature_failures: int
+    memory_bytes: float
+    stale_connect_failures: int
+    stale_failures: int
+    retries: int
+    tls_failures: int
+    changes: list[ChangeResult]
+
+
 class Conservation(BaseModel):
     """Every request sent is completed, failed, or still in flight at the end."""
 
@@ -158,6 +216,7 @@ class RunResult(BaseModel):
     cpu: CpuResult
     memory_bytes: dict[str, float]
     proxies: dict[str, ProxyResult] = {}
+    control_plane: ControlPlaneResult | None = None
     conservation: Conservation
     in_flight_mean: float
     status_codes: dict[str, int]

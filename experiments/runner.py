@@ -8,7 +8,9 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 from experiments.results import (
+    ChangeResult,
     Conservation,
+    ControlPlaneResult,
     CpuResult,
     LatencySummary,
     ProxyResult,
@@ -16,6 +18,7 @@ from experiments.results import (
     ServiceResult,
 )
 from experiments.spec import ExperimentSpec
+from models.control_plane import convergence_summary
 from models.simulation import SimulationOutput, simulate
 from sim.random import replication_seeds
 from sim.stats import LatencyHistogram
@@ -51,6 +54,7 @@ def run_experiment(spec: ExperimentSpec) -> RunResult:
             client_node=spec.client_node,
             trace_every=spec.trace_every,
             faults=spec.faults,
+            changes=spec.changes,
         )
         for seed in seeds
     ]
@@ -134,6 +138,7 @@ def summarise(
         status_codes=dict(sorted(codes.items())),
         response_flags=dict(sorted(flags.items())),
         latency_histogram=e2e.to_dict(),
+        control_plane=_control_plane(outputs),
         extras=_merge_extras(outputs),
     )
 
@@ -202,11 +207,46 @@ def _mean_memory(outputs: list[SimulationOutput]) -> dict[str, float]:
     return dict(sorted(totals.items()))
 
 
+def _control_plane(outputs: list[SimulationOutput]) -> ControlPlaneResult | None:
+    """The control plane's counts summed over replications; each change's convergence over
+    the proxies of every replication."""
+    summaries = [out.extras["control_plane"] for out in outputs if "control_plane" in out.extras]
+    if not summaries:
+        return None
+    changes = []
+    for i, first in enumerate(summaries[0]["changes"]):
+        samples = [x for s in summaries for x in s["changes"][i]["convergence_s"]]
+        affected = sum(s["changes"][i]["affected"] for s in summaries)
+        stats = convergence_summary(samples, affected)
+        changes.append(
+            ChangeResult(at_s=first["at_s"], kind=first["kind"], service=first["service"], **stats)
+        )
+    data_plane: dict[str, int] = defaultdict(int)
+    for out in outputs:
+        for name, count in out.extras.get("data_plane", {}).items():
+            data_plane[name] += count
+    return ControlPlaneResult(
+        kind=summaries[0]["kind"],
+        proxies=summaries[0]["proxies"],
+        pushes=sum(s["pushes"] for s in summaries),
+        signatures=sum(s["signatures"] for s in summaries),
+        signature_failures=sum(s["signature_failures"] for s in summaries),
+        memory_bytes=sum(s["memory_bytes"] for s in summaries) / len(summaries),
+        stale_connect_failures=data_plane["stale_connect_failures"],
+        stale_failures=data_plane["stale_failures"],
+        retries=data_plane["retries"],
+        tls_failures=data_plane["tls_failures"],
+        changes=changes,
+    )
+
+
 def _merge_extras(outputs: list[SimulationOutput]) -> dict[str, Any]:
     """Counts are summed over replications; anything else is kept per replication."""
     merged: dict[str, Any] = {}
     for out in outputs:
         for key, value in out.extras.items():
+            if key == "control_plane":
+                continue  # in RunResult.control_plane
             if isinstance(value, dict) and all(isinstance(v, int) for v in value.values()):
                 into = merged.setdefault(key, {})
                 for name, count in value.items():

@@ -25,6 +25,7 @@ from pydantic import (
 from experiments.overrides import apply_overrides, deep_merge
 from experiments.profiles import ProfileError, list_profiles, resolve_mesh, validate_mesh
 from models.architectures import ARCHITECTURES
+from models.control_plane import ConfigChangeSpec
 from models.faults import FaultSpec
 from models.workload import WorkloadSpec
 from sim.units import Duration
@@ -146,6 +147,8 @@ class ExperimentSpec(BaseModel):
         client_node: the node of the load generator (default: the first node).
         trace_every: keep the whole trace of one request in this many (0 = none).
         faults: what breaks during the run (``mixer_outage``, ``control_plane_outage``).
+        changes: configuration changes during the run (``scale``, ``deploy``,
+            ``route_weights``, ``add_service``), pushed by the mesh's control plane.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -161,6 +164,7 @@ class ExperimentSpec(BaseModel):
     client_node: str | None = None
     trace_every: Annotated[int, Field(ge=0)] = 0
     faults: list[FaultSpec] = []
+    changes: list[ConfigChangeSpec] = []
 
     @field_validator("topology", mode="after")
     @classmethod
@@ -194,6 +198,41 @@ class ExperimentSpec(BaseModel):
                 )
             if fault.start + fault.duration > self.duration:
                 raise ValueError(f"faults.{i}: the fault ends after the run ({self.duration:g} s)")
+        return self
+
+    @model_validator(mode="after")
+    def _changes_apply(self) -> ExperimentSpec:
+        if not self.changes:
+            return self
+        try:
+            graph = self.resolve_topology().call_graph
+        except TopologyError:
+            return self  # reported on the topology field already
+        workloads = {s.name for s in graph.services}
+        hosts = set(graph.hosts())
+        for i, change in enumerate(self.changes):
+            where = f"changes.{i}"
+            if change.at >= self.duration:
+                raise ValueError(
+                    f"{where}.at: {change.at:g} s is after the run ({self.duration:g} s)"
+                )
+            if change.kind in ("scale", "deploy") and change.service not in workloads:
+                raise ValueError(
+                    f"{where}.service: no workload {change.service!r}; "
+                    f"workloads: {', '.join(sorted(workloads))}"
+                )
+            if change.kind == "scale" and change.replicas is None:
+                raise ValueError(f"{where}.replicas: a scale change needs the new replica count")
+            if change.kind == "route_weights" and change.service not in hosts:
+                raise ValueError(f"{where}.service: no service {change.service!r}")
+            if change.kind == "add_service":
+                if change.service in workloads or change.service in hosts:
+                    raise ValueError(f"{where}.service: {change.service!r} exists already")
+                workloads.add(change.service)
+                hosts.add(change.service)
+        if self.faults and any(f.kind == "control_plane_outage" for f in self.faults):
+            if getattr(self.mesh.resolve(), "control_plane", None) is None:
+                raise ValueError("faults: a control_plane_outage needs a mesh with a control_plane")
         return self
 
     @model_validator(mode="after")

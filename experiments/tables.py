@@ -108,6 +108,8 @@ def run_tables(result: RunResult) -> str:
         blocks.append(
             f"Memory: {total / 2**20:,.1f} MiB for {n} proxies ({total / n / 2**20:,.1f} MiB each on average)"
         )
+    if result.control_plane is not None:
+        blocks.append(control_plane_table(result))
     blocks.append(
         f"Requests: {c.sent:,} sent = {c.completed:,} completed + {c.failed:,} failed + "
         f"{c.in_flight:,} in flight at the end"
@@ -115,3 +117,31 @@ def run_tables(result: RunResult) -> str:
     if result.error:
         blocks.append(f"ERROR: {result.error}")
     return "\n\n".join(blocks)
+
+
+def control_plane_table(result: RunResult) -> str:
+    """Each change's convergence, and what the control plane did."""
+    cp = result.control_plane
+    assert cp is not None
+    rows = [
+        [
+            fmt(change.at_s, 2),
+            change.kind,
+            change.service,
+            f"{change.converged:,}/{change.affected:,}",
+            fmt(change.p50_s * 1e3, 1),
+            fmt(change.p99_s * 1e3, 1),
+            fmt(change.max_s * 1e3, 1),
+        ]
+        for change in cp.changes
+    ]
+    title = (
+        f"Control plane ({cp.kind}): {cp.proxies:,} proxies, {cp.pushes:,} pushes, "
+        f"{cp.signatures:,} certificates signed ({cp.signature_failures:,} failed), "
+        f"{cp.memory_bytes / 2**20:,.1f} MiB; stale routing: {cp.stale_connect_failures:,} "
+        f"refused connections, {cp.retries:,} retries, {cp.stale_failures:,} failed calls; "
+        f"{cp.tls_failures:,} mTLS failures"
+    )
+    return format_table(
+        ["at s", "change", "service", "converged", "p50 ms", "p99 ms", "max ms"], rows, title
+    )

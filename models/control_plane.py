@@ -178,7 +178,7 @@ class _Client:
     known_hosts: frozenset[str] | None  # None: every service of the mesh
     replica: int
     version: int = 0
-    pushing: bool = False
+    gone: bool = False
 
 
 class _Replica:
@@ -254,8 +254,18 @@ class ControlPlane:
         if self.spec.kind == "maesh":
             self.env.process(self._poll(client))
         if self.spec.certificates is not None:
-            proxy.cert_expires_s = 0.0  # no certificate until the CA signs one
+            # Not ready until the CA has signed its first certificate: traffic through it
+            # waits for that, as Kubernetes holds traffic from a pod that is not ready.
+            proxy.cert_expires_s = 0.0
+            proxy.cert_ready = self.env.event()
             self.env.process(self._certificates(client))
+
+    def unregister(self, proxy: Proxy) -> None:
+        """A proxy's pod is gone: no more pushes or certificates for it."""
+        for client in self._clients:
+            if client.proxy is proxy:
+                client.gone = True
+        self._clients = [c for c in self._clients if not c.gone]
 
     # --- changes -------------------------------------------------------------------------
 
@@ -353,7 +363,7 @@ class ControlPlane:
         rng = self.world.rng(f"{client.proxy.name}.poll")
         yield self.env.timeout(float(rng.uniform(0.0, interval)))
         replica = self.replicas[0]
-        while True:
+        while not client.gone:
             if client.version < self.version and not self.down:
                 version, view = self.version, self.view
                 link = self.world.link(replica.node, client.proxy.node)
@@ -365,8 +375,8 @@ class ControlPlane:
             yield self.env.timeout(interval)
 
     def _applied(self, client: _Client, version: int, view: dict) -> None:
-        if version <= client.version:
-            return  # a later push got there first
+        if version <= client.version or client.gone:
+            return  # a later push got there first, or the proxy is gone
         proxy = client.proxy
         proxy.apply_config(version, view)
         now = self.env.now
@@ -394,13 +404,17 @@ class ControlPlane:
         assert spec is not None and self.ca is not None
         env = self.env
         jitter = UniformDist(low=0.0, high=1.0).sampler(self.world.rng(f"{client.proxy.name}.cert"))
-        while True:
+        while not client.gone:
             while self.down:  # the CA does not answer: retry later
                 self.signature_failures += 1
                 yield env.timeout(spec.retry_interval)
             yield from self.ca.execute(spec.sign_cpu)
             self.signatures += 1
-            client.proxy.cert_expires_s = env.now + spec.ttl
+            proxy = client.proxy
+            proxy.cert_expires_s = env.now + spec.ttl
+            if proxy.cert_ready is not None:
+                proxy.cert_ready.succeed()
+                proxy.cert_ready = None
             yield env.timeout(spec.ttl * spec.rotate_at * (1.0 - spec.jitter * jitter()))
 
     # --- results -------------------------------------------------------------------------

@@ -116,6 +116,7 @@ class DataPlaneStats:
     """Counts after the warm-up: what stale configuration and certificates cost."""
 
     stale_connect_failures: int = 0
+    stale_failures: int = 0
     retries: int = 0
     tls_failures: int = 0
     no_route: int = 0
@@ -165,6 +166,17 @@ class ProxiedMesh(Mesh):
         super().add_pods(pods)
         for proxy, hosts in self.make_proxies(pods, [], self.config_index()):
             self._connect(proxy, hosts)
+
+    def remove_pods(self, pods: list[ServicePod]) -> None:
+        super().remove_pods(pods)
+        for proxy in self.retire_proxies(pods):
+            proxy.retired = True
+            if self.control_plane is not None:
+                self.control_plane.unregister(proxy)
+
+    def retire_proxies(self, pods: list[ServicePod]) -> list[Proxy]:
+        """The proxies that go away with these pods (their sidecars; none for shared ones)."""
+        return []
 
     def config_changed(self, kind: str, service: str, hosts: set[str]) -> None:
         if self.control_plane is not None:
@@ -235,6 +247,9 @@ class ProxiedMesh(Mesh):
                     answered_at = i
                     break
             if i == picker:
+                for other in hops:  # a proxy that has no certificate yet is not ready
+                    if other.mtls and other.proxy.cert_ready is not None:
+                        yield other.proxy.cert_ready
                 if dst is None:
                     response = self._no_route(host, proxy)
                 elif not dst.alive:
@@ -314,6 +329,7 @@ class ProxiedMesh(Mesh):
             yield env.timeout(proxy.net.rtt(self.world.link(proxy.node, dst.node)))
             self.world.sink(proxy.scope, "connect_failure").add(start, env.now, False, None)
             if attempt == self.retry.attempts or balancer is None:
+                self._count("stale_failures")
                 flag = Flags.UPSTREAM_RETRY_LIMIT if attempt else Flags.UPSTREAM_CONNECT_FAILURE
                 return dst, hops, Response(503, 0, flag)
             self._count("retries")
@@ -396,4 +412,5 @@ class ProxiedMesh(Mesh):
             proxy.reset_stats()
 
     def memory_bytes(self) -> dict[str, float]:
-        return {p.scope: p.memory_bytes() for p in self.proxies()}
+        """The memory of the proxies that are still there."""
+        return {p.scope: p.memory_bytes() for p in self.proxies() if not p.retired}

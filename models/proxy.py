@@ -134,8 +134,11 @@ class Proxy:
         # the live endpoints, a control plane replaces them as it pushes.
         self.view: dict[str, Any] = {}
         self.config_version = 0
-        # Its workload certificate's expiry (seconds); without a CA it never expires.
+        # Its workload certificate's expiry (seconds); without a CA it never expires. Until
+        # its first certificate is signed, ``cert_ready`` is the event that fires then.
         self.cert_expires_s = float("inf")
+        self.cert_ready: simpy.Event | None = None
+        self.retired = False  # its pod is gone
         self.pools: dict[str, ConnectionPool] = {}
         self.connections = 0
         self.peak_connections = 0

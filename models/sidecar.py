@@ -117,6 +117,9 @@ class SidecarMesh(ProxiedMesh):
     def proxies(self) -> list[Proxy]:
         return list(self.sidecars.values())
 
+    def retire_proxies(self, pods) -> list[Proxy]:  # type: ignore[no-untyped-def]
+        return [self.sidecars[pod.name] for pod in pods]
+
     def set_fault(self, kind: str, active: bool) -> None:
         if kind == "mixer_outage" and self.mixer is not None:
             self.mixer.down = active

@@ -6,6 +6,7 @@ The experiments layer turns the :class:`SimulationOutput` into a user-facing res
 
 from __future__ import annotations
 
+from collections.abc import Generator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -13,6 +14,7 @@ import simpy
 from pydantic import BaseModel
 
 import models.architectures  # noqa: F401  (registers every architecture)
+from models.control_plane import ConfigChangeSpec
 from models.faults import FaultSpec, schedule_faults
 from models.mesh import Mesh, mesh_class
 from models.service import ClientPod, ServicePod
@@ -20,7 +22,7 @@ from models.workload import ClosedLoopSpec, OpenLoopSpec, Workload, WorkloadStat
 from models.world import ServiceStats, World
 from sim.recorder import Recorder
 from sim.servers import CpuServer
-from topologies import TopologySpec
+from topologies import ServiceSpec, TopologySpec
 
 __all__ = ["Simulation", "SimulationOutput", "ProxyUsage", "simulate"]
 
@@ -66,6 +68,7 @@ class Simulation:
         client_node: the node of the load generator's pod (None = the first node).
         trace_every: keep the whole trace of one request in this many (0 = none).
         faults: the fault schedule.
+        changes: configuration changes during the run (scale, deploy, routes, services).
     """
 
     def __init__(
@@ -79,6 +82,7 @@ class Simulation:
         client_node: str | None = None,
         trace_every: int = 0,
         faults: list[FaultSpec] | None = None,
+        changes: list[ConfigChangeSpec] | None = None,
     ) -> None:
         if warmup_s >= duration_s:
             raise ValueError(
@@ -100,6 +104,9 @@ class Simulation:
         self.mesh: Mesh = mesh_class(mesh.architecture)(world, mesh)
         self.mesh.attach(self.pods, [self.client])
         self.faults = list(faults or [])
+        self.changes = sorted(changes or [], key=lambda c: c.at)
+        self._specs = specs
+        self._next_index = {name: spec.replicas for name, spec in specs.items()}
         entry = topology.call_graph.workloads_of(topology.call_graph.entry)[0]
         self.workload = Workload(
             workload,
@@ -111,10 +118,68 @@ class Simulation:
             warmup_s,
         )
 
+    # --- configuration changes -----------------------------------------------------------
+
+    def _change_schedule(self) -> Generator[simpy.Event, Any, None]:
+        for change in self.changes:
+            if change.at > self.env.now:
+                yield self.env.timeout(change.at - self.env.now)
+            self.apply_change(change)
+
+    def apply_change(self, change: ConfigChangeSpec) -> None:
+        """Make a change now: pods come and go at once; proxies learn of it as the mesh's
+        control plane pushes it (or at once, without one)."""
+        kind = change.kind
+        if kind == "route_weights":
+            self.mesh.config_changed(kind, change.service, {change.service})
+            return
+        if kind == "add_service":
+            if change.service in self._specs:
+                raise ValueError(f"add_service: {change.service!r} exists already")
+            spec = self._specs[change.service] = ServiceSpec(name=change.service)
+            self._next_index[spec.name] = 0
+            self.world.service_stats[spec.name] = ServiceStats(spec.name, self.warmup_s)
+            self.mesh.add_pods(self._new_pods(spec, change.replicas or 1))
+            self.mesh.config_changed(kind, change.service, {spec.host_name})
+            return
+        spec = self._specs.get(change.service)
+        if spec is None:
+            raise ValueError(f"{kind}: no workload {change.service!r}")
+        alive = [p for p in self.pods if p.spec.name == spec.name and p.alive]
+        if kind == "scale":
+            target = len(alive) if change.replicas is None else change.replicas
+            if target > len(alive):
+                self.mesh.add_pods(self._new_pods(spec, target - len(alive)))
+            elif target < len(alive):
+                self.mesh.remove_pods(alive[target:])
+        else:  # deploy: every pod replaced by a new one
+            self.mesh.add_pods(self._new_pods(spec, len(alive)))
+            self.mesh.remove_pods(alive)
+        self.mesh.config_changed(kind, change.service, {spec.host_name})
+
+    def _new_pods(self, spec: ServiceSpec, count: int) -> list[ServicePod]:
+        """New pods of ``spec``, each on the node with the fewest pods (the scheduler's
+        spreading, in short)."""
+        made = []
+        for _ in range(count):
+            load = {name: 0 for name in self.world.nodes}
+            for pod in self.pods:
+                if pod.alive:
+                    load[pod.node.name] += 1
+            node = min(sorted(load), key=lambda n: load[n])
+            index = self._next_index[spec.name]
+            self._next_index[spec.name] = index + 1
+            pod = ServicePod(self.world, f"{spec.name}-{index}", self.world.nodes[node], spec)
+            self.pods.append(pod)
+            made.append(pod)
+        return made
+
     def run(self) -> SimulationOutput:
         """Run to the end of the duration and collect."""
         self.workload.start()
         schedule_faults(self.env, self.mesh, self.faults)
+        if self.changes:
+            self.env.process(self._change_schedule())
         if self.warmup_s > 0:
             self.env.run(until=self.warmup_s)
             self.world.reset_stats()
