@@ -196,6 +196,10 @@ class ExperimentSpec(BaseModel):
                 raise ValueError(
                     f"faults.{i}.kind: a mixer_outage needs a mesh with Mixer ({which} has none)"
                 )
+            if fault.kind == "control_plane_outage" and getattr(mesh, "control_plane", None) is None:
+                raise ValueError(
+                    f"faults.{i}.kind: a control_plane_outage needs a mesh with a control_plane"
+                )
             if fault.start + fault.duration > self.duration:
                 raise ValueError(f"faults.{i}: the fault ends after the run ({self.duration:g} s)")
         return self
@@ -230,9 +234,6 @@ class ExperimentSpec(BaseModel):
                     raise ValueError(f"{where}.service: {change.service!r} exists already")
                 workloads.add(change.service)
                 hosts.add(change.service)
-        if self.faults and any(f.kind == "control_plane_outage" for f in self.faults):
-            if getattr(self.mesh.resolve(), "control_plane", None) is None:
-                raise ValueError("faults: a control_plane_outage needs a mesh with a control_plane")
         return self
 
     @model_validator(mode="after")
