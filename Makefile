@@ -29,6 +29,7 @@ typecheck: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.chain
+	$(BIN)/python -m benchmarks.convergence
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache results

@@ -16,6 +16,7 @@ from experiments.profiles import list_profiles, load_profile
 from experiments.runner import run_experiment
 from experiments.spec import ExperimentSpec, SpecError, load_spec
 from experiments.specs import shipped_specs
+from experiments.sweep import run_sweep, sweep_table
 from experiments.tables import run_tables
 from topologies import CATALOG
 
@@ -51,8 +52,25 @@ def run(
     set_: SetOption = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
-    """Run one experiment and print its result."""
+    """Run one experiment (or every point of its sweep) and print the result."""
     experiment = _load(spec, set_)
+    if experiment.sweep is not None:
+        points = run_sweep(experiment)
+        if json_out:
+            payload = [
+                {
+                    "assignments": p.assignments,
+                    "result": p.result.model_dump(mode="json") if p.result else None,
+                    "error": p.error,
+                }
+                for p in points
+            ]
+            typer.echo(json.dumps(payload, indent=1))
+        else:
+            typer.echo(sweep_table(points))
+        if any(p.error for p in points):
+            raise typer.Exit(1)
+        return
     result = run_experiment(experiment)
     if json_out:
         typer.echo(result.model_dump_json(indent=1))

@@ -24,6 +24,7 @@ from pydantic import (
 
 from experiments.overrides import apply_overrides, deep_merge
 from experiments.profiles import ProfileError, list_profiles, resolve_mesh, validate_mesh
+from experiments.sweep import SweepSpec, sweep_points
 from models.architectures import ARCHITECTURES
 from models.control_plane import ConfigChangeSpec
 from models.faults import FaultSpec
@@ -149,6 +150,7 @@ class ExperimentSpec(BaseModel):
         faults: what breaks during the run (``mixer_outage``, ``control_plane_outage``).
         changes: configuration changes during the run (``scale``, ``deploy``,
             ``route_weights``, ``add_service``), pushed by the mesh's control plane.
+        sweep: a grid of values by dotted path; the spec then stands for every point.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -165,6 +167,22 @@ class ExperimentSpec(BaseModel):
     trace_every: Annotated[int, Field(ge=0)] = 0
     faults: list[FaultSpec] = []
     changes: list[ConfigChangeSpec] = []
+    sweep: SweepSpec | None = None
+
+    @model_validator(mode="after")
+    def _sweep_points_valid(self) -> ExperimentSpec:
+        if self.sweep is None:
+            return self
+        base = self.model_dump(mode="json", exclude={"sweep"})
+        for i, (assignments, data) in enumerate(sweep_points(base, self.sweep)):
+            try:
+                ExperimentSpec.model_validate(data)
+            except ValidationError as error:
+                where = ", ".join(f"{k}={v!r}" for k, v in assignments.items())
+                raise ValueError(
+                    f"sweep point {i} ({where}) is not valid:\n" + format_validation_error(error)
+                ) from None
+        return self
 
     @field_validator("topology", mode="after")
     @classmethod
@@ -196,7 +214,10 @@ class ExperimentSpec(BaseModel):
                 raise ValueError(
                     f"faults.{i}.kind: a mixer_outage needs a mesh with Mixer ({which} has none)"
                 )
-            if fault.kind == "control_plane_outage" and getattr(mesh, "control_plane", None) is None:
+            if (
+                fault.kind == "control_plane_outage"
+                and getattr(mesh, "control_plane", None) is None
+            ):
                 raise ValueError(
                     f"faults.{i}.kind: a control_plane_outage needs a mesh with a control_plane"
                 )

@@ -142,6 +142,8 @@ def control_plane_table(result: RunResult) -> str:
         f"refused connections, {cp.retries:,} retries, {cp.stale_failures:,} failed calls; "
         f"{cp.tls_failures:,} mTLS failures"
     )
+    if not rows:
+        return title
     return format_table(
         ["at s", "change", "service", "converged", "p50 ms", "p99 ms", "max ms"], rows, title
     )

@@ -18,6 +18,7 @@ from pydantic import ValidationError, validate_call
 from .callgraph import CallGraphSpec, ServiceSpec, StepSpec
 from .cluster import ClusterSpec, flat_cluster, multi_zone_cluster
 from .errors import TopologyError
+from .placement import PlacementSpec
 from .spec import TopologySpec
 
 __all__ = [
@@ -26,6 +27,7 @@ __all__ = [
     "chain",
     "fanout",
     "get_topology",
+    "mesh_scale",
     "random_dag",
     "social_network",
 ]
@@ -194,6 +196,54 @@ def fanout(
         name="fanout",
         cluster=cluster if cluster is not None else flat_cluster(3),
         call_graph=CallGraphSpec(services=services, entry="t0-0"),
+    )
+
+
+def mesh_scale(
+    pods: int = 100,
+    replicas: int = 2,
+    services_per_namespace: int = 10,
+    pods_per_node: int = 1,
+) -> TopologySpec:
+    """A mesh of ``pods`` pods for control-plane experiments (services of ``replicas`` pods).
+
+    Services ``svc-0`` .. are grouped ``services_per_namespace`` to a namespace
+    (``ns-0`` ..); ``svc-0`` is the entry and calls ``svc-1``, the rest are called by no one
+    (their configuration is what matters here, not their traffic). The cluster has one node
+    per ``pods_per_node`` pods, so that a proxy per node and a proxy per pod number alike
+    with the default of 1. Pods are packed in order onto the nodes.
+
+    Args:
+        pods: Pods in the mesh (at least ``2 x replicas``).
+        replicas: Pods per service.
+        services_per_namespace: Services per namespace.
+        pods_per_node: Pods per node.
+
+    Raises:
+        TopologyError: If there are fewer than two services.
+    """
+    n_services = pods // replicas
+    if n_services < 2 or replicas < 1 or services_per_namespace < 1 or pods_per_node < 1:
+        raise TopologyError(
+            f"mesh_scale: needs at least 2 services of {replicas} pods, got {pods} pods"
+        )
+    services = [
+        ServiceSpec(
+            name=f"svc-{i}",
+            replicas=replicas,
+            workers=4,
+            service_time="200us",
+            namespace=f"ns-{i // services_per_namespace}",
+            steps=[StepSpec(calls=[{"service": "svc-1"}])] if i == 0 else [],
+        )
+        for i in range(n_services)
+    ]
+    n_nodes = max(1, -(-n_services * replicas // pods_per_node))
+    return TopologySpec(
+        name=f"mesh-scale-{n_services * replicas}",
+        cluster=flat_cluster(n_nodes),
+        call_graph=CallGraphSpec(services=services, entry="svc-0"),
+        placement=PlacementSpec(strategy="pack", pods_per_node=pods_per_node),
     )
 
 
@@ -397,6 +447,7 @@ CATALOG: dict[str, Callable[..., TopologySpec]] = {
     "bookinfo": bookinfo,
     "chain": chain,
     "fanout": fanout,
+    "mesh_scale": mesh_scale,
     "random_dag": random_dag,
     "social_network": social_network,
 }

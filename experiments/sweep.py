@@ -1,0 +1,159 @@
+"""Sweeps: one experiment over a grid of parameter values, given by dotted path.
+
+A spec with ``sweep: {grid: {path: [values], ...}}`` stands for the cross product of the
+grid: each point is the spec with those fields set (``mesh`` or ``workload.rate_rps``,
+``topology.params.pods``...), validated like any spec. Points run one after another; a point
+that fails keeps its error and the others their results.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from experiments.results import RunResult
+from experiments.tables import fmt, format_table
+
+__all__ = ["SweepSpec", "SweepPoint", "sweep_points", "run_sweep", "sweep_table", "set_path"]
+
+
+class SweepSpec(BaseModel):
+    """A grid: every combination of the values, by dotted path into the spec."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    grid: dict[str, list[Any]] = Field(min_length=1)
+
+    @field_validator("grid")
+    @classmethod
+    def _values(cls, grid: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        for path, values in grid.items():
+            if not values:
+                raise ValueError(f"grid.{path}: give at least one value")
+            if path.split(".")[0] in ("sweep", "name"):
+                raise ValueError(f"grid.{path}: this field cannot be swept")
+        return grid
+
+
+@dataclass
+class SweepPoint:
+    """One point of a sweep: its assignments, and its result or its error."""
+
+    assignments: dict[str, Any]
+    result: RunResult | None = None
+    error: str | None = None
+
+
+def set_path(data: dict[str, Any], path: str, value: Any) -> None:
+    """Set ``data[a][b][c] = value`` for ``path`` ``a.b.c``, making mappings as needed."""
+    keys = path.split(".")
+    node = data
+    for key in keys[:-1]:
+        child = node.get(key)
+        if isinstance(child, str) and key in ("mesh", "topology"):
+            child = {"profile": child} if key == "mesh" else {"catalog": child}
+        if not isinstance(child, dict):
+            child = {}
+        node[key] = child
+        node = child
+    node[keys[-1]] = copy.deepcopy(value)
+
+
+def sweep_points(
+    base: dict[str, Any], sweep: SweepSpec
+) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """(assignments, spec data) for every point of the grid, in grid order."""
+    paths = list(sweep.grid)
+    points = []
+    for values in itertools.product(*(sweep.grid[p] for p in paths)):
+        data = copy.deepcopy(base)
+        data.pop("sweep", None)
+        assignments = dict(zip(paths, values, strict=True))
+        for path, value in assignments.items():
+            set_path(data, path, value)
+        points.append((assignments, data))
+    return points
+
+
+def run_sweep(spec: Any) -> list[SweepPoint]:
+    """Run every point of ``spec``'s sweep (an ExperimentSpec with ``sweep``)."""
+    from experiments.runner import run_experiment
+    from experiments.spec import spec_from_dict
+
+    assert spec.sweep is not None
+    base = spec.model_dump(mode="json", exclude={"sweep"})
+    results = []
+    for assignments, data in sweep_points(base, spec.sweep):
+        point = SweepPoint(assignments)
+        try:
+            point.result = run_experiment(spec_from_dict(data))
+        except Exception as error:  # one point failing must not lose the others
+            point.error = f"{type(error).__name__}: {error}"
+        results.append(point)
+    return results
+
+
+def _label(value: Any) -> str:
+    if isinstance(value, dict):
+        if "profile" in value:
+            return str(value["profile"])
+        return json.dumps(value, separators=(",", ":"))[:40]
+    return str(value)
+
+
+def sweep_table(points: list[SweepPoint]) -> str:
+    """One row per point: its values, latency, errors, CPU by kind, memory, and when the
+    mesh has a control plane, the first change's convergence and stale-routing failures."""
+    paths = list(points[0].assignments) if points else []
+    results = [p.result for p in points if p.result is not None]
+    # Kinds that did something: a control plane that only signed a few certificates during
+    # the warm-up shows 0 everywhere and would only widen the table.
+    kinds = sorted({k for r in results for k, v in r.cpu.by_kind.items() if v >= 0.0005})
+    has_cp = any(r.control_plane is not None and r.control_plane.changes for r in results)
+    has_mixer = any("mixer" in r.extras for r in results)
+    headers = [p.split(".")[-1] for p in paths] + ["rps", "err %", "p50 ms", "p90 ms", "p99 ms"]
+    headers += [f"{k} mCPU" for k in kinds] + ["mesh MiB"]
+    if has_cp:
+        headers += ["proxies", "conv p50 s", "conv p99 s", "conv max s", "stale fails"]
+    if has_mixer:
+        headers += ["checks failed", "denied"]
+    rows = []
+    for point in points:
+        row = [_label(point.assignments[p]) for p in paths]
+        r = point.result
+        if r is None:
+            rows.append(row + [f"FAILED: {point.error}"])
+            continue
+        lat = r.end_to_end.latency
+        row += [
+            fmt(r.end_to_end.throughput_rps, 1),
+            fmt(r.end_to_end.error_rate * 100, 2),
+            fmt(lat.p50_ms, 3),
+            fmt(lat.p90_ms, 3),
+            fmt(lat.p99_ms, 3),
+        ]
+        row += [fmt(r.cpu.by_kind.get(k, 0.0) * 1e3, 0) for k in kinds]
+        row.append(fmt(r.memory_total_bytes / 2**20, 1))
+        if has_cp:
+            cp = r.control_plane
+            if cp is not None and cp.changes:
+                change = cp.changes[0]
+                row += [
+                    fmt(cp.proxies),
+                    fmt(change.p50_s, 3),
+                    fmt(change.p99_s, 3),
+                    fmt(change.max_s, 3),
+                    fmt(cp.stale_failures),
+                ]
+            else:
+                row += ["-"] * 5
+        if has_mixer:
+            mixer = r.extras.get("mixer", {})
+            row += [fmt(mixer.get("check_failures")), fmt(mixer.get("denied"))]
+        rows.append(row)
+    return format_table(headers, rows, f"Sweep: {len(points)} points")
