@@ -86,6 +86,7 @@ class AmbientMesh(ProxiedMesh):
                 self.spec.load_balancer,
             )
             # A ztunnel knows every workload of the mesh (L4: endpoints, no L7 clusters).
+            # (recounted as the mesh changes; a ztunnel holds no L7 clusters)
             _, ztunnel.known_endpoints, hosts = known_config(index, "mesh", set(), set(), set())
             self.ztunnels[pod.node.name] = ztunnel
             made.append((ztunnel, hosts))

@@ -147,6 +147,10 @@ class ConfigChangeSpec(BaseModel):
             ``add_service`` (a new service, with ``replicas`` pods, that nobody calls yet).
         service: the workload (scale, deploy, add_service) or service host (route_weights).
         replicas: scale: the new count; add_service: its pods (default 1).
+        grace_period: scale down and deploy: how long a removed pod still accepts
+            connections after it has left the endpoints (its drain; Istio's sidecar drains
+            for 5 s). 0, the default, is a pod that exits at once: callers whose
+            configuration still lists it see refused connections until they converge.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -155,6 +159,7 @@ class ConfigChangeSpec(BaseModel):
     kind: Literal["scale", "deploy", "route_weights", "add_service"]
     service: str
     replicas: Annotated[int, Field(ge=0)] | None = None
+    grace_period: Duration = 0.0
 
 
 @dataclass
@@ -241,6 +246,8 @@ class ControlPlane:
         self.signatures = 0
         self.signature_failures = 0
         self.services = len(view)
+        self._built_version = 0  # maesh: the newest configuration the controller has built
+        self._built_view = view
 
     # --- proxies -------------------------------------------------------------------------
 
@@ -278,7 +285,7 @@ class ControlPlane:
         record.affected = sum(1 for c in self._clients if self._concerns(c, record.hosts))
         self.changes.append(record)
         if self.spec.kind == "maesh":
-            self.env.process(self._build())
+            self.env.process(self._build(self.version, view))
         elif self.spec.kind == "split":
             self.env.process(self._galley(hosts))
         else:
@@ -349,13 +356,15 @@ class ControlPlane:
         yield self.env.timeout(self._apply())
         self._applied(client, version, view)
 
-    def _build(self) -> Generator[simpy.Event, Any, None]:
-        """Maesh: the controller builds the new configuration once."""
+    def _build(self, version: int, view: dict) -> Generator[simpy.Event, Any, None]:
+        """Maesh: the controller builds the new configuration once; proxies pull it after."""
         yield from self._wait_up()
         replica = self.replicas[0]
         yield from replica.cpu.execute(
-            self.spec.push_base_cpu + self.spec.push_per_cluster_cpu * self.services
+            self.spec.push_base_cpu + self.spec.push_per_cluster_cpu * len(view)
         )
+        if version > self._built_version:
+            self._built_version, self._built_view = version, view
 
     def _poll(self, client: _Client) -> Generator[simpy.Event, Any, None]:
         """Maesh: the proxy pulls every ``poll_interval``, at its own phase."""
@@ -364,8 +373,8 @@ class ControlPlane:
         yield self.env.timeout(float(rng.uniform(0.0, interval)))
         replica = self.replicas[0]
         while not client.gone:
-            if client.version < self.version and not self.down:
-                version, view = self.version, self.view
+            if client.version < self._built_version and not self.down:
+                version, view = self._built_version, self._built_view
                 link = self.world.link(replica.node, client.proxy.node)
                 size = self.spec.push_bytes_per_cluster * max(1, client.proxy.known_clusters)
                 yield self.env.timeout(replica.net.rtt(link) + replica.net.delay(link, size))

@@ -28,7 +28,7 @@ from models.loadbalancer import Balancer
 from models.mesh import Mesh
 from models.messages import Flags, Request, Response
 from models.proxy import Proxy
-from models.scoping import ConfigIndex
+from models.scoping import ConfigIndex, known_config
 from models.world import PodBase
 from sim.network import NetworkPort
 from sim.units import Duration
@@ -167,8 +167,8 @@ class ProxiedMesh(Mesh):
         for proxy, hosts in self.make_proxies(pods, [], self.config_index()):
             self._connect(proxy, hosts)
 
-    def remove_pods(self, pods: list[ServicePod]) -> None:
-        super().remove_pods(pods)
+    def _stop(self, pods: list[ServicePod]) -> None:
+        super()._stop(pods)
         for proxy in self.retire_proxies(pods):
             proxy.retired = True
             if self.control_plane is not None:
@@ -179,6 +179,15 @@ class ProxiedMesh(Mesh):
         return []
 
     def config_changed(self, kind: str, service: str, hosts: set[str]) -> None:
+        # What each proxy's configuration holds grows or shrinks with the mesh (its memory,
+        # the cost of its next push).
+        index = self.config_index()
+        total = index.total_endpoints
+        for proxy in self.proxies():
+            if proxy.scoping is not None:
+                proxy.known_clusters, proxy.known_endpoints, _ = known_config(
+                    index, *proxy.scoping, total
+                )
         if self.control_plane is not None:
             self.control_plane.change(kind, service, hosts, self._snapshot())
             return

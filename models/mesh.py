@@ -59,11 +59,26 @@ class Mesh:
             self.endpoints[pod.host] = [*self.endpoints.get(pod.host, []), pod]
             pod.mesh = self
 
-    def remove_pods(self, pods: list[ServicePod]) -> None:
-        """Pods that go away (scale down, deploy): they refuse connections from now on."""
+    def remove_pods(self, pods: list[ServicePod], grace_period_s: float = 0.0) -> None:
+        """Pods that go away (scale down, deploy): they leave the endpoints now, and refuse
+        connections once ``grace_period_s`` has passed (at once by default)."""
+        for pod in pods:
+            pod.serving = False
+            self.endpoints[pod.host] = [p for p in self.endpoints[pod.host] if p is not pod]
+        if grace_period_s > 0.0:
+            self.env.process(self._stop_later(pods, grace_period_s))
+        else:
+            self._stop(pods)
+
+    def _stop_later(
+        self, pods: list[ServicePod], grace_period_s: float
+    ) -> Generator[simpy.Event, Any, None]:
+        yield self.env.timeout(grace_period_s)
+        self._stop(pods)
+
+    def _stop(self, pods: list[ServicePod]) -> None:
         for pod in pods:
             pod.alive = False
-            self.endpoints[pod.host] = [p for p in self.endpoints[pod.host] if p is not pod]
 
     def config_changed(self, kind: str, service: str, hosts: set[str]) -> None:
         """The configuration changed (after add_pods / remove_pods, or routing only)."""

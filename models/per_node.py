@@ -74,9 +74,8 @@ class PerNodeMesh(ProxiedMesh):
                 self.spec.load_balancer,
             )
             # Traefik's dynamic configuration holds every service of the mesh.
-            proxy.known_clusters, proxy.known_endpoints, hosts = known_config(
-                index, "mesh", set(), set(), set()
-            )
+            proxy.scoping = ("mesh", set(), set(), set())
+            proxy.known_clusters, proxy.known_endpoints, hosts = known_config(index, *proxy.scoping)
             self.node_proxies[pod.node.name] = proxy
             made.append((proxy, hosts))
         return made

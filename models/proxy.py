@@ -145,6 +145,9 @@ class Proxy:
         self.requests = 0
         self.known_clusters = 0
         self.known_endpoints = 0
+        # (scoping, own hosts, callees, namespaces): what decides what it knows, for
+        # recounting when the mesh changes; set by the mesh that builds it.
+        self.scoping: tuple[Any, ...] | None = None
         self.queue_sink = world.sink(self.scope, f"{kind}_queue")
         self.cpu_sink = world.sink(self.scope, f"{kind}_cpu")
         self.io_sink = world.sink(self.scope, f"{kind}_io")

@@ -92,8 +92,9 @@ class SidecarMesh(ProxiedMesh):
             own = {spec.host_name} if spec is not None else set()
             callees = set(spec.callees()) if spec is not None else {entry}
             namespaces = {spec.namespace} if spec is not None else set()
+            proxy.scoping = (self.spec.scoping, own, callees, namespaces)
             proxy.known_clusters, proxy.known_endpoints, hosts = known_config(
-                index, self.spec.scoping, own, callees, namespaces, total
+                index, *proxy.scoping, total
             )
             self.sidecars[pod.name] = proxy
             made.append((proxy, hosts))

@@ -145,16 +145,16 @@ class Simulation:
         spec = self._specs.get(change.service)
         if spec is None:
             raise ValueError(f"{kind}: no workload {change.service!r}")
-        alive = [p for p in self.pods if p.spec.name == spec.name and p.alive]
+        alive = [p for p in self.pods if p.spec.name == spec.name and p.alive and p.serving]
         if kind == "scale":
             target = len(alive) if change.replicas is None else change.replicas
             if target > len(alive):
                 self.mesh.add_pods(self._new_pods(spec, target - len(alive)))
             elif target < len(alive):
-                self.mesh.remove_pods(alive[target:])
+                self.mesh.remove_pods(alive[target:], change.grace_period)
         else:  # deploy: every pod replaced by a new one
             self.mesh.add_pods(self._new_pods(spec, len(alive)))
-            self.mesh.remove_pods(alive)
+            self.mesh.remove_pods(alive, change.grace_period)
         self.mesh.config_changed(kind, change.service, {spec.host_name})
 
     def _new_pods(self, spec: ServiceSpec, count: int) -> list[ServicePod]:

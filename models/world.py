@@ -74,6 +74,7 @@ class PodBase:
         self.net = NetworkPort(world.topology.cluster.network, world.rng(f"{name}.net"))
         self.net_sink = world.recorder.sink(self.scope, "network")
         self.mesh: Mesh | None = None
+        self.serving = True  # False once it has left its service's endpoints
         self.alive = True  # False once the pod is gone: it refuses connections
 
     def uniform(self) -> Callable[[], float]:

@@ -171,8 +171,9 @@ def convergence(sim: Simulation, index: int = 0) -> list[float]:
 ABC = [service("a", calls=["b", "c"]), service("b"), service("c")]
 # Mesh scoping: every service, and the inbound cluster of a service's sidecar; the load
 # generator's sidecar has none. Registration order: a-0, b-0, c-0, loadgen-0, then c-1
-# (made by the scale change: it counts the 4 endpoints that exist when it is built).
-ABC_PROXIES = [(4, 3), (4, 3), (4, 3), (3, 3), (4, 4)]
+# (made by the scale change). The change makes every configuration count the 4 endpoints
+# that exist after it, and the pushes that carry it cost that.
+ABC_PROXIES = [(4, 4), (4, 4), (4, 4), (3, 4), (4, 4)]
 
 
 # --- 1. convergence of one change, by hand --------------------------------------------------
@@ -206,8 +207,9 @@ def test_a_scale_down_does_not_push_to_the_removed_pod():
         services, "a", changes=[{"at": 1.0, "kind": "scale", "service": "c", "replicas": 1}]
     )
     sim, result = run(data)
-    # a-0, b-0, c-0 (c-1 is gone: unregistered before the push), loadgen-0; built with 4 pods.
-    expected = pushed([(4, 4), (4, 4), (4, 4), (3, 4)], QUIET_S)
+    # a-0, b-0, c-0 (c-1 is gone: unregistered before the push), loadgen-0; the change
+    # leaves 3 pods, and every configuration counts them.
+    expected = pushed([(4, 3), (4, 3), (4, 3), (3, 3)], QUIET_S)
     assert convergence(sim) == pytest.approx(expected, rel=1e-9)
     check_change(result.control_plane.changes[0], expected)
 
@@ -224,7 +226,7 @@ def test_debounce_max_bounds_a_stream_of_changes():
         changes=[{"at": t, "kind": "route_weights", "service": "b"} for t in at],
     )
     sim, result = run(data)
-    proxies = ABC_PROXIES[:4]  # no new pod
+    proxies = [(4, 3), (4, 3), (4, 3), (3, 3)]  # no new pod: the counts they were built with
     cp = result.control_plane
     assert cp.pushes == len(proxies)  # one push for the three changes
     base = pushed(proxies, 0.0)
@@ -264,12 +266,12 @@ def test_scoping_decides_which_proxies_a_change_concerns(scoping, affected):
     assert change.converged == affected
     assert result.control_plane.pushes == affected
 
-    # With dependencies, the push costs follow what each proxy knows, in registration order
-    # (placement lists pods by workload name): back-0 and back-1 know back (+ inbound), 2
-    # endpoints; front-0 knows front and back (+ inbound), 3 endpoints; back-2 was built
-    # with 3 back endpoints. The others get nothing.
+    # With dependencies, the push costs follow what each proxy knows after the change, in
+    # registration order (placement lists pods by workload name): back-0, back-1 and the
+    # new back-2 know back (+ inbound), 3 endpoints; front-0 knows front and back
+    # (+ inbound), 4 endpoints. The others get nothing.
     if scoping == "dependencies":
-        expected = pushed([(2, 2), (2, 2), (3, 3), (2, 3)], QUIET_S)
+        expected = pushed([(2, 3), (2, 3), (3, 4), (2, 3)], QUIET_S)
         check_change(change, expected)
 
 
@@ -299,9 +301,9 @@ def stale_spec(attempts: int, duration: float) -> dict[str, Any]:
 
 
 def test_stale_routing_fails_until_the_push_and_not_after():
-    # Proxies, registration order: back-0, back-1 (gone at the change), front-0 (3 clusters,
-    # 3 endpoints each), loadgen-0 (2 clusters).
-    expected = pushed([(3, 3), (3, 3), (2, 3)], 1.0)
+    # Proxies, registration order: back-0, back-1 (gone at the change), front-0 (3 clusters
+    # each, 2 endpoints after the change), loadgen-0 (2 clusters).
+    expected = pushed([(3, 2), (3, 2), (2, 2)], 1.0)
     sim, long = run(stale_spec(0, 4.0))
     cp = long.control_plane
     check_change(cp.changes[0], expected)
@@ -489,12 +491,28 @@ def test_add_service_concerns_every_proxy_with_mesh_scoping():
     assert "extra" in sim.mesh.sidecars["front-0"].view
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="deploy removes every old pod at once, before the proxies have the new endpoints:"
-    " every call fails until the push, retries cannot help (see the report)",
-)
-def test_a_deploy_with_retries_and_two_replicas_loses_no_request():
+def test_a_deploy_whose_old_pods_drain_loses_no_request():
+    # The old pods leave the endpoints at once but drain for 1 s (longer than the push takes
+    # to converge), as Istio's sidecar drains: stale callers still reach them.
+    data = spec_dict(
+        CHAIN[:2],
+        "front",
+        changes=[{"at": 1.0, "kind": "deploy", "service": "back", "grace_period": 1.0}],
+        duration=3.0,
+    )
+    data["mesh"]["retries"] = {"attempts": 2}
+    sim, result = run(data)
+    (change,) = result.control_plane.changes
+    assert change.converged == change.affected
+    assert change.max_s < 1.0
+    assert sorted(p.name for p in sim.mesh.endpoints["back"]) == ["back-2", "back-3"]
+    assert result.control_plane.stale_connect_failures == 0
+    assert result.control_plane.stale_failures == 0
+    assert result.end_to_end.error_rate == 0.0
+
+
+def test_a_deploy_whose_old_pods_exit_at_once_fails_until_convergence():
+    # Without a drain, every endpoint a stale caller knows is gone: retries cannot help.
     data = spec_dict(
         CHAIN[:2],
         "front",
@@ -502,9 +520,6 @@ def test_a_deploy_with_retries_and_two_replicas_loses_no_request():
         duration=3.0,
     )
     data["mesh"]["retries"] = {"attempts": 2}
-    sim, result = run(data)
-    (change,) = result.control_plane.changes
-    assert change.converged == change.affected
-    assert sorted(p.name for p in sim.mesh.endpoints["back"]) == ["back-2", "back-3"]
-    assert result.control_plane.stale_failures == 0
-    assert result.end_to_end.error_rate == 0.0
+    _, result = run(data)
+    assert result.control_plane.stale_failures > 0
+    assert result.status_codes.get("503", 0) == result.control_plane.stale_failures

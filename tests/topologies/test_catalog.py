@@ -19,6 +19,10 @@ from topologies import (
     social_network,
 )
 
+# mesh_scale's services exist for the configuration they give the control plane; only two of
+# them take traffic (its docstring says so).
+CONFIG_ONLY = {"mesh_scale"}
+
 
 @pytest.mark.parametrize("name", sorted(CATALOG))
 def test_every_entry_builds_validates_and_is_acyclic(name: str) -> None:
@@ -31,7 +35,10 @@ def test_every_entry_builds_validates_and_is_acyclic(name: str) -> None:
     reachable = set(entry_workloads)
     for workload in entry_workloads:
         reachable |= nx.descendants(graph, workload)
-    assert reachable == set(graph.nodes)
+    if name in CONFIG_ONLY:
+        assert reachable == {"svc-0", "svc-1"}
+    else:
+        assert reachable == set(graph.nodes)
     assert len(spec.pods()) == sum(s.replicas for s in spec.call_graph.services)
 
 
