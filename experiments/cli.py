@@ -71,7 +71,11 @@ def run(
         if any(p.error for p in points):
             raise typer.Exit(1)
         return
-    result = run_experiment(experiment)
+    try:
+        result = run_experiment(experiment)
+    except ValueError as error:  # a spec the validation let through but the model refused
+        _fail(f"{spec}: the run stopped: {error}", code=1)
+        return
     if json_out:
         typer.echo(result.model_dump_json(indent=1))
     else:

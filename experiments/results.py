@@ -141,7 +141,7 @@ class ControlPlaneResult(BaseModel):
             failed during an outage.
         memory_bytes: its modelled memory.
         stale_connect_failures: connections refused by pods that were gone (stale routing),
-            after the warm-up, before retries.
+            after the warm-up, every attempt counted (retries too).
         stale_failures: calls that failed for it (no live endpoint left to retry: ``UF``
             or ``URX``).
         retries: retries those failures caused.

@@ -8,6 +8,7 @@ so that ``meshsim validate`` reports every problem with the path of the field at
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -30,7 +31,7 @@ from models.control_plane import ConfigChangeSpec
 from models.faults import FaultSpec
 from models.workload import WorkloadSpec
 from sim.units import Duration
-from topologies import TopologyError, TopologySpec, get_topology, load_topology
+from topologies import ServiceSpec, TopologyError, TopologySpec, get_topology, load_topology
 
 __all__ = [
     "ExperimentSpec",
@@ -161,7 +162,7 @@ class ExperimentSpec(BaseModel):
     workload: WorkloadSpec
     duration: Annotated[Duration, Field(gt=0)] = 30.0
     warmup: Duration = 2.0
-    seed: int = 1
+    seed: Annotated[int, Field(ge=0)] = 1
     replications: Annotated[int, Field(ge=1)] = 1
     client_node: str | None = None
     trace_every: Annotated[int, Field(ge=0)] = 0
@@ -221,6 +222,12 @@ class ExperimentSpec(BaseModel):
                 raise ValueError(
                     f"faults.{i}.kind: a control_plane_outage needs a mesh with a control_plane"
                 )
+            for j, other in enumerate(self.faults[:i]):
+                if other.kind == fault.kind and (
+                    fault.start < other.start + other.duration
+                    and other.start < fault.start + fault.duration
+                ):
+                    raise ValueError(f"faults.{i}: overlaps faults.{j}, of the same kind")
             if fault.start + fault.duration > self.duration:
                 raise ValueError(f"faults.{i}: the fault ends after the run ({self.duration:g} s)")
         return self
@@ -235,7 +242,10 @@ class ExperimentSpec(BaseModel):
             return self  # reported on the topology field already
         workloads = {s.name for s in graph.services}
         hosts = set(graph.hosts())
-        for i, change in enumerate(self.changes):
+        # In the order they happen, which is the order the run makes them in.
+        order = sorted(range(len(self.changes)), key=lambda k: self.changes[k].at)
+        for i in order:
+            change = self.changes[i]
             where = f"changes.{i}"
             if change.at >= self.duration:
                 raise ValueError(
@@ -253,8 +263,32 @@ class ExperimentSpec(BaseModel):
             if change.kind == "add_service":
                 if change.service in workloads or change.service in hosts:
                     raise ValueError(f"{where}.service: {change.service!r} exists already")
+                try:
+                    ServiceSpec(name=change.service)
+                except ValidationError:
+                    raise ValueError(
+                        f"{where}.service: {change.service!r} is not a valid service name "
+                        "(lower-case letters, digits and '-')"
+                    ) from None
                 workloads.add(change.service)
                 hosts.add(change.service)
+        return self
+
+    @model_validator(mode="after")
+    def _waypoints_exist(self) -> ExperimentSpec:
+        waypoints = getattr(self.mesh.resolve(), "waypoints", None)
+        if isinstance(waypoints, list):
+            try:
+                hosts = set(self.resolve_topology().call_graph.hosts())
+            except TopologyError:
+                return self
+            hosts |= {c.service for c in self.changes if c.kind == "add_service"}
+            unknown = [h for h in waypoints if h not in hosts]
+            if unknown:
+                raise ValueError(
+                    f"mesh.waypoints: no service {', '.join(map(repr, unknown))}; "
+                    f"services: {', '.join(sorted(hosts))}"
+                )
         return self
 
     @model_validator(mode="after")
@@ -284,7 +318,10 @@ def format_validation_error(error: ValidationError, prefix: str = "") -> str:
         if prefix:
             loc = f"{prefix}.{loc}" if loc else prefix
         message = item["msg"].removeprefix("Value error, ")
-        lines.append(f"{loc or '<spec>'}: {message}")
+        if not loc and _NAMES_A_FIELD.match(message):
+            lines.append(message)  # a check across fields: its message starts with the field
+        else:
+            lines.append(f"{loc or '<spec>'}: {message}")
     return "\n".join(lines)
 
 
@@ -294,6 +331,8 @@ def _is_union_tag(part: Any) -> bool:
     text = str(part)
     return text.startswith("function-") or text in _UNION_TAGS
 
+
+_NAMES_A_FIELD = re.compile(r"^[a-z_][a-z_0-9]*(\.[a-z_0-9]+)*:")
 
 _UNION_TAGS = {"open_loop", "closed_loop", *ARCHITECTURES}
 

@@ -111,7 +111,7 @@ def run_tables(result: RunResult) -> str:
     if result.control_plane is not None:
         blocks.append(control_plane_table(result))
     blocks.append(
-        f"Requests: {c.sent:,} sent = {c.completed:,} completed + {c.failed:,} failed + "
+        f"Requests over the whole run, warm-up included: {c.sent:,} sent = {c.completed:,} completed + {c.failed:,} failed + "
         f"{c.in_flight:,} in flight at the end"
     )
     if result.error:

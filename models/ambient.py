@@ -86,8 +86,9 @@ class AmbientMesh(ProxiedMesh):
                 self.spec.load_balancer,
             )
             # A ztunnel knows every workload of the mesh (L4: endpoints, no L7 clusters).
-            # (recounted as the mesh changes; a ztunnel holds no L7 clusters)
-            _, ztunnel.known_endpoints, hosts = known_config(index, "mesh", set(), set(), set())
+            # Recounted as the mesh changes; a ztunnel (L4) holds no L7 clusters.
+            ztunnel.scoping = ("mesh", set(), set(), set())
+            _, ztunnel.known_endpoints, hosts = known_config(index, *ztunnel.scoping)
             self.ztunnels[pod.node.name] = ztunnel
             made.append((ztunnel, hosts))
         if self._waypoints_made:
@@ -114,8 +115,9 @@ class AmbientMesh(ProxiedMesh):
                     self.spec.waypoint,
                     self.spec.load_balancer,
                 )
+                waypoint.scoping = ("dependencies", {host}, set(), set())
                 waypoint.known_clusters, waypoint.known_endpoints, known = known_config(
-                    index, "dependencies", {host}, set(), set()
+                    index, *waypoint.scoping
                 )
                 proxies.append(waypoint)
                 made.append((waypoint, known))

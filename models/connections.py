@@ -100,8 +100,9 @@ class ConnectionPool:
         """
         if self.multiplexed:
             limit = self.spec.max_concurrent_streams
+            per_conn = self.spec.max_requests_per_connection
             for conn in self._open:
-                if conn.active < limit:
+                if conn.active < limit and not (per_conn and conn.served + conn.active >= per_conn):
                     conn.active += 1
                     if conn.ready is not None:  # still shaking hands: wait for it
                         yield conn.ready
@@ -122,16 +123,26 @@ class ConnectionPool:
         return conn
 
     def _open_new(self, trace: list | None) -> Generator[simpy.Event, Any, Connection]:
+        conn = self._reserve()
+        yield from self._shake_hands(conn, trace)
+        return conn
+
+    def _reserve(self) -> Connection:
+        """A new connection, counted at once (so nobody else opens past the limit)."""
         conn = Connection(self.env)
         conn.active = 1
         self._open.append(conn)
         self.opened += 1
         self._on_change(1)
+        return conn
+
+    def _shake_hands(
+        self, conn: Connection, trace: list | None
+    ) -> Generator[simpy.Event, Any, None]:
         yield from self._opener(trace)
         ready, conn.ready = conn.ready, None
         assert ready is not None
         ready.succeed()
-        return conn
 
     def release(self, conn: Connection) -> None:
         """The request on ``conn`` is done: hand the connection on, keep it, or close it."""
@@ -142,7 +153,7 @@ class ConnectionPool:
             self._on_change(-1)
             if self._pending:
                 # A waiter takes the freed slot on a new connection (with its handshake).
-                self.env.process(self._open_for(self._pending.popleft()))
+                self.env.process(self._open_for(self._reserve(), self._pending.popleft()))
             return
         if self._pending:
             self._pending.popleft().succeed(conn)  # it keeps the stream / the connection
@@ -151,6 +162,6 @@ class ConnectionPool:
         if not self.multiplexed:
             self._idle.append(conn)
 
-    def _open_for(self, waiter: simpy.Event) -> Generator[simpy.Event, Any, None]:
-        conn = yield from self._open_new(None)
+    def _open_for(self, conn: Connection, waiter: simpy.Event) -> Generator[simpy.Event, Any, None]:
+        yield from self._shake_hands(conn, None)
         waiter.succeed(conn)

@@ -185,9 +185,8 @@ class ProxiedMesh(Mesh):
         total = index.total_endpoints
         for proxy in self.proxies():
             if proxy.scoping is not None:
-                proxy.known_clusters, proxy.known_endpoints, _ = known_config(
-                    index, *proxy.scoping, total
-                )
+                clusters, proxy.known_endpoints, _ = known_config(index, *proxy.scoping, total)
+                proxy.known_clusters = clusters if proxy.holds_clusters else 0
         if self.control_plane is not None:
             self.control_plane.change(kind, service, hosts, self._snapshot())
             return
@@ -265,9 +264,13 @@ class ProxiedMesh(Mesh):
                     dst, hops, response = yield from self._connect_failed(
                         src, host, dst, hops, balancer, i
                     )
-                elif hop.mtls and not self._certificates_valid(hops):
-                    self._count("tls_failures")
-                    response = Response(503, 0, Flags.UPSTREAM_CONNECT_FAILURE)
+                if response is None and hop.mtls:
+                    for other in hops:  # the retry's route may hold proxies not ready yet
+                        if other.mtls and other.proxy.cert_ready is not None:
+                            yield other.proxy.cert_ready
+                    if not self._certificates_valid(hops):
+                        self._count("tls_failures")
+                        response = Response(503, 0, Flags.UPSTREAM_CONNECT_FAILURE)
                 if response is not None:
                     answered_at = i
                     break

@@ -20,7 +20,8 @@ class FaultSpec(BaseModel):
     """One fault: ``kind`` from ``start`` for ``duration`` (seconds of simulated time).
 
     Kinds: ``mixer_outage`` (every Mixer pod down: checks fail, reports are lost) and
-    ``control_plane_outage`` (no pushes, no certificate signatures).
+    ``control_plane_outage`` (no pushes, no certificate signatures). Faults of one kind must
+    not overlap (the spec checks it).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)

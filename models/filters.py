@@ -68,8 +68,8 @@ class FilterSpec(SideCosts):
             ``rbac``, ``stats``, ``tracing``, ``wasm``, ``mixer``, ``router``).
         name: a label for reports (default: the kind).
         protocols: per-protocol costs that replace the default ones (``http1``, ``http2``...).
-        sampling: for ``tracing``: the share of requests traced (Istio's
-            ``sampling``, 1 % by default); the filter's costs apply to those only.
+        sampling: for ``tracing``: the share of requests traced (Istio's ``sampling``;
+            Istio's default is 1 %, this field's 100 %); its costs apply to those only.
     """
 
     kind: FilterKind

@@ -62,41 +62,55 @@ class RandomChoice(Balancer[E]):
 
 
 class LeastRequest(Balancer[E]):
-    """Envoy's LEAST_REQUEST: the less loaded of ``choice_count`` random endpoints."""
+    """Envoy's LEAST_REQUEST: the less loaded of ``choice_count`` random endpoints.
+
+    Args:
+        active: requests in flight per endpoint (by ``id``), shared by every balancer of
+            one caller, so that the counts survive a rebuild on a new configuration.
+    """
 
     def __init__(
-        self, endpoints: Sequence[E], uniform: Callable[[], float], choice_count: int = 2
+        self,
+        endpoints: Sequence[E],
+        uniform: Callable[[], float],
+        choice_count: int = 2,
+        active: dict[int, int] | None = None,
     ) -> None:
         super().__init__(endpoints)
         self._uniform = uniform
         self._choices = choice_count
-        self._active = [0] * len(self.endpoints)
-        self._index = {id(e): i for i, e in enumerate(self.endpoints)}
+        self._active = active if active is not None else {}
 
     def pick(self) -> E:
-        n = len(self.endpoints)
-        best = int(self._uniform() * n)
+        endpoints = self.endpoints
+        n = len(endpoints)
+        active = self._active
+        best = endpoints[int(self._uniform() * n)]
         for _ in range(self._choices - 1):
-            other = int(self._uniform() * n)
-            if self._active[other] < self._active[best]:
+            other = endpoints[int(self._uniform() * n)]
+            if active.get(id(other), 0) < active.get(id(best), 0):
                 best = other
-        return self.endpoints[best]
+        return best
 
     def started(self, endpoint: E) -> None:
-        self._active[self._index[id(endpoint)]] += 1
+        key = id(endpoint)
+        self._active[key] = self._active.get(key, 0) + 1
 
     def finished(self, endpoint: E) -> None:
-        self._active[self._index[id(endpoint)]] -= 1
+        self._active[id(endpoint)] -= 1
 
 
 def make_balancer(
-    policy: LbPolicy, endpoints: Sequence[E], uniform: Callable[[], float]
+    policy: LbPolicy,
+    endpoints: Sequence[E],
+    uniform: Callable[[], float],
+    active: dict[int, int] | None = None,
 ) -> Balancer[E]:
-    """The balancer for ``policy`` over ``endpoints``."""
+    """The balancer for ``policy`` over ``endpoints`` (``active``: see LeastRequest)."""
     if policy == "round_robin":
         return RoundRobin(endpoints)
     if policy == "random":
         return RandomChoice(endpoints, uniform)
     if policy == "least_request":
-        return LeastRequest(endpoints, uniform)
+        return LeastRequest(endpoints, uniform, active=active)
     raise ValueError(f"unknown load-balancing policy {policy!r}")

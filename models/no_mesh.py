@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict
 
 from models.loadbalancer import Balancer, LbPolicy, make_balancer
 from models.mesh import Mesh, register
-from models.messages import Request, Response
+from models.messages import Flags, Request, Response
 from models.world import PodBase, World
 
 __all__ = ["NoMeshSpec", "NoMesh"]
@@ -44,6 +44,7 @@ class NoMesh(Mesh):
     def __init__(self, world: World, spec: NoMeshSpec) -> None:
         super().__init__(world, spec)
         self._balancers: dict[tuple[str, str], Balancer] = {}
+        self._in_flight: dict[str, dict[int, int]] = {}
 
     def _balancers_changed(self) -> None:
         self._balancers.clear()
@@ -52,16 +53,23 @@ class NoMesh(Mesh):
         self, src: PodBase, host: str, request: Request
     ) -> Generator[simpy.Event, Any, Response]:
         env = self.env
-        endpoints = self.endpoints[host]
+        endpoints = self.endpoints.get(host)
+        if not endpoints:  # scaled to nothing: kube-proxy has no backend
+            return Response(503, 0, Flags.NO_HEALTHY_UPSTREAM)
+        balancer = None
         if len(endpoints) == 1:
             dst = endpoints[0]
         else:
             balancer = self._balancers.get((src.name, host))
             if balancer is None:
                 balancer = self._balancers[(src.name, host)] = make_balancer(
-                    self.spec.load_balancer, endpoints, src.uniform()
+                    self.spec.load_balancer,
+                    endpoints,
+                    src.uniform(f"{src.name}.lb"),
+                    self._in_flight.setdefault(src.name, {}),
                 )
             dst = balancer.pick()
+            balancer.started(dst)
         link = self.world.link(src.node, dst.node)
         sent = env.now
         delay = src.net.delay(link, request.size_bytes)
@@ -74,4 +82,6 @@ class NoMesh(Mesh):
         if delay > 0.0:
             yield env.timeout(delay)
             dst.net_sink.add(answered, env.now, True, request.trace)
+        if balancer is not None:
+            balancer.finished(dst)
         return response

@@ -130,6 +130,7 @@ class Proxy:
         self.jitter = UniformDist(low=0.0, high=1.0).sampler(world.rng(f"{name}.retry"))
         self._lb_policy = lb_policy
         self._balancers: dict[str, Balancer] = {}
+        self._in_flight: dict[int, int] = {}  # per endpoint, across configurations
         # The configuration it routes on (host -> endpoints) and its version; the mesh sets
         # the live endpoints, a control plane replaces them as it pushes.
         self.view: dict[str, Any] = {}
@@ -146,8 +147,10 @@ class Proxy:
         self.known_clusters = 0
         self.known_endpoints = 0
         # (scoping, own hosts, callees, namespaces): what decides what it knows, for
-        # recounting when the mesh changes; set by the mesh that builds it.
+        # recounting when the mesh changes; set by the mesh that builds it. An L4 proxy
+        # (ztunnel) holds endpoints but no L7 clusters.
         self.scoping: tuple[Any, ...] | None = None
+        self.holds_clusters = spec.layer == "l7"
         self.queue_sink = world.sink(self.scope, f"{kind}_queue")
         self.cpu_sink = world.sink(self.scope, f"{kind}_cpu")
         self.io_sink = world.sink(self.scope, f"{kind}_io")
@@ -161,7 +164,9 @@ class Proxy:
             endpoints = self.view.get(host)
             if not endpoints:
                 return None
-            found = self._balancers[host] = make_balancer(self._lb_policy, endpoints, self._uniform)
+            found = self._balancers[host] = make_balancer(
+                self._lb_policy, endpoints, self._uniform, self._in_flight
+            )
         return found
 
     def apply_config(self, version: int, view: dict[str, Any]) -> None:

@@ -18,10 +18,9 @@ from models.dataplane import ProxiedMesh
 from models.filters import Cost
 from models.loadbalancer import Balancer, LbPolicy, make_balancer
 from models.mesh import register
-from models.messages import Request, Response
+from models.messages import Flags, Request, Response
 from models.proxy import MemorySpec
 from models.scoping import Scoping, known_config
-from models.sidecar import MtlsMode
 from models.world import PodBase, World
 from sim.distributions import UniformDist
 from sim.servers import CpuServer
@@ -38,7 +37,6 @@ class ProxylessSpec(BaseModel):
         server_cpu: the server library's CPU per call (TLS, authorization), on the callee's.
         memory: the xDS configuration each application holds.
         scoping: what each application's xDS client knows.
-        mtls_mode: with ``DISABLE``, no TLS cost is added (the costs above include it).
         load_balancer: gRPC's policy.
     """
 
@@ -49,7 +47,6 @@ class ProxylessSpec(BaseModel):
     server_cpu: Cost = Cost()
     memory: MemorySpec = MemorySpec()
     scoping: Scoping = "mesh"
-    mtls_mode: MtlsMode = "STRICT"
     load_balancer: LbPolicy = "round_robin"
 
 
@@ -65,17 +62,14 @@ class ProxylessMesh(ProxiedMesh):
         self._balancers: dict[tuple[str, str], Balancer] = {}
         self._cpu: dict[str, CpuServer] = {}
         self._memory: dict[str, float] = {}
+        self._in_flight: dict[str, dict[int, int]] = {}
 
     def _attach_library(self, pods, clients) -> None:  # type: ignore[no-untyped-def]
-        """Each application's xDS client: its memory, and a CPU server for the load
+        """Each application's xDS client (its memory), and a CPU server for the load
         generator's library work."""
-        index = self.config_index()
         for pod in pods:
             self._cpu[pod.name] = pod.app
-            clusters, endpoints, _ = known_config(
-                index, self.spec.scoping, {pod.host}, set(pod.spec.callees()), {pod.spec.namespace}
-            )
-            self._memory[f"{pod.scope}.xds"] = self.spec.memory.total(clusters, endpoints, 0)
+        self._recount_memory()
         for client in clients:
             # The load generator's own library work runs on its own (unbounded) threads.
             self._cpu[client.name] = self.world.cpu_server(
@@ -86,14 +80,21 @@ class ProxylessMesh(ProxiedMesh):
         self, src: PodBase, host: str, request: Request
     ) -> Generator[simpy.Event, Any, Response]:
         env = self.env
+        endpoints = self.endpoints.get(host)
+        if not endpoints:  # the library knows no endpoint of the service
+            return Response(503, 0, Flags.NO_HEALTHY_UPSTREAM)
         key = (src.name, host)
         balancer = self._balancers.get(key)
         if balancer is None:
             uniform = UniformDist(low=0.0, high=1.0).sampler(self.world.rng(f"{src.name}.lb"))
             balancer = self._balancers[key] = make_balancer(
-                self.spec.load_balancer, self.endpoints[host], uniform
+                self.spec.load_balancer,
+                endpoints,
+                uniform,
+                self._in_flight.setdefault(src.name, {}),
             )
         dst = balancer.pick()
+        balancer.started(dst)
         client, server = self._cpu[src.name], self._cpu[dst.name]
         spec = self.spec
         size = request.size_bytes
@@ -125,6 +126,7 @@ class ProxylessMesh(ProxiedMesh):
         start = env.now
         yield from client.execute(spec.client_cpu.base + spec.client_cpu.per_kib * out / 1024)
         sink_client.add(start, env.now, True, trace)
+        balancer.finished(dst)
         return response
 
     def proxies(self) -> list:
@@ -143,6 +145,22 @@ class ProxylessMesh(ProxiedMesh):
 
     def config_changed(self, kind: str, service: str, hosts: set[str]) -> None:
         self._balancers.clear()
+        self._recount_memory()
+
+    def _recount_memory(self) -> None:
+        """What each serving application's xDS client holds now."""
+        index = self.config_index()
+        self._memory = {}
+        for pods in self.endpoints.values():
+            for pod in pods:
+                clusters, endpoints, _ = known_config(
+                    index,
+                    self.spec.scoping,
+                    {pod.host},
+                    set(pod.spec.callees()),
+                    {pod.spec.namespace},
+                )
+                self._memory[f"{pod.scope}.xds"] = self.spec.memory.total(clusters, endpoints, 0)
 
     def memory_bytes(self) -> dict[str, float]:
         return dict(sorted(self._memory.items()))

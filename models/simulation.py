@@ -195,7 +195,14 @@ class Simulation:
             memory_bytes=self.mesh.memory_bytes(),
             extras=self.mesh.extras(),
             proxies=[
-                ProxyUsage(p.scope, p.kind, p.node.name, p.cpu.cpu_s, p.requests, p.memory_bytes())
+                ProxyUsage(
+                    p.scope,
+                    p.kind,
+                    p.node.name,
+                    p.cpu.cpu_s,
+                    p.requests,
+                    0.0 if p.retired else p.memory_bytes(),  # its pod is gone: no memory
+                )
                 for p in self.mesh.proxies()
             ],
         )

@@ -77,9 +77,11 @@ class PodBase:
         self.serving = True  # False once it has left its service's endpoints
         self.alive = True  # False once the pod is gone: it refuses connections
 
-    def uniform(self) -> Callable[[], float]:
-        """A fast uniform [0, 1) sampler on this pod's stream."""
-        return UniformDist(low=0.0, high=1.0).sampler(self.world.rng(f"{self.name}.choice"))
+    def uniform(self, scope: str | None = None) -> Callable[[], float]:
+        """A fast uniform [0, 1) sampler on the stream ``scope`` (this pod's ``.choice``
+        stream by default: its call decisions)."""
+        stream = self.world.rng(scope or f"{self.name}.choice")
+        return UniformDist(low=0.0, high=1.0).sampler(stream)
 
 
 class World:
