@@ -204,7 +204,7 @@ class ControlPlane:
         view: the endpoints of every service now (host -> pods), version 0.
     """
 
-    def __init__(self, world: World, spec: ControlPlaneSpec, view: dict[str, tuple]) -> None:
+    def __init__(self, world: World, spec: ControlPlaneSpec, view: dict[str, list]) -> None:
         self.world = world
         self.env = world.env
         self.spec = spec
@@ -276,7 +276,7 @@ class ControlPlane:
 
     # --- changes -------------------------------------------------------------------------
 
-    def change(self, kind: str, service: str, hosts: set[str], view: dict[str, tuple]) -> None:
+    def change(self, kind: str, service: str, hosts: set[str], view: dict[str, list]) -> None:
         """A configuration change now; ``view`` is the new endpoints of every service."""
         self.version += 1
         self.view = view

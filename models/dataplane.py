@@ -183,6 +183,7 @@ class ProxiedMesh(Mesh):
         # the cost of its next push).
         index = self.config_index()
         total = index.total_endpoints
+        proxy: Proxy
         for proxy in self.proxies():
             if proxy.scoping is not None:
                 clusters, proxy.known_endpoints, _ = known_config(index, *proxy.scoping, total)

@@ -14,7 +14,7 @@ once, so the hot path costs a dictionary lookup and a multiply-add.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated, Literal
+from typing import Annotated, Literal, cast
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -88,7 +88,7 @@ class FilterSpec(SideCosts):
         return True
 
     def costs(self, protocol: str) -> SideCosts:
-        return self.protocols.get(protocol, self)  # type: ignore[arg-type]
+        return cast("dict[str, SideCosts]", self.protocols).get(protocol, self)
 
 
 @dataclass(frozen=True, slots=True)

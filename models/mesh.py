@@ -44,6 +44,7 @@ class Mesh:
 
     def attach(self, pods: list[ServicePod], clients: list[ClientPod]) -> None:
         """Connect the pods (and the load generator's) to this mesh; build its proxies."""
+        pod: PodBase
         for pod in pods:
             self.endpoints.setdefault(pod.host, []).append(pod)
         for pod in [*pods, *clients]:

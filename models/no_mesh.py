@@ -40,6 +40,7 @@ class NoMesh(Mesh):
     """``app -> network -> app``."""
 
     architecture = "none"
+    spec: NoMeshSpec
 
     def __init__(self, world: World, spec: NoMeshSpec) -> None:
         super().__init__(world, spec)

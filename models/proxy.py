@@ -22,6 +22,7 @@ from models.connections import ConnectionPool, ConnectionPoolSpec
 from models.filters import FilterSpec, Listener
 from models.loadbalancer import Balancer, LbPolicy, make_balancer
 from models.messages import Request
+from models.scoping import Scoping
 from models.world import Node, World
 from sim.distributions import DistributionSpec, UniformDist
 from sim.network import NetworkPort
@@ -149,7 +150,7 @@ class Proxy:
         # (scoping, own hosts, callees, namespaces): what decides what it knows, for
         # recounting when the mesh changes; set by the mesh that builds it. An L4 proxy
         # (ztunnel) holds endpoints but no L7 clusters.
-        self.scoping: tuple[Any, ...] | None = None
+        self.scoping: tuple[Scoping, set[str], set[str], set[str]] | None = None
         self.holds_clusters = spec.layer == "l7"
         self.queue_sink = world.sink(self.scope, f"{kind}_queue")
         self.cpu_sink = world.sink(self.scope, f"{kind}_cpu")
@@ -216,7 +217,7 @@ class Proxy:
         self,
         key: str,
         multiplexed: bool,
-        opener: Callable[[], Generator[simpy.Event, Any, None]],
+        opener: Callable[[list | None], Generator[simpy.Event, Any, None]],
         peer: Proxy | None,
     ) -> ConnectionPool:
         """The pool of connections to upstream ``key``, made on first use."""

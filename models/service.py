@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import simpy
 
@@ -133,7 +133,7 @@ class ServicePod(PodBase):
         if processes:
             yield env.all_of(processes)
             for process in processes:
-                if not process.value.ok:
+                if not cast(Response, process.value).ok:
                     return process.value
         return None
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Generator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import simpy
 from pydantic import BaseModel
@@ -101,7 +101,7 @@ class Simulation:
         if node_name not in world.nodes:
             raise ValueError(f"client node {node_name!r} is not a node of the cluster")
         self.client = ClientPod(world, CLIENT_POD, world.nodes[node_name])
-        self.mesh: Mesh = mesh_class(mesh.architecture)(world, mesh)
+        self.mesh: Mesh = mesh_class(cast(Any, mesh).architecture)(world, mesh)
         self.mesh.attach(self.pods, [self.client])
         self.faults = list(faults or [])
         self.changes = sorted(changes or [], key=lambda c: c.at)
@@ -130,6 +130,7 @@ class Simulation:
         """Make a change now: pods come and go at once; proxies learn of it as the mesh's
         control plane pushes it (or at once, without one)."""
         kind = change.kind
+        spec: ServiceSpec | None
         if kind == "route_weights":
             self.mesh.config_changed(kind, change.service, {change.service})
             return

@@ -502,4 +502,4 @@ def exponential(mean: float | str) -> ExponentialDist:
     Args:
         mean: The mean (seconds, or a duration string), > 0.
     """
-    return ExponentialDist(mean=mean)  # type: ignore[arg-type]
+    return ExponentialDist.model_validate({"mean": mean})

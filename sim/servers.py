@@ -63,7 +63,7 @@ class CpuServer:
         """
         raise NotImplementedError
 
-    def book(self, work_s: float) -> tuple[float, float]:
+    def book(self, work_s: float, now: float | None = None) -> tuple[float, float]:
         """Only for exact servers (``exact``): book the work, return (wait, wait + work)."""
         raise NotImplementedError
 

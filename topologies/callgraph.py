@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import networkx as nx
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -115,9 +115,9 @@ class ServiceSpec(BaseModel):
     version: str = Field(default="v1", min_length=1)
     replicas: int = Field(default=1, ge=1)
     workers: int = Field(default=1, ge=1)
-    service_time: DistributionSpec = Field(default="1ms")
-    request_size_bytes: Size = Field(default="1KiB")
-    response_size_bytes: Size = Field(default="1KiB")
+    service_time: DistributionSpec = Field(default=cast(Any, "1ms"))
+    request_size_bytes: Size = Field(default=cast(Any, "1KiB"))
+    response_size_bytes: Size = Field(default=cast(Any, "1KiB"))
     protocol: Protocol = "http1"
     steps: list[StepSpec] = Field(default_factory=list)
     namespace: str = Field(default="default", pattern=NAME_PATTERN, max_length=63)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import string
+from typing import Any, cast
 
 import networkx as nx
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -38,7 +39,7 @@ class NodeSpec(BaseModel):
 
     name: str = Field(pattern=_NAME_PATTERN, max_length=253)
     cores: float | None = Field(default=None, gt=0)
-    memory_bytes: Size = Field(default="16GiB")
+    memory_bytes: Size = Field(default=cast(Any, "16GiB"))
     zone: str = Field(default="zone-a", min_length=1)
 
 
