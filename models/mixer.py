@@ -10,7 +10,8 @@ nodes, with workers and a CPU cost per check and per report batch, reached over 
 * **Report**: after the response the proxy adds the request to a batch, sent every
   ``report_batch_size`` requests or ``report_interval`` seconds, asynchronously: it costs the
   proxy's CPU (charged to a worker, like telemetry) and Mixer's, never the request's time.
-* **When Mixer is down** (a ``mixer_outage`` fault), a check fails after a round trip and
+* **When Mixer is down** (a ``mixer_outage`` fault), a check fails after a round trip; when
+  it is slow (its policy pods queue), a check fails once ``check_timeout`` has passed. Then
   the policy decides: ``fail_open`` lets the request go, ``fail_closed`` answers 503 with
   Envoy's ``UAEX`` flag; reports to it are lost.
 
@@ -75,6 +76,8 @@ class MixerSpec(BaseModel):
         check_cache: the proxy's check cache.
         fail_policy: what a failed check does (Istio's ``policyCheckFailOpen: false`` means
             ``fail_closed``).
+        check_timeout: a check not answered within this long has failed (a slow Mixer);
+            None waits for the answer however long it takes.
         report_batch_size: requests per report batch.
         report_interval: a batch that is not full goes after this long (seconds).
         report_proxy_cpu: the proxy's CPU per batch sent (seconds, charged to a worker).
@@ -92,6 +95,7 @@ class MixerSpec(BaseModel):
     check_on: Literal["inbound", "outbound", "both"] = "inbound"
     check_cache: CheckCacheSpec = CheckCacheSpec()
     fail_policy: Literal["fail_open", "fail_closed"] = "fail_closed"
+    check_timeout: Annotated[Duration, Field(gt=0)] | None = None
     report_batch_size: Annotated[int, Field(ge=1)] = 100
     report_interval: Annotated[Duration, Field(gt=0)] = 1.0
     report_proxy_cpu: Duration = 0.0
@@ -128,6 +132,7 @@ class MixerStats:
     checks: int = 0
     cache_hits: int = 0
     check_failures: int = 0
+    check_timeouts: int = 0
     denied: int = 0
     reports_sent: int = 0
     reports_lost: int = 0
@@ -211,15 +216,17 @@ class Mixer:
         pod = self.policy_pods[self._next_policy % len(self.policy_pods)]
         self._next_policy += 1
         start = env.now
-        link = self.world.link(proxy.node, pod.node)
-        size = self.spec.check_size_bytes
-        yield env.timeout(proxy.net.delay(link, size))
-        failed = self.down
-        if failed:
-            yield env.timeout(pod.net.delay(link, 0))  # the refusal comes back
+        timeout = self.spec.check_timeout
+        if timeout is None:
+            failed = yield from self._ask(proxy, pod)
         else:
-            yield from pod.cpu.execute(self.spec.check_cpu)
-            yield env.timeout(pod.net.delay(link, size))
+            # A slow Mixer (busy policy pods) fails the check after the timeout; the
+            # answer, if it comes later, is thrown away.
+            asked = env.process(self._ask(proxy, pod))
+            yield asked | env.timeout(timeout)
+            failed = asked.value if asked.processed else True
+            if not asked.processed and counting:
+                self.stats.check_timeouts += 1
         self._sink(proxy).add(start, env.now, not failed, request.trace)
         if not failed:
             if self.spec.check_cache.ttl is not None:  # only an answer is cached
@@ -232,6 +239,19 @@ class Mixer:
         if counting:
             self.stats.denied += 1
         return Response(503, 0, Flags.UNAUTHORIZED)
+
+    def _ask(self, proxy: Proxy, pod: MixerPod) -> Generator[simpy.Event, Any, bool]:
+        """One check's round trip to a policy pod; True when it failed (Mixer down)."""
+        env = self.env
+        link = self.world.link(proxy.node, pod.node)
+        size = self.spec.check_size_bytes
+        yield env.timeout(proxy.net.delay(link, size))
+        if self.down:
+            yield env.timeout(pod.net.delay(link, 0))  # the refusal comes back
+            return True
+        yield from pod.cpu.execute(self.spec.check_cpu)
+        yield env.timeout(pod.net.delay(link, size))
+        return False
 
     def _sink(self, proxy: Proxy) -> Any:
         sink = self._check_sink.get(proxy.scope)

@@ -547,3 +547,20 @@ def test_mixer_era_profiles_spend_mixer_cpu(profile):
     assert counts["reports_sent"] > 0 and counts["reported_requests"] > 0
     assert counts["check_failures"] == counts["denied"] == counts["reports_lost"] == 0
     assert result.hops_ms["mixer_check"] > 0.0
+
+
+# --- a slow Mixer: the check times out and the policy decides -----------------------------
+
+
+@pytest.mark.parametrize(("policy", "status"), [("fail_open", 200), ("fail_closed", 503)])
+def test_a_check_slower_than_its_timeout_fails_and_the_policy_decides(policy, status):
+    # The policy pod takes 50 ms per check; the proxy waits 10 ms, then gives up.
+    slow = mixer(check_cpu=0.05, check_timeout=0.01, fail_policy=policy)
+    _, out = simulate(slow)
+    stats = out.extras["mixer"]
+    assert stats["check_timeouts"] == stats["checks"] == stats["check_failures"] > 0
+    assert set(out.workload.status_codes) == {status}
+    for trace in out.recorder.traces:
+        (check,) = [s for s in trace if s.kind == "mixer_check"]
+        assert check.end_s - check.start_s == pytest.approx(0.01)
+        assert not check.ok
