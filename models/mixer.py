@@ -224,7 +224,7 @@ class Mixer:
             # answer, if it comes later, is thrown away.
             asked = env.process(self._ask(proxy, pod))
             yield asked | env.timeout(timeout)
-            failed = asked.value if asked.processed else True
+            failed = bool(asked.value) if asked.processed else True
             if not asked.processed and counting:
                 self.stats.check_timeouts += 1
         self._sink(proxy).add(start, env.now, not failed, request.trace)
