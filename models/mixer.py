@@ -224,8 +224,8 @@ class Mixer:
             # answer, if it comes later, is thrown away.
             asked = env.process(self._ask(proxy, pod))
             yield asked | env.timeout(timeout)
-            failed = bool(asked.value) if asked.processed else True
-            if not asked.processed and counting:
+            failed = bool(asked.value) if asked.triggered else True
+            if not asked.triggered and counting:
                 self.stats.check_timeouts += 1
         self._sink(proxy).add(start, env.now, not failed, request.trace)
         if not failed:
