@@ -47,9 +47,10 @@ class Request:
     trace: list[Span] | None = None
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class Response:
-    """The answer to a request: an HTTP status, Envoy response flags and a size."""
+    """The answer to a request: an HTTP status, Envoy response flags and a size (immutable,
+    so that one can be shared by many requests)."""
 
     status: int = 200
     size_bytes: int = 0

@@ -79,7 +79,6 @@ class ProxylessMesh(ProxiedMesh):
     def call(
         self, src: PodBase, host: str, request: Request
     ) -> Generator[simpy.Event, Any, Response]:
-        env = self.env
         endpoints = self.endpoints.get(host)
         if not endpoints:  # the library knows no endpoint of the service
             return Response(503, 0, Flags.NO_HEALTHY_UPSTREAM)
@@ -97,37 +96,35 @@ class ProxylessMesh(ProxiedMesh):
         balancer.started(dst)
         client, server = self._cpu[src.name], self._cpu[dst.name]
         spec = self.spec
-        size = request.size_bytes
         trace = request.trace
-        sink_client = self.world.sink(client.scope, "grpc_library_cpu")
-        sink_server = self.world.sink(server.scope, "grpc_library_cpu")
-        start = env.now
-        yield from client.execute(spec.client_cpu.base + spec.client_cpu.per_kib * size / 1024)
-        sink_client.add(start, env.now, True, trace)
         link = self.world.link(src.node, dst.node)
-        sent = env.now
-        delay = src.net.delay(link, size)
-        if delay > 0.0:
-            yield env.timeout(delay)
-        src.net_sink.add(sent, env.now, True, trace)
-        start = env.now
-        yield from server.execute(spec.server_cpu.base + spec.server_cpu.per_kib * size / 1024)
-        sink_server.add(start, env.now, True, trace)
+        yield from self._library(client, spec.client_cpu, request.size_bytes, trace)
+        yield from self._send(src, link, request.size_bytes, trace)
+        yield from self._library(server, spec.server_cpu, request.size_bytes, trace)
         response = yield from dst.handle(request)  # type: ignore[attr-defined]
-        out = response.size_bytes
-        start = env.now
-        yield from server.execute(spec.server_cpu.base + spec.server_cpu.per_kib * out / 1024)
-        sink_server.add(start, env.now, True, trace)
-        answered = env.now
-        delay = dst.net.delay(link, out)
-        if delay > 0.0:
-            yield env.timeout(delay)
-        dst.net_sink.add(answered, env.now, True, trace)
-        start = env.now
-        yield from client.execute(spec.client_cpu.base + spec.client_cpu.per_kib * out / 1024)
-        sink_client.add(start, env.now, True, trace)
+        yield from self._library(server, spec.server_cpu, response.size_bytes, trace)
+        yield from self._send(dst, link, response.size_bytes, trace)
+        yield from self._library(client, spec.client_cpu, response.size_bytes, trace)
         balancer.finished(dst)
         return response
+
+    def _library(
+        self, cpu: CpuServer, cost: Cost, size_bytes: int, trace: list | None
+    ) -> Generator[simpy.Event, Any, None]:
+        """The gRPC library's work on one side of a call, on the application's workers."""
+        start = self.env.now
+        yield from cpu.execute(cost.base + cost.per_kib * size_bytes / 1024)
+        self.world.sink(cpu.scope, "grpc_library_cpu").add(start, self.env.now, True, trace)
+
+    def _send(
+        self, sender: PodBase, link: Any, size_bytes: int, trace: list | None
+    ) -> Generator[simpy.Event, Any, None]:
+        """A message over the network from ``sender``."""
+        start = self.env.now
+        delay = sender.net.delay(link, size_bytes)
+        if delay > 0.0:
+            yield self.env.timeout(delay)
+        sender.net_sink.add(start, self.env.now, True, trace)
 
     def proxies(self) -> list:
         return []

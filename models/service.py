@@ -76,6 +76,7 @@ class ServicePod(PodBase):
         self._queue_sink = world.sink(self.app.scope, "app_queue")
         self._cpu_sink = world.sink(self.app.scope, "app_cpu")
         self._stats = world.service_stats[spec.name]
+        self._ok: dict[int, Response] = {}
 
     def handle(self, request: Request) -> Generator[simpy.Event, Any, Response]:
         """Serve one request: compute, call the dependencies, answer."""
@@ -101,8 +102,19 @@ class ServicePod(PodBase):
                 for call in step.calls:
                     if call.probability < 1.0 and self._chance() >= call.probability:
                         continue
-                    response = yield from mesh.call(self, call.host, self._request(call, trace))
-                    if not response.ok:
+                    response = yield from mesh.call(
+                        self,
+                        call.host,
+                        Request(
+                            call.host,
+                            call.request_size_bytes,
+                            call.response_size_bytes,
+                            call.protocol,
+                            env.now,
+                            trace,
+                        ),
+                    )
+                    if response.status >= 400:  # Response.ok, inline on the hot path
                         failed = response
                         break
             if failed is not None:
@@ -116,7 +128,10 @@ class ServicePod(PodBase):
         if failed is not None:
             # The application answers with its dependency's error status.
             return Response(failed.status, request.response_size_bytes)
-        return Response(200, request.response_size_bytes)
+        ok = self._ok.get(request.response_size_bytes)
+        if ok is None:  # one immutable 200 per response size, shared
+            ok = self._ok[request.response_size_bytes] = Response(200, request.response_size_bytes)
+        return ok
 
     def _fan_out(
         self, step: Step, trace: list | None
