@@ -256,17 +256,14 @@ class ProxiedMesh(Mesh):
                     answered_at = i
                     break
             if i == picker:
-                for other in hops:  # a proxy that has no certificate yet is not ready
-                    if other.mtls and other.proxy.cert_ready is not None:
-                        yield other.proxy.cert_ready
                 if dst is None:
                     response = self._no_route(host, proxy)
                 elif not dst.alive:
                     dst, hops, response = yield from self._connect_failed(
                         src, host, dst, hops, balancer, i
                     )
-                if response is None and hop.mtls:
-                    for other in hops:  # the retry's route may hold proxies not ready yet
+                if response is None:
+                    for other in hops:  # a proxy with no certificate yet is not ready: wait
                         if other.mtls and other.proxy.cert_ready is not None:
                             yield other.proxy.cert_ready
                     if not self._certificates_valid(hops):
