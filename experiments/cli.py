@@ -167,7 +167,7 @@ def calibrate(
 
 @app.command("list")
 def list_command() -> None:
-    """The built-in profiles and topologies."""
+    """The built-in profiles, topologies and shipped experiments."""
     typer.echo("Profiles:")
     for name in list_profiles():
         typer.echo(f"  {name:16} {load_profile(name).description}")

@@ -8,7 +8,7 @@ from typing import Any
 
 import yaml
 
-__all__ = ["apply_overrides", "deep_merge", "parse_assignment"]
+__all__ = ["apply_overrides", "deep_merge", "parse_assignment", "set_path"]
 
 
 def parse_assignment(text: str) -> tuple[list[str], Any]:
@@ -33,16 +33,49 @@ def deep_merge(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, 
     return merged
 
 
+def _expand(key: str, value: Any) -> Any:
+    """A spec's shorthand for ``mesh`` (a profile name) or ``topology`` (a catalog name or a
+    file), as the mapping it stands for, so that a path can reach inside it."""
+    if key == "mesh" and isinstance(value, str):
+        return {"profile": value}
+    if key == "topology" and isinstance(value, str):
+        return {"file": value} if value.endswith((".yaml", ".yml")) else {"catalog": value}
+    return value
+
+
+def set_path(data: dict[str, Any], keys: list[str], value: Any) -> None:
+    """Set the field at ``keys`` (``["workload", "rate_rps"]``) to ``value``.
+
+    Mappings are made where the path goes through nothing; a number indexes a list
+    (``faults.0.duration``); a ``mesh`` or ``topology`` given by name is expanded first.
+    """
+    node: Any = data
+    for depth, key in enumerate(keys):
+        last = depth == len(keys) - 1
+        if isinstance(node, list):
+            if not key.isdigit() or int(key) >= len(node):
+                where = ".".join(keys[: depth + 1])
+                raise ValueError(f"{where}: no item {key} in a list of {len(node)}")
+            if last:
+                node[int(key)] = copy.deepcopy(value)
+                return
+            node[int(key)] = child = _expand(key, node[int(key)])
+            node = child
+            continue
+        if last:
+            node[key] = copy.deepcopy(value)
+            return
+        child = _expand(key, node.get(key))
+        if not isinstance(child, dict | list):
+            child = {}
+        node[key] = child
+        node = child
+
+
 def apply_overrides(data: Mapping[str, Any], assignments: Iterable[str]) -> dict[str, Any]:
-    """``data`` with every ``path=value`` assignment applied (creating mappings as needed)."""
+    """``data`` with every ``path=value`` assignment applied (see :func:`set_path`)."""
     result = copy.deepcopy(dict(data))
     for text in assignments:
         keys, value = parse_assignment(text)
-        node = result
-        for key in keys[:-1]:
-            child = node.get(key)
-            if not isinstance(child, dict):
-                child = node[key] = {}
-            node = child
-        node[keys[-1]] = value
+        set_path(result, keys, value)
     return result

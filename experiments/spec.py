@@ -185,6 +185,16 @@ class ExperimentSpec(BaseModel):
                 ) from None
         return self
 
+    @field_validator("workload", mode="before")
+    @classmethod
+    def _workload_kind(cls, value: Any) -> Any:
+        if isinstance(value, dict) and "kind" not in value:
+            raise ValueError(
+                "kind is required: open_loop (with rate_rps) or closed_loop "
+                "(with connections and qps)"
+            )
+        return value
+
     @field_validator("topology", mode="after")
     @classmethod
     def _topology_resolves(cls, value: TopologyRef, info: ValidationInfo) -> TopologyRef:

@@ -14,12 +14,13 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, field_validator
 
+from experiments.overrides import set_path
 from experiments.results import RunResult
 from experiments.tables import fmt, format_table
 
-__all__ = ["SweepSpec", "SweepPoint", "sweep_points", "run_sweep", "sweep_table", "set_path"]
+__all__ = ["SweepSpec", "SweepPoint", "sweep_points", "run_sweep", "sweep_table"]
 
 
 class SweepSpec(BaseModel):
@@ -27,11 +28,13 @@ class SweepSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    grid: dict[str, list[Any]] = Field(min_length=1)
+    grid: dict[str, list[Any]]
 
     @field_validator("grid")
     @classmethod
     def _values(cls, grid: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        if not grid:
+            raise ValueError("give at least one field to sweep, with its values")
         for path, values in grid.items():
             if not values:
                 raise ValueError(f"grid.{path}: give at least one value")
@@ -49,21 +52,6 @@ class SweepPoint:
     error: str | None = None
 
 
-def set_path(data: dict[str, Any], path: str, value: Any) -> None:
-    """Set ``data[a][b][c] = value`` for ``path`` ``a.b.c``, making mappings as needed."""
-    keys = path.split(".")
-    node = data
-    for key in keys[:-1]:
-        child = node.get(key)
-        if isinstance(child, str) and key in ("mesh", "topology"):
-            child = {"profile": child} if key == "mesh" else {"catalog": child}
-        if not isinstance(child, dict):
-            child = {}
-        node[key] = child
-        node = child
-    node[keys[-1]] = copy.deepcopy(value)
-
-
 def sweep_points(
     base: dict[str, Any], sweep: SweepSpec
 ) -> list[tuple[dict[str, Any], dict[str, Any]]]:
@@ -75,7 +63,7 @@ def sweep_points(
         data.pop("sweep", None)
         assignments = dict(zip(paths, values, strict=True))
         for path, value in assignments.items():
-            set_path(data, path, value)
+            set_path(data, path.split("."), value)
         points.append((assignments, data))
     return points
 

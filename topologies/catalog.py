@@ -341,7 +341,7 @@ def _cached(cache: str, db: str, miss: float = 0.2) -> list[Any]:
 
 
 def social_network(cluster: ClusterSpec | None = None) -> TopologySpec:
-    """A social network shaped like DeathStarBench's (about 25 services).
+    """A social network shaped like DeathStarBench's (24 services).
 
     ``nginx-web-server`` (the entry, HTTP/1.1) serves a mix of requests, approximated by
     independent calls: compose a post (p=0.1), read the home timeline (p=0.6), read a user
