@@ -18,7 +18,7 @@ from models.dataplane import Hop, ProxiedMesh, RetrySpec, Route
 from models.loadbalancer import Balancer, LbPolicy, make_balancer
 from models.mesh import register
 from models.proxy import Proxy, ProxySpec
-from models.scoping import ConfigIndex, known_config
+from models.scoping import ConfigIndex
 from models.sidecar import MtlsMode
 from models.world import PodBase, World
 from sim.distributions import UniformDist
@@ -77,18 +77,15 @@ class AmbientMesh(ProxiedMesh):
         for pod in sorted([*pods, *clients], key=lambda p: p.node.name):
             if pod.node.name in self.ztunnels:
                 continue
-            ztunnel = Proxy(
-                world,
+            # A ztunnel knows every workload of the mesh (L4: endpoints, no L7 clusters).
+            ztunnel, hosts = self.new_proxy(
                 f"{pod.node.name}.ztunnel",
                 pod.node,
                 "ztunnel",
                 self.spec.ztunnel,
-                self.spec.load_balancer,
+                ("mesh", set(), set(), set()),
+                index,
             )
-            # A ztunnel knows every workload of the mesh (L4: endpoints, no L7 clusters).
-            # Recounted as the mesh changes; a ztunnel (L4) holds no L7 clusters.
-            ztunnel.scoping = ("mesh", set(), set(), set())
-            _, ztunnel.known_endpoints, hosts = known_config(index, *ztunnel.scoping)
             self.ztunnels[pod.node.name] = ztunnel
             made.append((ztunnel, hosts))
         if self._waypoints_made:
@@ -107,17 +104,13 @@ class AmbientMesh(ProxiedMesh):
             proxies = []
             for i in range(self.spec.waypoint_replicas):
                 node = world.nodes[nodes[(offset + i) % len(nodes)]]
-                waypoint = Proxy(
-                    world,
+                waypoint, known = self.new_proxy(
                     f"{host}-waypoint-{i}",
                     node,
                     "waypoint",
                     self.spec.waypoint,
-                    self.spec.load_balancer,
-                )
-                waypoint.scoping = ("dependencies", {host}, set(), set())
-                waypoint.known_clusters, waypoint.known_endpoints, known = known_config(
-                    index, *waypoint.scoping
+                    ("dependencies", {host}, set(), set()),
+                    index,
                 )
                 proxies.append(waypoint)
                 made.append((waypoint, known))

@@ -27,9 +27,9 @@ from models.filters import Listener
 from models.loadbalancer import Balancer
 from models.mesh import Mesh
 from models.messages import Flags, Request, Response
-from models.proxy import Proxy
-from models.scoping import ConfigIndex, known_config
-from models.world import PodBase
+from models.proxy import Proxy, ProxySpec
+from models.scoping import ConfigIndex, Scoping
+from models.world import Node, PodBase
 from sim.network import NetworkPort
 from sim.units import Duration
 
@@ -143,6 +143,9 @@ class ProxiedMesh(Mesh):
         self.retry = getattr(spec, "retries", RetrySpec())
         self.control_plane: ControlPlane | None = None
         self.dp_stats = DataPlaneStats()
+        # The folded listeners of each proxy spec (the spec is held by self.spec, so its id
+        # stays its own for the mesh's life).
+        self._listeners: dict[int, tuple[Listener, Listener]] = {}
 
     # --- building and changing -----------------------------------------------------------
 
@@ -152,6 +155,29 @@ class ProxiedMesh(Mesh):
         """The proxies these pods need that do not exist yet, with the hosts each must know
         (None: every service). Subclasses build them."""
         raise NotImplementedError
+
+    def new_proxy(
+        self,
+        name: str,
+        node: Node,
+        kind: str,
+        spec: ProxySpec,
+        scoping: tuple[Scoping, set[str], set[str], set[str]],
+        index: ConfigIndex,
+        total_endpoints: int | None = None,
+    ) -> tuple[Proxy, frozenset[str] | None]:
+        """A proxy of this mesh, with what its scoping makes it know (see ``make_proxies``).
+
+        Proxies of one spec share their listeners: a chain is folded once, not per proxy.
+        """
+        listeners = self._listeners.get(id(spec))
+        if listeners is None:
+            listeners = (Listener("outbound", spec.outbound), Listener("inbound", spec.inbound))
+            self._listeners[id(spec)] = listeners
+        lb_policy = self.spec.load_balancer  # type: ignore[attr-defined]
+        proxy = Proxy(self.world, name, node, kind, spec, lb_policy, listeners)
+        proxy.scoping = scoping
+        return proxy, proxy.recount(index, total_endpoints)
 
     def attach(self, pods: list[ServicePod], clients: list[ClientPod]) -> None:
         super().attach(pods, clients)
@@ -185,9 +211,7 @@ class ProxiedMesh(Mesh):
         total = index.total_endpoints
         proxy: Proxy
         for proxy in self.proxies():
-            if proxy.scoping is not None:
-                clusters, proxy.known_endpoints, _ = known_config(index, *proxy.scoping, total)
-                proxy.known_clusters = clusters if proxy.holds_clusters else 0
+            proxy.recount(index, total)
         if self.control_plane is not None:
             self.control_plane.change(kind, service, hosts, self._snapshot())
             return
@@ -386,16 +410,20 @@ class ProxiedMesh(Mesh):
             proxy.io_sink.add(start + network, start + total, True, trace)
 
     def _pool(self, hop: Hop, target: Proxy | None, dst: PodBase, request: Request) -> Any:
-        """The pool of ``hop``'s proxy towards the next hop (or the app)."""
+        """The pool of ``hop``'s proxy towards the next hop (or the app). Once per pooled hop
+        of every request: the lookup comes first, the pool is made only the first time."""
         proxy = hop.proxy
-        key = target.name if target is not None else dst.name
-        peer_node = target.node if target is not None else dst.node
         multiplexed = hop.multiplexed or request.protocol in ("http2", "grpc")
+        key = (target.name if target is not None else dst.name, multiplexed)
+        found = proxy.pools.get(key)
+        if found is not None:
+            return found
+        peer_node = target.node if target is not None else dst.node
 
         def opener(trace: list | None) -> Generator[simpy.Event, Any, None]:
             yield from self._handshake(proxy, target, peer_node, hop.mtls, trace)
 
-        return proxy.pool(f"{key}/{'h2' if multiplexed else 'h1'}", multiplexed, opener, target)
+        return proxy.pool(key, multiplexed, opener, target)
 
     def _handshake(
         self, proxy: Proxy, peer: Proxy | None, peer_node: Any, mtls: bool, trace: list | None

@@ -144,6 +144,3 @@ class Listener:
     def cost(self, protocol: str, mtls: bool) -> ListenerCost:
         """The folded costs for a request of ``protocol``, on mTLS or not."""
         return self._table[(protocol, mtls)]
-
-    def has(self, kind: str) -> bool:
-        return any(f.kind == kind for f in self.filters)

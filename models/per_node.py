@@ -16,7 +16,7 @@ from models.dataplane import Hop, ProxiedMesh, RetrySpec, Route
 from models.loadbalancer import LbPolicy
 from models.mesh import register
 from models.proxy import Proxy, ProxySpec
-from models.scoping import ConfigIndex, known_config
+from models.scoping import ConfigIndex
 from models.sidecar import MtlsMode
 from models.world import PodBase, World
 
@@ -65,17 +65,15 @@ class PerNodeMesh(ProxiedMesh):
         for pod in sorted([*pods, *clients], key=lambda p: p.node.name):
             if pod.node.name in self.node_proxies:
                 continue
-            proxy = Proxy(
-                self.world,
+            # Traefik's dynamic configuration holds every service of the mesh.
+            proxy, hosts = self.new_proxy(
                 f"{pod.node.name}.node-proxy",
                 pod.node,
                 "node_proxy",
                 self.spec.proxy,
-                self.spec.load_balancer,
+                ("mesh", set(), set(), set()),
+                index,
             )
-            # Traefik's dynamic configuration holds every service of the mesh.
-            proxy.scoping = ("mesh", set(), set(), set())
-            proxy.known_clusters, proxy.known_endpoints, hosts = known_config(index, *proxy.scoping)
             self.node_proxies[pod.node.name] = proxy
             made.append((proxy, hosts))
         return made

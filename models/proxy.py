@@ -22,7 +22,7 @@ from models.connections import ConnectionPool, ConnectionPoolSpec
 from models.filters import FilterSpec, Listener
 from models.loadbalancer import Balancer, LbPolicy, make_balancer
 from models.messages import Request
-from models.scoping import Scoping
+from models.scoping import ConfigIndex, Scoping, known_config
 from models.world import Node, World
 from sim.distributions import DistributionSpec, UniformDist
 from sim.network import NetworkPort
@@ -108,10 +108,19 @@ class Proxy:
         kind: the component kind CPU is charged to (``sidecar``, ``node_proxy``, ...).
         spec: the validated proxy spec.
         lb_policy: how its router picks an endpoint.
+        listeners: its (outbound, inbound) listeners, when the mesh has folded them already
+            for ``spec`` (every proxy of one spec shares them); None folds them here.
     """
 
     def __init__(
-        self, world: World, name: str, node: Node, kind: str, spec: ProxySpec, lb_policy: LbPolicy
+        self,
+        world: World,
+        name: str,
+        node: Node,
+        kind: str,
+        spec: ProxySpec,
+        lb_policy: LbPolicy,
+        listeners: tuple[Listener, Listener] | None = None,
     ) -> None:
         self.world = world
         self.env = world.env
@@ -123,12 +132,14 @@ class Proxy:
         self.scope = name if name.startswith(f"{node.name}.") else f"{node.name}.{name}"
         self.cpu = world.cpu_server(spec.concurrency, self.scope, kind, node)
         self._l4 = "tcp" if spec.layer == "l4" else ""
-        self.outbound = Listener("outbound", spec.outbound)
-        self.inbound = Listener("inbound", spec.inbound)
+        if listeners is None:
+            listeners = (Listener("outbound", spec.outbound), Listener("inbound", spec.inbound))
+        self.outbound, self.inbound = listeners
         self.net = NetworkPort(world.topology.cluster.network, world.rng(f"{name}.net"))
         self.io: Callable[[], float] = spec.io_delay.sampler(world.rng(f"{name}.io"))
-        self._uniform = UniformDist(low=0.0, high=1.0).sampler(world.rng(f"{name}.lb"))
-        self.jitter = UniformDist(low=0.0, high=1.0).sampler(world.rng(f"{name}.retry"))
+        # The router's streams are made when first used: many proxies never pick or retry.
+        self._uniform: Callable[[], float] | None = None
+        self._jitter: Callable[[], float] | None = None
         self._lb_policy = lb_policy
         self._balancers: dict[str, Balancer] = {}
         self._in_flight: dict[int, int] = {}  # per endpoint, across configurations
@@ -141,7 +152,7 @@ class Proxy:
         self.cert_expires_s = float("inf")
         self.cert_ready: simpy.Event | None = None
         self.retired = False  # its pod is gone
-        self.pools: dict[str, ConnectionPool] = {}
+        self.pools: dict[tuple[str, bool], ConnectionPool] = {}
         self.connections = 0
         self.peak_connections = 0
         self.requests = 0
@@ -165,10 +176,21 @@ class Proxy:
             endpoints = self.view.get(host)
             if not endpoints:
                 return None
+            if self._uniform is None:
+                self._uniform = self._sampler("lb")
             found = self._balancers[host] = make_balancer(
                 self._lb_policy, endpoints, self._uniform, self._in_flight
             )
         return found
+
+    def jitter(self) -> float:
+        """A uniform draw in [0, 1) for retry back-off."""
+        if self._jitter is None:
+            self._jitter = self._sampler("retry")
+        return self._jitter()
+
+    def _sampler(self, purpose: str) -> Callable[[], float]:
+        return UniformDist(low=0.0, high=1.0).sampler(self.world.rng(f"{self.name}.{purpose}"))
 
     def apply_config(self, version: int, view: dict[str, Any]) -> None:
         """A new configuration from the control plane: its endpoints, from now on."""
@@ -215,12 +237,13 @@ class Proxy:
 
     def pool(
         self,
-        key: str,
+        key: tuple[str, bool],
         multiplexed: bool,
         opener: Callable[[list | None], Generator[simpy.Event, Any, None]],
         peer: Proxy | None,
     ) -> ConnectionPool:
-        """The pool of connections to upstream ``key``, made on first use."""
+        """The pool of connections to upstream ``key`` (its name, multiplexed or not), made
+        on first use."""
         found = self.pools.get(key)
         if found is None:
 
@@ -233,6 +256,17 @@ class Proxy:
                 self.env, self.spec.connection_pool, multiplexed, opener, changed
             )
         return found
+
+    def recount(
+        self, index: ConfigIndex, total_endpoints: int | None = None
+    ) -> frozenset[str] | None:
+        """Count the clusters and endpoints its scoping gives it in the mesh ``index`` (at
+        build time, and again whenever the mesh changes); return the hosts it knows (None:
+        every service). An L4 proxy holds endpoints but no L7 clusters."""
+        assert self.scoping is not None, "the mesh sets a proxy's scoping when it builds it"
+        clusters, self.known_endpoints, hosts = known_config(index, *self.scoping, total_endpoints)
+        self.known_clusters = clusters if self.holds_clusters else 0
+        return hosts
 
     def memory_bytes(self) -> float:
         """Modelled memory: configuration held plus the peak of open connections."""

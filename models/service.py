@@ -72,7 +72,9 @@ class ServicePod(PodBase):
         self.app = world.cpu_server(spec.workers, f"{self.scope}.app", "app", node)
         self._work = spec.service_time.sampler(self.rng)
         self._steps = compile_steps(spec, world)
-        self._chance = self.uniform()
+        # Its stream for call decisions, made only when some call is not certain.
+        uncertain = any(c.probability < 1.0 for step in self._steps for c in step.calls)
+        self._chance: Callable[[], float] = self.uniform() if uncertain else _never
         self._queue_sink = world.sink(self.app.scope, "app_queue")
         self._cpu_sink = world.sink(self.app.scope, "app_cpu")
         self._stats = world.service_stats[spec.name]
@@ -163,9 +165,9 @@ class ServicePod(PodBase):
         )
 
 
+def _never() -> float:
+    raise AssertionError("a call decision was drawn for a service whose calls are all certain")
+
+
 class ClientPod(PodBase):
     """The load generator's pod (fortio's client): it only sends requests."""
-
-    def __init__(self, world: World, name: str, node: Node) -> None:
-        super().__init__(world, name, node)
-        self.uniform_draw: Callable[[], float] = self.uniform()

@@ -17,7 +17,7 @@ from models.loadbalancer import LbPolicy
 from models.mesh import register
 from models.mixer import Mixer, MixerSpec
 from models.proxy import Proxy, ProxySpec
-from models.scoping import ConfigIndex, Scoping, known_config
+from models.scoping import ConfigIndex, Scoping
 from models.world import PodBase, World
 
 __all__ = ["SidecarSpec", "SidecarMesh", "MtlsMode"]
@@ -80,21 +80,18 @@ class SidecarMesh(ProxiedMesh):
         entry = self.world.topology.call_graph.entry
         total = index.total_endpoints
         for pod in [*pods, *clients]:
-            proxy = Proxy(
-                self.world,
-                f"{pod.name}.sidecar",
-                pod.node,
-                "sidecar",
-                self.spec.proxy,
-                self.spec.load_balancer,
-            )
             spec = getattr(pod, "spec", None)
             own = {spec.host_name} if spec is not None else set()
             callees = set(spec.callees()) if spec is not None else {entry}
             namespaces = {spec.namespace} if spec is not None else set()
-            proxy.scoping = (self.spec.scoping, own, callees, namespaces)
-            proxy.known_clusters, proxy.known_endpoints, hosts = known_config(
-                index, *proxy.scoping, total
+            proxy, hosts = self.new_proxy(
+                f"{pod.name}.sidecar",
+                pod.node,
+                "sidecar",
+                self.spec.proxy,
+                (self.spec.scoping, own, callees, namespaces),
+                index,
+                total,
             )
             self.sidecars[pod.name] = proxy
             made.append((proxy, hosts))
