@@ -218,14 +218,6 @@ class ProxiedMesh(Mesh):
         for proxy in self.proxies():  # no control plane: the live endpoints, at once
             proxy.apply_config(proxy.config_version + 1, self.endpoints)
 
-    def config_index(self) -> ConfigIndex:
-        """The mesh's services and endpoints now, for the proxies' share of them."""
-        return ConfigIndex.build(
-            (pod.host, pod.spec.namespace, 1)  # type: ignore[attr-defined]
-            for pods in self.endpoints.values()
-            for pod in pods
-        )
-
     def _connect(self, proxy: Proxy, hosts: frozenset[str] | None) -> None:
         if self.control_plane is not None:
             self.control_plane.register(proxy, hosts)

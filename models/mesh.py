@@ -16,6 +16,7 @@ import simpy
 from pydantic import BaseModel
 
 from models.messages import Request, Response
+from models.scoping import ConfigIndex
 from models.world import PodBase, World
 
 if TYPE_CHECKING:
@@ -80,6 +81,12 @@ class Mesh:
     def _stop(self, pods: list[ServicePod]) -> None:
         for pod in pods:
             pod.alive = False
+
+    def config_index(self) -> ConfigIndex:
+        """The mesh's services and endpoints now, for each component's share of them."""
+        return ConfigIndex.build(
+            (pod.host, pod.spec.namespace, 1) for pods in self.endpoints.values() for pod in pods
+        )
 
     def config_changed(self, kind: str, service: str, hosts: set[str]) -> None:
         """The configuration changed (after add_pods / remove_pods, or routing only)."""

@@ -14,10 +14,9 @@ from typing import Any, Literal
 import simpy
 from pydantic import BaseModel, ConfigDict
 
-from models.dataplane import ProxiedMesh
 from models.filters import Cost
 from models.loadbalancer import Balancer, LbPolicy, make_balancer
-from models.mesh import register
+from models.mesh import Mesh, register
 from models.messages import Flags, Request, Response
 from models.proxy import MemorySpec
 from models.scoping import Scoping, known_config
@@ -51,7 +50,7 @@ class ProxylessSpec(BaseModel):
 
 
 @register
-class ProxylessMesh(ProxiedMesh):
+class ProxylessMesh(Mesh):
     """No proxies; library CPU on both applications."""
 
     architecture = "proxyless"
@@ -125,12 +124,6 @@ class ProxylessMesh(ProxiedMesh):
         if delay > 0.0:
             yield self.env.timeout(delay)
         sender.net_sink.add(start, self.env.now, True, trace)
-
-    def proxies(self) -> list:
-        return []
-
-    def make_proxies(self, pods, clients, index):  # type: ignore[no-untyped-def]
-        return []
 
     def attach(self, pods, clients) -> None:  # type: ignore[no-untyped-def]
         super().attach(pods, clients)
