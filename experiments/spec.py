@@ -8,7 +8,9 @@ so that ``meshsim validate`` reports every problem with the path of the field at
 
 from __future__ import annotations
 
+import json
 import re
+from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -85,9 +87,21 @@ class TopologyRef(BaseModel):
         if self.inline is not None:
             return self.inline
         if self.catalog is not None:
-            return get_topology(self.catalog, **self.params)
+            try:
+                key = json.dumps(self.params, sort_keys=True)
+            except TypeError:  # parameters that are not plain data: build it afresh
+                return get_topology(self.catalog, **self.params)
+            return _catalog_topology(self.catalog, key)
         assert self.file is not None
         return load_topology(Path(self.file))
+
+
+@lru_cache(maxsize=16)
+def _catalog_topology(name: str, params_json: str) -> TopologySpec:
+    """A catalog topology, built once per (name, parameters): a spec is validated field by
+    field and point by point of a sweep, and a 10,000-pod mesh takes a while to build.
+    Topology specs are frozen, so sharing one is safe."""
+    return get_topology(name, **json.loads(params_json))
 
 
 class MeshRef(BaseModel):
