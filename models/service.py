@@ -32,6 +32,17 @@ class Call:
     response_size_bytes: int
     protocol: str
 
+    def request(self, now: float, trace: list | None) -> Request:
+        """The request this call sends at ``now``."""
+        return Request(
+            self.host,
+            self.request_size_bytes,
+            self.response_size_bytes,
+            self.protocol,
+            now,
+            trace,
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class Step:
@@ -104,25 +115,14 @@ class ServicePod(PodBase):
                 for call in step.calls:
                     if call.probability < 1.0 and self._chance() >= call.probability:
                         continue
-                    response = yield from mesh.call(
-                        self,
-                        call.host,
-                        Request(
-                            call.host,
-                            call.request_size_bytes,
-                            call.response_size_bytes,
-                            call.protocol,
-                            env.now,
-                            trace,
-                        ),
-                    )
+                    response = yield from mesh.call(self, call.host, call.request(env.now, trace))
                     if response.status >= 400:  # Response.ok, inline on the hot path
                         failed = response
                         break
             if failed is not None:
                 break
         stats = self._stats
-        if start >= stats.warmup_s:  # inline ServiceStats.record: once per hop
+        if start >= stats.warmup_s:  # after the warm-up only
             stats.count += 1
             stats.latency.add(env.now - start)
             if failed is not None:
@@ -143,7 +143,7 @@ class ServicePod(PodBase):
         assert mesh is not None
         env = self.env
         processes = [
-            env.process(mesh.call(self, call.host, self._request(call, trace)))
+            env.process(mesh.call(self, call.host, call.request(env.now, trace)))
             for call in step.calls
             if call.probability >= 1.0 or self._chance() < call.probability
         ]
@@ -153,16 +153,6 @@ class ServicePod(PodBase):
                 if not cast(Response, process.value).ok:
                     return process.value
         return None
-
-    def _request(self, call: Call, trace: list | None) -> Request:
-        return Request(
-            call.host,
-            call.request_size_bytes,
-            call.response_size_bytes,
-            call.protocol,
-            self.env.now,
-            trace,
-        )
 
 
 def _never() -> float:

@@ -42,7 +42,8 @@ class Node:
 
 
 class ServiceStats:
-    """Server-side statistics of one workload: latency, requests and errors after warm-up."""
+    """Server-side statistics of one workload: latency, requests and errors after warm-up
+    (the service's handler records them)."""
 
     def __init__(self, name: str, warmup_s: float) -> None:
         self.name = name
@@ -50,13 +51,6 @@ class ServiceStats:
         self.count = 0
         self.errors = 0
         self.warmup_s = warmup_s
-
-    def record(self, start_s: float, end_s: float, ok: bool) -> None:
-        if start_s >= self.warmup_s:
-            self.count += 1
-            self.latency.add(end_s - start_s)
-            if not ok:
-                self.errors += 1
 
 
 class PodBase:
