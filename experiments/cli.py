@@ -13,10 +13,10 @@ from experiments.calibration import calibrate as run_calibration
 from experiments.calibration import format_calibration
 from experiments.compare import compare
 from experiments.profiles import list_profiles, load_profile
-from experiments.runner import run_experiment
+from experiments.runner import run_experiment, run_sweep
 from experiments.spec import ExperimentSpec, SpecError, load_spec
 from experiments.specs import shipped_specs
-from experiments.sweep import run_sweep, sweep_table
+from experiments.sweep import sweep_table
 from experiments.tables import run_tables
 from topologies import CATALOG
 

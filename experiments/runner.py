@@ -17,13 +17,14 @@ from experiments.results import (
     RunResult,
     ServiceResult,
 )
-from experiments.spec import ExperimentSpec
+from experiments.spec import ExperimentSpec, spec_from_dict
+from experiments.sweep import SweepPoint, sweep_points
 from models.control_plane import convergence_summary
 from models.simulation import SimulationOutput, simulate
 from sim.random import replication_seeds
 from sim.stats import LatencyHistogram
 
-__all__ = ["run_experiment", "meshsim_version"]
+__all__ = ["run_experiment", "run_sweep", "meshsim_version"]
 
 
 def meshsim_version() -> str:
@@ -254,3 +255,19 @@ def _merge_extras(outputs: list[SimulationOutput]) -> dict[str, Any]:
             else:
                 merged.setdefault(key, []).append(value)
     return merged
+
+
+def run_sweep(spec: ExperimentSpec) -> list[SweepPoint]:
+    """Run every point of ``spec``'s sweep, one after another; a point that fails keeps its
+    error, and the others their results."""
+    assert spec.sweep is not None
+    base = spec.model_dump(mode="json", exclude={"sweep"})
+    results = []
+    for assignments, data in sweep_points(base, spec.sweep):
+        point = SweepPoint(assignments)
+        try:
+            point.result = run_experiment(spec_from_dict(data))
+        except Exception as error:  # one point failing must not lose the others
+            point.error = f"{type(error).__name__}: {error}"
+        results.append(point)
+    return results

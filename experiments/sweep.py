@@ -2,8 +2,9 @@
 
 A spec with ``sweep: {grid: {path: [values], ...}}`` stands for the cross product of the
 grid: each point is the spec with those fields set (``mesh`` or ``workload.rate_rps``,
-``topology.params.pods``...), validated like any spec. Points run one after another; a point
-that fails keeps its error and the others their results.
+``topology.params.pods``...), validated like any spec. ``experiments.runner.run_sweep`` runs
+the points one after another; a point that fails keeps its error and the others their
+results.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from experiments.overrides import set_path
 from experiments.results import RunResult
 from experiments.tables import fmt, format_table
 
-__all__ = ["SweepSpec", "SweepPoint", "sweep_points", "run_sweep", "sweep_table"]
+__all__ = ["SweepSpec", "SweepPoint", "sweep_points", "sweep_table"]
 
 
 class SweepSpec(BaseModel):
@@ -66,24 +67,6 @@ def sweep_points(
             set_path(data, path.split("."), value)
         points.append((assignments, data))
     return points
-
-
-def run_sweep(spec: Any) -> list[SweepPoint]:
-    """Run every point of ``spec``'s sweep (an ExperimentSpec with ``sweep``)."""
-    from experiments.runner import run_experiment
-    from experiments.spec import spec_from_dict
-
-    assert spec.sweep is not None
-    base = spec.model_dump(mode="json", exclude={"sweep"})
-    results = []
-    for assignments, data in sweep_points(base, spec.sweep):
-        point = SweepPoint(assignments)
-        try:
-            point.result = run_experiment(spec_from_dict(data))
-        except Exception as error:  # one point failing must not lose the others
-            point.error = f"{type(error).__name__}: {error}"
-        results.append(point)
-    return results
 
 
 def _label(value: Any) -> str:
