@@ -256,15 +256,13 @@ class ControlPlane:
         certificate signed, and rotated for as long as the run lasts."""
         client = _Client(proxy, known_hosts, len(self._clients) % len(self.replicas), self.version)
         self._clients.append(client)
-        proxy.view = self.view
-        proxy.config_version = self.version
+        proxy.apply_config(self.version, self.view)
         if self.spec.kind == "maesh":
             self.env.process(self._poll(client))
         if self.spec.certificates is not None:
             # Not ready until the CA has signed its first certificate: traffic through it
             # waits for that, as Kubernetes holds traffic from a pod that is not ready.
-            proxy.cert_expires_s = 0.0
-            proxy.cert_ready = self.env.event()
+            proxy.await_certificate()
             self.env.process(self._certificates(client))
 
     def unregister(self, proxy: Proxy) -> None:
@@ -419,11 +417,7 @@ class ControlPlane:
                 yield env.timeout(spec.retry_interval)
             yield from self.ca.execute(spec.sign_cpu)
             self.signatures += 1
-            proxy = client.proxy
-            proxy.cert_expires_s = env.now + spec.ttl
-            if proxy.cert_ready is not None:
-                proxy.cert_ready.succeed()
-                proxy.cert_ready = None
+            client.proxy.install_certificate(env.now + spec.ttl)
             yield env.timeout(spec.ttl * spec.rotate_at * (1.0 - spec.jitter * jitter()))
 
     # --- results -------------------------------------------------------------------------

@@ -198,6 +198,19 @@ class Proxy:
         self.view = view
         self._balancers.clear()
 
+    def await_certificate(self) -> None:
+        """Its first certificate is being signed: mTLS through it waits until it is."""
+        self.cert_expires_s = 0.0
+        self.cert_ready = self.env.event()
+
+    def install_certificate(self, expires_s: float) -> None:
+        """A certificate signed by the CA, valid until ``expires_s``; traffic waiting for
+        the first one goes on."""
+        self.cert_expires_s = expires_s
+        ready, self.cert_ready = self.cert_ready, None
+        if ready is not None:
+            ready.succeed()
+
     def compute(self, work_s: float, trace: list | None) -> Generator[simpy.Event, Any, None]:
         """Run ``work_s`` of filter-chain CPU on a worker, recording queueing and CPU spans."""
         env = self.env
