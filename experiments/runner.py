@@ -70,7 +70,7 @@ def summarise(
     total_s = measured_s * len(outputs)
 
     e2e = LatencyHistogram()
-    measured = errors = sent = completed = failed = 0
+    measured = errors = sent = completed = failed = in_flight = 0
     in_flight_area = 0.0
     codes: dict[str, int] = defaultdict(int)
     flags: dict[str, int] = defaultdict(int)
@@ -82,6 +82,7 @@ def summarise(
         sent += w.sent
         completed += w.completed
         failed += w.failed
+        in_flight += w.in_flight_now
         in_flight_area += w.in_flight.mean(out.measured_s + spec.warmup) * out.measured_s
         for code, n in w.status_codes.items():
             codes[str(code)] += n
@@ -133,7 +134,7 @@ def summarise(
         memory_bytes=_mean_memory(outputs),
         proxies=_proxies(outputs, total_s),
         conservation=Conservation(
-            sent=sent, completed=completed, failed=failed, in_flight=sent - completed - failed
+            sent=sent, completed=completed, failed=failed, in_flight=in_flight
         ),
         in_flight_mean=in_flight_area / total_s,
         status_codes=dict(sorted(codes.items())),

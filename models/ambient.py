@@ -14,7 +14,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from models.control_plane import ControlPlaneSpec
-from models.dataplane import Hop, ProxiedMesh, RetrySpec, Route
+from models.dataplane import Hop, ProxiedMesh, RetrySpec
 from models.loadbalancer import Balancer, LbPolicy, make_balancer
 from models.mesh import register
 from models.proxy import Proxy, ProxySpec
@@ -117,28 +117,27 @@ class AmbientMesh(ProxiedMesh):
             self.waypoints[host] = proxies
         return made
 
-    def route(self, src: PodBase, host: str, dst: PodBase | None = None) -> Route:
+    def first_hops(self, src: PodBase, host: str) -> list[Hop]:
         source = self.ztunnels[src.node.name]
-        mtls = self.mtls
-        first = Hop(source, source.outbound, mtls, pooled=True, multiplexed=True)
         waypoints = self.waypoints.get(host)
-        if waypoints is None:
-            balancer = source.balancer(host)
-            if dst is None:
-                if balancer is None:
-                    return Route(None, [first], None, 0)
-                dst = balancer.pick()
+        waypoint = None if waypoints is None else self._pick_waypoint(source, host, waypoints)
+        key = (source.name, waypoint.name if waypoint is not None else None)
+        hops = self._routes.get(key)
+        if hops is None:
+            mtls = self.mtls
+            hops = [Hop(source, source.outbound, mtls, pooled=True, multiplexed=True)]
+            if waypoint is not None:
+                hops.append(Hop(waypoint, waypoint.inbound, mtls, pooled=True, multiplexed=True))
+            self._routes[key] = hops
+        return hops
+
+    def tail_hops(self, picker: Proxy, dst: PodBase) -> list[Hop]:
+        key = ("in", dst.node.name)
+        hops = self._routes.get(key)
+        if hops is None:
             dest = self.ztunnels[dst.node.name]
-            return Route(dst, [first, Hop(dest, dest.inbound, mtls)], balancer, 0)
-        waypoint = self._pick_waypoint(source, host, waypoints)
-        middle = Hop(waypoint, waypoint.inbound, mtls, pooled=True, multiplexed=True)
-        balancer = waypoint.balancer(host)
-        if dst is None:
-            if balancer is None:
-                return Route(None, [first, middle], None, 1)
-            dst = balancer.pick()
-        dest = self.ztunnels[dst.node.name]
-        return Route(dst, [first, middle, Hop(dest, dest.inbound, mtls)], balancer, 1)
+            hops = self._routes[key] = [Hop(dest, dest.inbound, self.mtls)]
+        return hops
 
     def _pick_waypoint(self, source: Proxy, host: str, waypoints: list[Proxy]) -> Proxy:
         if len(waypoints) == 1:

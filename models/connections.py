@@ -20,6 +20,8 @@ from typing import Annotated, Any
 import simpy
 from pydantic import BaseModel, ConfigDict, Field
 
+from sim.engine import drive
+
 __all__ = ["ConnectionPoolSpec", "ConnectionPool", "Connection"]
 
 UNLIMITED = 2**32 - 1
@@ -92,8 +94,9 @@ class ConnectionPool:
         """Connections open (or opening) now."""
         return len(self._open)
 
-    def acquire(self, trace: list | None = None) -> Generator[simpy.Event, Any, Connection | None]:
-        """A connection to send one request on; None when the pool overflows (``UO``).
+    def acquire(self, trace: list | None = None) -> Connection | simpy.Event | None:
+        """A connection to send one request on, now; or the event that gives one later (a
+        handshake or a free connection to wait for); or None when the pool overflows (``UO``).
 
         Args:
             trace: the trace of the request, which records the handshake if it pays for one.
@@ -104,28 +107,24 @@ class ConnectionPool:
             for conn in self._open:
                 if conn.active < limit and not (per_conn and conn.served + conn.active >= per_conn):
                     conn.active += 1
-                    if conn.ready is not None:  # still shaking hands: wait for it
-                        yield conn.ready
-                    return conn
+                    # Still shaking hands: its event gives the connection when it is ready.
+                    return conn if conn.ready is None else conn.ready
         elif self._idle:
             conn = self._idle.pop()
             conn.active = 1
             return conn
         if len(self._open) < self.spec.max_connections:
-            conn = yield from self._open_new(trace)
-            return conn
+            conn = self._reserve()
+            ready = conn.ready
+            assert ready is not None
+            drive(self.env, self._opener(trace), lambda _: self._ready(conn))
+            return ready
         if len(self._pending) >= self.spec.max_pending_requests:
             self.overflows += 1
             return None
         waiter = self.env.event()
         self._pending.append(waiter)
-        conn = yield waiter
-        return conn
-
-    def _open_new(self, trace: list | None) -> Generator[simpy.Event, Any, Connection]:
-        conn = self._reserve()
-        yield from self._shake_hands(conn, trace)
-        return conn
+        return waiter
 
     def _reserve(self) -> Connection:
         """A new connection, counted at once (so nobody else opens past the limit)."""
@@ -136,13 +135,11 @@ class ConnectionPool:
         self._on_change(1)
         return conn
 
-    def _shake_hands(
-        self, conn: Connection, trace: list | None
-    ) -> Generator[simpy.Event, Any, None]:
-        yield from self._opener(trace)
+    def _ready(self, conn: Connection) -> None:
+        """The handshake is done: whoever waits for the connection gets it."""
         ready, conn.ready = conn.ready, None
         assert ready is not None
-        ready.succeed()
+        ready.succeed(conn)
 
     def release(self, conn: Connection) -> None:
         """The request on ``conn`` is done: hand the connection on, keep it, or close it."""
@@ -153,7 +150,9 @@ class ConnectionPool:
             self._on_change(-1)
             if self._pending:
                 # A waiter takes the freed slot on a new connection (with its handshake).
-                self.env.process(self._open_for(self._reserve(), self._pending.popleft()))
+                conn = self._reserve()
+                waiter = self._pending.popleft()
+                drive(self.env, self._opener(None), lambda _: self._hand_over(conn, waiter))
             return
         if self._pending:
             self._pending.popleft().succeed(conn)  # it keeps the stream / the connection
@@ -162,6 +161,6 @@ class ConnectionPool:
         if not self.multiplexed:
             self._idle.append(conn)
 
-    def _open_for(self, conn: Connection, waiter: simpy.Event) -> Generator[simpy.Event, Any, None]:
-        yield from self._shake_hands(conn, None)
+    def _hand_over(self, conn: Connection, waiter: simpy.Event) -> None:
+        self._ready(conn)
         waiter.succeed(conn)

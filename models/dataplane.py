@@ -1,9 +1,17 @@
 """What every proxied architecture shares: carrying a call through a list of proxy hops.
 
-An architecture says, for a call from a pod to a service, which endpoint it goes to and which
-proxies it passes on the way (:meth:`ProxiedMesh.route`). This module carries it:
+An architecture says, for a call from a pod to a service, which proxies it passes up to the
+one that picks the endpoint (:meth:`ProxiedMesh.first_hops`), and which after it, to the
+endpoint picked (:meth:`ProxiedMesh.tail_hops`). An :class:`Exchange` carries the call:
 
     src app -> hop 1 -> hop 2 -> ... -> dst app, and the response back through the same hops.
+
+The exchange is a flat state machine on :mod:`sim.engine` tasks, not a generator per hop: a
+network transfer and the CPU visit that follows it are one booking on the receiving proxy's
+timeline (one event), and a call's depth never grows the Python stack. The picking hop's
+:class:`~models.router.Router` chooses the endpoint and owns retries; any hop may carry a
+``local`` responder (Mixer's check today; RBAC, rate limits and injected faults later), which
+answers the request at that proxy instead of forwarding it.
 
 Each step between two places is one network transfer (propagation + size / bandwidth, plus
 the receiving proxy's io delay). At each hop the proxy runs its listener's request side; on
@@ -17,20 +25,22 @@ from __future__ import annotations
 
 from collections.abc import Generator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Annotated, Any, NamedTuple, Protocol
+from types import GeneratorType
+from typing import TYPE_CHECKING, Annotated, Any, Protocol
 
 import simpy
 from pydantic import BaseModel, ConfigDict, Field
 
+from models.connections import Connection, ConnectionPool
 from models.control_plane import ControlPlane
 from models.filters import Listener
-from models.loadbalancer import Balancer
-from models.mesh import Mesh
+from models.mesh import Mesh, Parent
 from models.messages import Flags, Request, Response
 from models.proxy import Proxy, ProxySpec
+from models.router import Router
 from models.scoping import ConfigIndex, Scoping
 from models.world import Node, PodBase
-from sim.network import NetworkPort
+from sim.engine import Task, drive
 from sim.units import Duration
 
 if TYPE_CHECKING:
@@ -38,10 +48,10 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Hop",
-    "Route",
     "RetrySpec",
     "ProxiedMesh",
-    "PolicyCheck",
+    "Exchange",
+    "LocalResponder",
     "TelemetryReport",
     "DataPlaneStats",
 ]
@@ -58,7 +68,8 @@ class Hop:
             (selects the ``tls`` filter's cost).
         pooled: the hop holds a pooled connection to the next place (next hop or app).
         multiplexed: that connection is HTTP/2 (streams) rather than one request at a time.
-        policy: a policy check this hop makes before it forwards (Mixer's check), if any.
+        local: what may answer the request at this proxy before it forwards (Mixer's check),
+            if anything.
         telemetry: where this hop reports the request after the response (Mixer), if any.
     """
 
@@ -67,32 +78,28 @@ class Hop:
     mtls: bool = False
     pooled: bool = False
     multiplexed: bool = False
-    policy: PolicyCheck | None = None
+    local: LocalResponder | None = None
     telemetry: TelemetryReport | None = None
 
 
-class PolicyCheck(Protocol):
-    """A check before forwarding; it returns None to go on, or the response to answer with."""
+class LocalResponder(Protocol):
+    """A filter that may answer a request at its proxy instead of forwarding it (an RBAC deny,
+    a rate limit, an injected fault, Mixer's check).
 
-    def check(
+    ``local_reply`` returns None to let the request go on, a :class:`Response` to answer with
+    at once, or a SimPy generator (for an answer that takes time) whose return value is one
+    of those two.
+    """
+
+    def local_reply(
         self, proxy: Proxy, src: PodBase, host: str, request: Request
-    ) -> Generator[simpy.Event, Any, Response | None]: ...
+    ) -> Response | None | Generator[simpy.Event, Any, Response | None]: ...
 
 
 class TelemetryReport(Protocol):
     """A report after the response, off the request's path."""
 
     def report(self, proxy: Proxy, request: Request, response: Response) -> None: ...
-
-
-class Route(NamedTuple):
-    """Where a call goes: the endpoint (None when there is none), the hops, the balancer that
-    chose it, and ``picker``, the index of the hop whose router chose it."""
-
-    dst: PodBase | None
-    hops: list[Hop]
-    balancer: Balancer | None
-    picker: int
 
 
 class RetrySpec(BaseModel):
@@ -126,7 +133,8 @@ class DataPlaneStats:
 
 
 class ProxiedMesh(Mesh):
-    """Base of the architectures with proxies; subclasses implement :meth:`route`.
+    """Base of the architectures with proxies; subclasses implement :meth:`first_hops`,
+    :meth:`tail_hops` and :meth:`make_proxies`.
 
     A proxy routes on its own view of the endpoints (``Proxy.view``): the live endpoints when
     the mesh has no control plane, else the version its control plane last pushed to it. A
@@ -146,6 +154,8 @@ class ProxiedMesh(Mesh):
         # The folded listeners of each proxy spec (the spec is held by self.spec, so its id
         # stays its own for the mesh's life).
         self._listeners: dict[int, tuple[Listener, Listener]] = {}
+        # Hop lists, built once per (source, destination) and reused by every request.
+        self._routes: dict[Any, list[Hop]] = {}
 
     # --- building and changing -----------------------------------------------------------
 
@@ -175,7 +185,7 @@ class ProxiedMesh(Mesh):
             listeners = (Listener("outbound", spec.outbound), Listener("inbound", spec.inbound))
             self._listeners[id(spec)] = listeners
         lb_policy = self.spec.load_balancer  # type: ignore[attr-defined]
-        proxy = Proxy(self.world, name, node, kind, spec, lb_policy, listeners)
+        proxy = Proxy(self.world, name, node, kind, spec, lb_policy, listeners, self.retry)
         proxy.scoping = scoping
         return proxy, proxy.recount(index, total_endpoints)
 
@@ -222,7 +232,7 @@ class ProxiedMesh(Mesh):
         if self.control_plane is not None:
             self.control_plane.register(proxy, hosts)
         else:
-            proxy.view = self.endpoints
+            proxy.apply_config(0, self.endpoints)
 
     def _snapshot(self) -> dict[str, list]:
         return {host: list(pods) for host, pods in self.endpoints.items()}
@@ -239,169 +249,69 @@ class ProxiedMesh(Mesh):
             found["control_plane"] = self.control_plane.summary()
         return found
 
-    # --- carrying a call -----------------------------------------------------------------
+    # --- routes ----------------------------------------------------------------------------
 
-    def route(self, src: PodBase, host: str, dst: PodBase | None = None) -> Route:
-        """The route of ``src``'s call to ``host``; with ``dst``, the route to that endpoint
-        (a retry: only the hops after the picker are used)."""
+    def first_hops(self, src: PodBase, host: str) -> list[Hop]:
+        """The hops of ``src``'s call to ``host`` up to and including the one whose router
+        picks the endpoint (a list the caller must not change)."""
         raise NotImplementedError
 
-    def call(
-        self, src: PodBase, host: str, request: Request
-    ) -> Generator[simpy.Event, Any, Response]:
-        dst, hops, balancer, picker = self.route(src, host)
-        if balancer is not None and dst is not None:
-            balancer.started(dst)
-        trace = request.trace
-        size = request.size_bytes
-        here_node, here_net, here_sink = src.node, src.net, src.net_sink
-        held: dict[int, tuple[Any, Any]] = {}  # hop index -> (pool, connection)
-        reached = 0
-        response: Response | None = None
-        answered_at = -1  # the hop that answered locally, if one did
-        for i, hop in enumerate(hops):
-            proxy = hop.proxy
-            yield from self._transfer(here_net, here_sink, here_node, proxy, size, trace)
-            yield from proxy.on_request(hop.listener, request, hop.mtls)
-            reached = i + 1
-            here_node, here_net, here_sink = proxy.node, proxy.net, proxy.net_sink
-            if hop.policy is not None:
-                denied = yield from hop.policy.check(proxy, src, host, request)
-                if denied is not None:  # the policy said no: this proxy answers
-                    response = denied
-                    answered_at = i
-                    break
-            if i == picker:
-                if dst is None:
-                    response = self._no_route(host, proxy)
-                elif not dst.alive:
-                    dst, hops, response = yield from self._connect_failed(
-                        src, host, dst, hops, balancer, i
-                    )
-                if response is None:
-                    for other in hops:  # a proxy with no certificate yet is not ready: wait
-                        if other.mtls and other.proxy.cert_ready is not None:
-                            yield other.proxy.cert_ready
-                    if not self._certificates_valid(hops):
-                        self._count("tls_failures")
-                        response = Response(503, 0, Flags.UPSTREAM_CONNECT_FAILURE)
-                if response is not None:
-                    answered_at = i
-                    break
-            if hop.pooled:
-                target = hops[i + 1].proxy if i + 1 < len(hops) else None
-                pool = self._pool(hop, target, dst, request)  # type: ignore[arg-type]
-                conn = yield from pool.acquire(trace)
-                if conn is None:  # the pool overflowed: this proxy answers
-                    response = Response(503, 0, Flags.UPSTREAM_OVERFLOW)
-                    answered_at = i
-                    break
-                held[i] = (pool, conn)
-        if response is None:
-            assert dst is not None
-            yield from self._transfer(here_net, here_sink, here_node, None, size, trace, dst)
-            response = yield from dst.handle(request)  # type: ignore[attr-defined]
-            here_node, here_net, here_sink = dst.node, dst.net, dst.net_sink
-        out = response.size_bytes
-        for i in range(reached - 1, -1, -1):
-            hop = hops[i]
-            proxy = hop.proxy
-            if i != answered_at:  # the response comes back from the next place
-                yield from self._transfer(here_net, here_sink, here_node, proxy, out, trace)
-            if i in held:
-                pool, conn = held.pop(i)
-                pool.release(conn)
-            yield from proxy.on_response(hop.listener, request, out, hop.mtls)
-            if hop.telemetry is not None:
-                hop.telemetry.report(proxy, request, response)
-            here_node, here_net, here_sink = proxy.node, proxy.net, proxy.net_sink
-        yield from self._transfer(here_net, here_sink, here_node, None, out, trace, src)
-        if balancer is not None and dst is not None:
-            balancer.finished(dst)
-        return response
+    def tail_hops(self, picker: Proxy, dst: PodBase) -> list[Hop]:
+        """The hops after the picking proxy ``picker`` on the way to the endpoint ``dst``."""
+        raise NotImplementedError
 
-    def _count(self, name: str) -> None:
+    # --- carrying a call -------------------------------------------------------------------
+
+    def send(
+        self, src: PodBase, host: str, request: Request, parent: Parent, slot: int = 0
+    ) -> None:
+        Exchange(self, src, host, request, parent, slot).start()
+
+    def count(self, name: str) -> None:
+        """Count one event of the data plane (after the warm-up only)."""
         if self.env.now >= self.world.warmup_s:
             setattr(self.dp_stats, name, getattr(self.dp_stats, name) + 1)
 
-    def _no_route(self, host: str, proxy: Proxy) -> Response:
+    def no_route(self, host: str, proxy: Proxy) -> Response:
         """The picking proxy knows no endpoint of ``host``: 404 ``NR`` for a service it does
         not know, 503 ``UH`` for one with no endpoint."""
-        self._count("no_route")
+        self.count("no_route")
         if host not in proxy.view:
             return Response(404, 0, Flags.NO_ROUTE)
         return Response(503, 0, Flags.NO_HEALTHY_UPSTREAM)
 
-    def _certificates_valid(self, hops: list[Hop]) -> bool:
-        now = self.env.now
-        return all(hop.proxy.cert_expires_s > now for hop in hops if hop.mtls)
-
-    def _connect_failed(
-        self,
-        src: PodBase,
-        host: str,
-        dst: PodBase,
-        hops: list[Hop],
-        balancer: Balancer | None,
-        i: int,
-    ) -> Generator[simpy.Event, Any, tuple[PodBase, list[Hop], Response | None]]:
-        """The endpoint is gone: a refused connection, then the router's retries."""
+    def connect_failed(
+        self, router: Router, dst: PodBase
+    ) -> Generator[simpy.Event, Any, tuple[PodBase, Response | None]]:
+        """The endpoint is gone: a refused connection after a round trip, then the router's
+        retries (Envoy's back-off, fully jittered; previously tried hosts avoided). Returns
+        the endpoint to go on to, or the response that ends the try."""
         env = self.env
-        proxy = hops[i].proxy
+        proxy = router.proxy
+        retry = router.retry
         tried = [dst]
-        for attempt in range(self.retry.attempts + 1):
-            self._count("stale_connect_failures")
+        for attempt in range(retry.attempts + 1):
+            self.count("stale_connect_failures")
             start = env.now
             yield env.timeout(proxy.net.rtt(self.world.link(proxy.node, dst.node)))
             self.world.sink(proxy.scope, "connect_failure").add(start, env.now, False, None)
-            if attempt == self.retry.attempts or balancer is None:
-                self._count("stale_failures")
+            if attempt == retry.attempts:
+                self.count("stale_failures")
                 flag = Flags.UPSTREAM_RETRY_LIMIT if attempt else Flags.UPSTREAM_CONNECT_FAILURE
-                return dst, hops, Response(503, 0, flag)
-            self._count("retries")
-            yield env.timeout(self.retry.backoff_base * 2**attempt * proxy.jitter())
-            balancer.finished(dst)
-            dst = self._pick_untried(balancer, tried)
-            balancer.started(dst)
+                return dst, Response(503, 0, flag)
+            self.count("retries")
+            yield env.timeout(retry.backoff_base * 2**attempt * proxy.jitter())
+            router.finished(dst)
+            dst = router.pick_untried(tried)
+            router.started(dst)
             tried.append(dst)
             if dst.alive:
-                hops = hops[: i + 1] + self.route(src, host, dst).hops[i + 1 :]
-                return dst, hops, None
+                return dst, None
         raise AssertionError("unreachable")
 
-    @staticmethod
-    def _pick_untried(balancer: Balancer, tried: list[PodBase]) -> PodBase:
-        """Envoy's previous-hosts predicate: a few picks to find a host not tried yet."""
-        for _ in range(3):
-            candidate = balancer.pick()
-            if candidate not in tried:
-                return candidate
-        return candidate
-
-    def _transfer(
-        self,
-        net: NetworkPort,
-        sink: Any,
-        node: Any,
-        proxy: Proxy | None,
-        size: int,
-        trace: list | None,
-        pod: PodBase | None = None,
-    ) -> Generator[simpy.Event, Any, None]:
-        """Move ``size`` bytes from ``node`` to ``proxy`` (plus its io delay) or to ``pod``."""
-        env = self.env
-        to_node = proxy.node if proxy is not None else pod.node  # type: ignore[union-attr]
-        start = env.now
-        network = net.delay(self.world.link(node, to_node), size)
-        io = proxy.io() if proxy is not None else 0.0
-        total = network + io
-        if total > 0.0:
-            yield env.timeout(total)
-        sink.add(start, start + network, True, trace)
-        if proxy is not None and io > 0.0:
-            proxy.io_sink.add(start + network, start + total, True, trace)
-
-    def _pool(self, hop: Hop, target: Proxy | None, dst: PodBase, request: Request) -> Any:
+    def pool(
+        self, hop: Hop, target: Proxy | None, dst: PodBase, request: Request
+    ) -> ConnectionPool:
         """The pool of ``hop``'s proxy towards the next hop (or the app). Once per pooled hop
         of every request: the lookup comes first, the pool is made only the first time."""
         proxy = hop.proxy
@@ -444,3 +354,314 @@ class ProxiedMesh(Mesh):
     def memory_bytes(self) -> dict[str, float]:
         """The memory of the proxies that are still there."""
         return {p.scope: p.memory_bytes() for p in self.proxies() if not p.retired}
+
+
+class Exchange(Task):
+    """One call through a proxied mesh, as a state machine (see the module docstring).
+
+    On the way out, each hop is one booking on its proxy's workers that covers the transfer
+    to it (network, then the proxy's io delay) and its listener's request side; at the
+    picking hop the router chooses the endpoint; a pooled hop holds a connection. The app's
+    visit follows. On the way back, each hop's response side, then the work after the
+    response and the telemetry report; a pooled hop releases its connection when the
+    response reaches it. A hop that answers locally turns the exchange around there.
+    """
+
+    __slots__ = (
+        "mesh",
+        "src",
+        "host",
+        "request",
+        "parent",
+        "slot",
+        "hops",
+        "picker",
+        "router",
+        "dst",
+        "i",
+        "reached",
+        "answered_at",
+        "held",
+        "response",
+        "res",
+        "here",
+    )
+
+    def __init__(
+        self,
+        mesh: ProxiedMesh,
+        src: PodBase,
+        host: str,
+        request: Request,
+        parent: Parent,
+        slot: int,
+    ) -> None:
+        super().__init__(mesh.env, mesh.world.runner)
+        self.mesh = mesh
+        self.src = src
+        self.host = host
+        self.request = request
+        self.parent = parent
+        self.slot = slot
+        self.router: Router | None = None
+        self.dst: PodBase | None = None
+        self.reached = 0
+        self.answered_at = -1
+        self.held: list[tuple[int, ConnectionPool, Connection]] | None = None
+        self.response: Response | None = None
+        self.res: list[float] = _NO_RES
+        # Where the request (or the response) is: a pod or a proxy (node, net, net_sink).
+        self.here: Any = src
+
+    # --- out -------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        hops = self.hops = self.mesh.first_hops(self.src, self.host)
+        self.picker = len(hops) - 1
+        self._to_hop(0)
+
+    def _to_hop(self, i: int) -> None:
+        """Send the request to hop ``i``: transfer and request side, one booking."""
+        hop = self.hops[i]
+        proxy = hop.proxy
+        request = self.request
+        here = self.here
+        now = self.env._now  # type: ignore[attr-defined]
+        size = request.size_bytes
+        network = here.net.delay(self.mesh.world.link(here.node, proxy.node), size)
+        io = proxy.io()
+        reached = now + network
+        here.net_sink.add(now, reached, True, request.trace)
+        if io > 0.0:
+            proxy.io_sink.add(reached, reached + io, True, request.trace)
+        proxy.requests += 1
+        cost = hop.listener.cost(proxy.l4 or request.protocol, hop.mtls)
+        self.i = i
+        self._next = self._at_hop
+        proxy.cpu.visit(self, reached + io, cost.request_base + cost.request_per_byte * size)
+
+    def _at_hop(self) -> None:
+        res = self.res
+        if res[3] > self.env._now:  # type: ignore[attr-defined]
+            self.wake_at(res[3])  # an earlier arrival went first: the visit ends later
+            return
+        i = self.i
+        hop = self.hops[i]
+        proxy = hop.proxy
+        proxy.queue_sink.add_pair(proxy.cpu_sink, res[0], res[2], res[3], self.request.trace)
+        self.here = proxy
+        self.reached = i + 1
+        local = hop.local
+        if local is not None:
+            answer = local.local_reply(proxy, self.src, self.host, self.request)
+            if type(answer) is GeneratorType:
+                self._next = self._after_local
+                drive(self.env, answer, self._resume)
+                return
+            if answer is not None:
+                self._answer(answer)  # type: ignore[arg-type]
+                return
+        self._route()
+
+    def _resume(self, value: Any) -> None:
+        self._value = value
+        self.soon()
+
+    def _after_local(self) -> None:
+        if self._value is not None:
+            self._answer(self._value)
+            return
+        self._route()
+
+    def _route(self) -> None:
+        """At the picking hop, the router chooses the endpoint."""
+        if self.i != self.picker:
+            self._hold()
+            return
+        proxy = self.hops[self.i].proxy
+        router = self.router = proxy.router(self.host)
+        if router is None:
+            self._answer(self.mesh.no_route(self.host, proxy))
+            return
+        dst = self.dst = router.pick()
+        router.started(dst)
+        if not dst.alive:
+            self._next = self._after_connect
+            drive(self.env, self.mesh.connect_failed(router, dst), self._resume)
+            return
+        self._picked()
+
+    def _after_connect(self) -> None:
+        self.dst, response = self._value
+        if response is not None:
+            self._answer(response)
+            return
+        self._picked()
+
+    def _picked(self) -> None:
+        hops = self.hops
+        picker = self.picker
+        assert self.dst is not None
+        tail = self.mesh.tail_hops(hops[picker].proxy, self.dst)
+        if tail:
+            self.hops = hops[: picker + 1] + tail
+        self._next = self._certified
+        self._certified()
+
+    def _certified(self) -> None:
+        """mTLS needs every proxy's certificate: wait for a first one, fail on an expired one."""
+        now = self.env._now  # type: ignore[attr-defined]
+        for hop in self.hops:
+            if hop.mtls:
+                proxy = hop.proxy
+                if proxy.cert_ready is not None:  # not ready yet: traffic waits
+                    self.wait_for(proxy.cert_ready)
+                    return
+                if proxy.cert_expires_s <= now:
+                    self.mesh.count("tls_failures")
+                    self._answer(Response(503, 0, Flags.UPSTREAM_CONNECT_FAILURE))
+                    return
+        self._hold()
+
+    def _hold(self) -> None:
+        """A pooled hop holds a connection to the next place for the request."""
+        i = self.i
+        hop = self.hops[i]
+        if not hop.pooled:
+            self._forward()
+            return
+        target = self.hops[i + 1].proxy if i + 1 < len(self.hops) else None
+        pool = self.mesh.pool(hop, target, self.dst, self.request)
+        got = pool.acquire(self.request.trace)
+        if got is None:  # the pool overflowed: this proxy answers
+            self._answer(Response(503, 0, Flags.UPSTREAM_OVERFLOW))
+            return
+        if self.held is None:
+            self.held = []
+        if type(got) is Connection:
+            self.held.append((i, pool, got))
+            self._forward()
+            return
+        self.held.append((i, pool, None))  # type: ignore[arg-type]
+        self._next = self._connected
+        self.wait_for(got)  # type: ignore[arg-type]
+
+    def _connected(self) -> None:
+        assert self.held is not None
+        i, pool, _ = self.held[-1]
+        self.held[-1] = (i, pool, self._value)
+        self._forward()
+
+    def _forward(self) -> None:
+        i = self.i + 1
+        if i < len(self.hops):
+            self._to_hop(i)
+            return
+        # The last hop sends the request to the app.
+        dst = self.dst
+        assert dst is not None
+        here = self.here
+        request = self.request
+        now = self.env._now  # type: ignore[attr-defined]
+        network = here.net.delay(self.mesh.world.link(here.node, dst.node), request.size_bytes)
+        here.net_sink.add(now, now + network, True, request.trace)
+        dst.serve(request, self, now + network)  # type: ignore[attr-defined]
+
+    # --- back ------------------------------------------------------------------------------
+
+    def on_reply(self, slot: int, response: Response) -> None:
+        """The app has answered."""
+        self.response = response
+        self.here = self.dst
+        self._back(self.reached - 1)
+
+    def _answer(self, response: Response) -> None:
+        """The proxy at hop ``i`` answers: the response goes back from there."""
+        self.response = response
+        self.answered_at = self.i
+        self._back(self.i)
+
+    def _back(self, i: int) -> None:
+        """Send the response to hop ``i`` (or, below 0, to the caller)."""
+        response = self.response
+        assert response is not None
+        here = self.here
+        request = self.request
+        now = self.env._now  # type: ignore[attr-defined]
+        size = response.size_bytes
+        self.i = i
+        if i < 0:
+            src = self.src
+            network = here.net.delay(self.mesh.world.link(here.node, src.node), size)
+            here.net_sink.add(now, now + network, True, request.trace)
+            self._next = self._deliver
+            if network > 0.0:
+                self.wake_at(now + network)
+            else:
+                self.soon()
+            return
+        proxy = self.hops[i].proxy
+        arrival = now
+        if i != self.answered_at:  # the response comes back from the next place
+            network = here.net.delay(self.mesh.world.link(here.node, proxy.node), size)
+            io = proxy.io()
+            reached = now + network
+            here.net_sink.add(now, reached, True, request.trace)
+            if io > 0.0:
+                proxy.io_sink.add(reached, reached + io, True, request.trace)
+            arrival = reached + io
+            held = self.held
+            if held is not None and held[-1][0] == i and arrival > now:
+                # Its connection is released when the response reaches the proxy.
+                self._next = self._released
+                self.wake_at(arrival)
+                return
+        self._respond(arrival)
+
+    def _released(self) -> None:
+        self._respond(self.env._now)  # type: ignore[attr-defined]
+
+    def _respond(self, arrival: float) -> None:
+        i = self.i
+        held = self.held
+        if held is not None and held[-1][0] == i:
+            _, pool, conn = held.pop()
+            pool.release(conn)
+        hop = self.hops[i]
+        proxy = hop.proxy
+        cost = hop.listener.cost(proxy.l4 or self.request.protocol, hop.mtls)
+        assert self.response is not None
+        work = cost.response_base + cost.response_per_byte * self.response.size_bytes
+        self._next = self._responded
+        proxy.cpu.visit(self, arrival, work)
+
+    def _responded(self) -> None:
+        res = self.res
+        if res[3] > self.env._now:  # type: ignore[attr-defined]
+            self.wake_at(res[3])
+            return
+        i = self.i
+        hop = self.hops[i]
+        proxy = hop.proxy
+        request = self.request
+        response = self.response
+        assert response is not None
+        proxy.queue_sink.add_pair(proxy.cpu_sink, res[0], res[2], res[3], request.trace)
+        cost = hop.listener.cost(proxy.l4 or request.protocol, hop.mtls)
+        after = cost.after_base + cost.after_per_byte * response.size_bytes
+        if after > 0.0:
+            proxy.cpu.charge(after)
+        if hop.telemetry is not None:
+            hop.telemetry.report(proxy, request, response)
+        self.here = proxy
+        self._back(i - 1)
+
+    def _deliver(self) -> None:
+        router = self.router
+        if router is not None and self.dst is not None:
+            router.finished(self.dst)
+        assert self.response is not None
+        self.parent.on_reply(self.slot, self.response)
+
+
+_NO_RES = [0.0, 0.0, 0.0, 0.0]

@@ -10,7 +10,7 @@ module and a line in :mod:`models.architectures`.
 from __future__ import annotations
 
 from collections.abc import Generator
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import simpy
 from pydantic import BaseModel
@@ -18,13 +18,50 @@ from pydantic import BaseModel
 from models.messages import Request, Response
 from models.scoping import ConfigIndex
 from models.world import PodBase, World
+from sim.engine import Task
 
 if TYPE_CHECKING:
     from models.service import ClientPod, ServicePod
 
-__all__ = ["Mesh", "register", "mesh_class"]
+__all__ = ["Mesh", "Parent", "register", "mesh_class"]
 
 _REGISTRY: dict[str, type[Mesh]] = {}
+
+
+class Parent(Protocol):
+    """Who waits for a call's response: a service's visit, a workload, an event for a SimPy
+    process. ``slot`` tells a parent with several calls in flight which one answered."""
+
+    def on_reply(self, slot: int, response: Response) -> None: ...
+
+
+class _EventParent:
+    """Turns a call's response into a SimPy event's value (for ordinary processes)."""
+
+    __slots__ = ("event",)
+
+    def __init__(self, event: simpy.Event) -> None:
+        self.event = event
+
+    def on_reply(self, slot: int, response: Response) -> None:
+        self.event.succeed(response)
+
+
+class _Answer(Task):
+    """A response given at once (no endpoint, say), handed over through the ready queue so
+    that the caller is never re-entered from inside its own call."""
+
+    __slots__ = ("parent", "slot")
+
+    def __init__(self, mesh: Mesh, parent: Parent, slot: int, response: Response) -> None:
+        super().__init__(mesh.env, mesh.world.runner)
+        self.parent = parent
+        self.slot = slot
+        self._value = response
+        self._next = self._deliver
+
+    def _deliver(self) -> None:
+        self.parent.on_reply(self.slot, self._value)
 
 
 class Mesh:
@@ -95,11 +132,31 @@ class Mesh:
     def _balancers_changed(self) -> None:
         """Without a control plane, callers see the live endpoints at once."""
 
+    def send(
+        self, src: PodBase, host: str, request: Request, parent: Parent, slot: int = 0
+    ) -> None:
+        """Carry ``request`` from ``src`` to a pod of ``host``; its response goes to
+        ``parent.on_reply(slot, response)`` when it is back at ``src`` (the fast path)."""
+        raise NotImplementedError
+
+    def answer_now(self, parent: Parent, slot: int, response: Response) -> None:
+        """Give ``parent`` a response made at once, without an event."""
+        _Answer(self, parent, slot, response).soon()
+
+    def request(self, src: PodBase, host: str, request: Request) -> simpy.Event:
+        """Send ``request``; the event that fires with its response (for SimPy processes:
+        ``response = yield mesh.request(...)``)."""
+        event = simpy.Event(self.env)
+        self.send(src, host, request, _EventParent(event))
+        return event
+
     def call(
         self, src: PodBase, host: str, request: Request
     ) -> Generator[simpy.Event, Any, Response]:
-        """Carry ``request`` from ``src`` to a pod of ``host`` and its response back."""
-        raise NotImplementedError
+        """Carry ``request`` from ``src`` to a pod of ``host`` and its response back, as a
+        generator for ``yield from`` in a SimPy process."""
+        response: Response = yield self.request(src, host, request)
+        return response
 
     def proxies(self) -> list[Any]:
         """Every proxy of this mesh (none without proxies)."""

@@ -145,8 +145,8 @@ class MixerStats:
 class Mixer:
     """The Mixer deployments of one mesh and the proxies' Mixer clients.
 
-    It is a :class:`~models.dataplane.PolicyCheck` and a
-    :class:`~models.dataplane.TelemetryReport` for the hops that use it.
+    It is a :class:`~models.dataplane.LocalResponder` (its check may answer a request at the
+    proxy) and a :class:`~models.dataplane.TelemetryReport` for the hops that use it.
     """
 
     def __init__(self, world: World, spec: MixerSpec) -> None:
@@ -200,10 +200,11 @@ class Mixer:
         """(source workload, destination service): what the cached answer is for."""
         return (getattr(getattr(src, "spec", None), "name", src.name), host)
 
-    def check(
+    def local_reply(
         self, proxy: Proxy, src: PodBase, host: str, request: Request
     ) -> Generator[simpy.Event, Any, Response | None]:
-        """Mixer's check for one request at ``proxy`` (see the module docstring)."""
+        """Mixer's check for one request at ``proxy`` (see the module docstring): None to go
+        on, or the answer of a failed check under ``fail_closed``."""
         env = self.env
         counting = self._counting()
         client = self._client(proxy)

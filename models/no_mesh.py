@@ -7,16 +7,18 @@ each way: ``app -> network -> app``.
 
 from __future__ import annotations
 
-from collections.abc import Generator
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Literal
 
-import simpy
 from pydantic import BaseModel, ConfigDict
 
 from models.loadbalancer import Balancer, LbPolicy, make_balancer
-from models.mesh import Mesh, register
+from models.mesh import Mesh, Parent, register
 from models.messages import Flags, Request, Response
 from models.world import PodBase, World
+from sim.engine import Task
+
+if TYPE_CHECKING:
+    from models.service import ServicePod
 
 __all__ = ["NoMeshSpec", "NoMesh"]
 
@@ -50,13 +52,13 @@ class NoMesh(Mesh):
     def _balancers_changed(self) -> None:
         self._balancers.clear()
 
-    def call(
-        self, src: PodBase, host: str, request: Request
-    ) -> Generator[simpy.Event, Any, Response]:
-        env = self.env
+    def send(
+        self, src: PodBase, host: str, request: Request, parent: Parent, slot: int = 0
+    ) -> None:
         endpoints = self.endpoints.get(host)
         if not endpoints:  # scaled to nothing: kube-proxy has no backend
-            return Response(503, 0, Flags.NO_HEALTHY_UPSTREAM)
+            self.answer_now(parent, slot, Response(503, 0, Flags.NO_HEALTHY_UPSTREAM))
+            return
         balancer = None
         if len(endpoints) == 1:
             dst = endpoints[0]
@@ -71,18 +73,55 @@ class NoMesh(Mesh):
                 )
             dst = balancer.pick()
             balancer.started(dst)
-        link = self.world.link(src.node, dst.node)
-        sent = env.now
+        _Direct(self, src, dst, request, parent, slot, balancer).start()
+
+
+class _Direct(Task):
+    """One call without a mesh: a transfer that ends in the app's visit, and one back."""
+
+    __slots__ = ("mesh", "src", "dst", "request", "parent", "slot", "balancer", "link")
+
+    def __init__(
+        self,
+        mesh: NoMesh,
+        src: PodBase,
+        dst: ServicePod,
+        request: Request,
+        parent: Parent,
+        slot: int,
+        balancer: Balancer | None,
+    ) -> None:
+        super().__init__(mesh.env, mesh.world.runner)
+        self.mesh = mesh
+        self.src = src
+        self.dst = dst
+        self.request = request
+        self.parent = parent
+        self.slot = slot
+        self.balancer = balancer
+
+    def start(self) -> None:
+        src, dst, request = self.src, self.dst, self.request
+        link = self.link = self.mesh.world.link(src.node, dst.node)
+        now = self.env._now  # type: ignore[attr-defined]
         delay = src.net.delay(link, request.size_bytes)
         if delay > 0.0:
-            yield env.timeout(delay)
-            src.net_sink.add(sent, env.now, True, request.trace)
-        response = yield from dst.handle(request)
-        answered = env.now
-        delay = dst.net.delay(link, response.size_bytes)
+            src.net_sink.add(now, now + delay, True, request.trace)
+        dst.serve(request, self, now + delay)
+
+    def on_reply(self, slot: int, response: Response) -> None:
+        self._value = response
+        dst = self.dst
+        now = self.env._now  # type: ignore[attr-defined]
+        delay = dst.net.delay(self.link, response.size_bytes)
+        self._next = self._deliver
         if delay > 0.0:
-            yield env.timeout(delay)
-            dst.net_sink.add(answered, env.now, True, request.trace)
-        if balancer is not None:
-            balancer.finished(dst)
-        return response
+            dst.net_sink.add(now, now + delay, True, self.request.trace)
+            self.wake_at(now + delay)
+        else:
+            self.soon()
+
+    def _deliver(self) -> None:
+        if self.balancer is not None:
+            self.balancer.finished(self.dst)
+        self.parent.on_reply(self.slot, self._value)

@@ -12,7 +12,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict
 
 from models.control_plane import ControlPlaneSpec
-from models.dataplane import Hop, ProxiedMesh, RetrySpec, Route
+from models.dataplane import Hop, ProxiedMesh, RetrySpec
 from models.loadbalancer import LbPolicy
 from models.mesh import register
 from models.proxy import Proxy, ProxySpec
@@ -78,18 +78,23 @@ class PerNodeMesh(ProxiedMesh):
             made.append((proxy, hosts))
         return made
 
-    def route(self, src: PodBase, host: str, dst: PodBase | None = None) -> Route:
-        out = self.node_proxies[src.node.name]
-        first = Hop(out, out.outbound, self.mtls, pooled=True)
-        balancer = out.balancer(host)
-        if dst is None:
-            if balancer is None:
-                return Route(None, [first], None, 0)
-            dst = balancer.pick()
+    def first_hops(self, src: PodBase, host: str) -> list[Hop]:
+        node = src.node.name
+        hops = self._routes.get(node)
+        if hops is None:
+            out = self.node_proxies[node]
+            hops = self._routes[node] = [Hop(out, out.outbound, self.mtls, pooled=True)]
+        return hops
+
+    def tail_hops(self, picker: Proxy, dst: PodBase) -> list[Hop]:
         if not self.spec.server_side:
-            return Route(dst, [first], balancer, 0)
-        into = self.node_proxies[dst.node.name]
-        return Route(dst, [first, Hop(into, into.inbound, self.mtls)], balancer, 0)
+            return []
+        key = ("in", dst.node.name)
+        hops = self._routes.get(key)
+        if hops is None:
+            into = self.node_proxies[dst.node.name]
+            hops = self._routes[key] = [Hop(into, into.inbound, self.mtls)]
+        return hops
 
     def proxies(self) -> list[Proxy]:
         return [self.node_proxies[k] for k in sorted(self.node_proxies)]

@@ -20,8 +20,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from models.connections import ConnectionPool, ConnectionPoolSpec
 from models.filters import FilterSpec, Listener
-from models.loadbalancer import Balancer, LbPolicy, make_balancer
-from models.messages import Request
+from models.loadbalancer import LbPolicy, make_balancer
+from models.router import Router
 from models.scoping import ConfigIndex, Scoping, known_config
 from models.world import Node, World
 from sim.distributions import DistributionSpec, UniformDist
@@ -108,6 +108,7 @@ class Proxy:
         kind: the component kind CPU is charged to (``sidecar``, ``node_proxy``, ...).
         spec: the validated proxy spec.
         lb_policy: how its router picks an endpoint.
+        retry: its routers' retry policy.
         listeners: its (outbound, inbound) listeners, when the mesh has folded them already
             for ``spec`` (every proxy of one spec shares them); None folds them here.
     """
@@ -121,6 +122,7 @@ class Proxy:
         spec: ProxySpec,
         lb_policy: LbPolicy,
         listeners: tuple[Listener, Listener] | None = None,
+        retry: Any = None,
     ) -> None:
         self.world = world
         self.env = world.env
@@ -131,7 +133,8 @@ class Proxy:
         # Node-level proxies are named after their node already (``node-1.ztunnel``).
         self.scope = name if name.startswith(f"{node.name}.") else f"{node.name}.{name}"
         self.cpu = world.cpu_server(spec.concurrency, self.scope, kind, node)
-        self._l4 = "tcp" if spec.layer == "l4" else ""
+        # An L4 proxy costs every request as TCP ("" for an L7 proxy: the request's protocol).
+        self.l4 = "tcp" if spec.layer == "l4" else ""
         if listeners is None:
             listeners = (Listener("outbound", spec.outbound), Listener("inbound", spec.inbound))
         self.outbound, self.inbound = listeners
@@ -141,7 +144,8 @@ class Proxy:
         self._uniform: Callable[[], float] | None = None
         self._jitter: Callable[[], float] | None = None
         self._lb_policy = lb_policy
-        self._balancers: dict[str, Balancer] = {}
+        self._retry = retry
+        self._routers: dict[str, Router] = {}
         self._in_flight: dict[int, int] = {}  # per endpoint, across configurations
         # The configuration it routes on (host -> endpoints) and its version; the mesh sets
         # the live endpoints, a control plane replaces them as it pushes.
@@ -168,19 +172,18 @@ class Proxy:
         self.io_sink = world.sink(self.scope, f"{kind}_io")
         self.net_sink = world.sink(self.scope, "network")
 
-    def balancer(self, host: str) -> Balancer | None:
-        """This proxy's load balancer for ``host`` (an Envoy cluster) over the endpoints of
-        its configuration, made on first use; None when it knows no endpoint of ``host``."""
-        found = self._balancers.get(host)
+    def router(self, host: str) -> Router | None:
+        """This proxy's router for ``host`` (an Envoy cluster) over the endpoints of its
+        configuration, made on first use; None when it knows no endpoint of ``host``."""
+        found = self._routers.get(host)
         if found is None:
             endpoints = self.view.get(host)
             if not endpoints:
                 return None
             if self._uniform is None:
                 self._uniform = self._sampler("lb")
-            found = self._balancers[host] = make_balancer(
-                self._lb_policy, endpoints, self._uniform, self._in_flight
-            )
+            balancer = make_balancer(self._lb_policy, endpoints, self._uniform, self._in_flight)
+            found = self._routers[host] = Router(self, host, balancer, self._retry)
         return found
 
     def jitter(self) -> float:
@@ -196,7 +199,7 @@ class Proxy:
         """A new configuration from the control plane: its endpoints, from now on."""
         self.config_version = version
         self.view = view
-        self._balancers.clear()
+        self._routers.clear()
 
     def await_certificate(self) -> None:
         """Its first certificate is being signed: mTLS through it waits until it is."""
@@ -210,37 +213,6 @@ class Proxy:
         ready, self.cert_ready = self.cert_ready, None
         if ready is not None:
             ready.succeed()
-
-    def compute(self, work_s: float, trace: list | None) -> Generator[simpy.Event, Any, None]:
-        """Run ``work_s`` of filter-chain CPU on a worker, recording queueing and CPU spans."""
-        env = self.env
-        start = env.now
-        cpu = self.cpu
-        if cpu.exact:
-            wait, delay = cpu.book(work_s, start)
-            if delay > 0.0:
-                yield env.timeout(delay)
-        else:
-            wait = yield from cpu.execute(work_s)
-        self.queue_sink.add_pair(self.cpu_sink, start, start + wait, self.env.now, trace)
-
-    def on_request(
-        self, listener: Listener, request: Request, mtls: bool
-    ) -> Generator[simpy.Event, Any, None]:
-        """The request side of ``listener``'s chain."""
-        self.requests += 1
-        cost = listener.cost(self._l4 or request.protocol, mtls)
-        yield from self.compute(cost.request(request.size_bytes), request.trace)
-
-    def on_response(
-        self, listener: Listener, request: Request, size_bytes: int, mtls: bool
-    ) -> Generator[simpy.Event, Any, None]:
-        """The response side, then the work after the response (telemetry) off the path."""
-        cost = listener.cost(self._l4 or request.protocol, mtls)
-        yield from self.compute(cost.response(size_bytes), request.trace)
-        after = cost.after(size_bytes)
-        if after > 0.0:
-            self.cpu.charge(after)
 
     def connection_changed(self, delta: int) -> None:
         """A connection from or to this proxy opened (+1) or closed (-1)."""

@@ -8,21 +8,23 @@ long-lived, so connection set-up is not modelled.
 
 from __future__ import annotations
 
-from collections.abc import Generator
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Literal
 
-import simpy
 from pydantic import BaseModel, ConfigDict
 
 from models.filters import Cost
 from models.loadbalancer import Balancer, LbPolicy, make_balancer
-from models.mesh import Mesh, register
+from models.mesh import Mesh, Parent, register
 from models.messages import Flags, Request, Response
 from models.proxy import MemorySpec
 from models.scoping import Scoping, known_config
 from models.world import PodBase, World
 from sim.distributions import UniformDist
+from sim.engine import Task
 from sim.servers import CpuServer
+
+if TYPE_CHECKING:
+    from models.service import ServicePod
 
 __all__ = ["ProxylessSpec", "ProxylessMesh"]
 
@@ -75,12 +77,13 @@ class ProxylessMesh(Mesh):
                 1024, f"{client.scope}.app", "loadgen", client.node
             )
 
-    def call(
-        self, src: PodBase, host: str, request: Request
-    ) -> Generator[simpy.Event, Any, Response]:
+    def send(
+        self, src: PodBase, host: str, request: Request, parent: Parent, slot: int = 0
+    ) -> None:
         endpoints = self.endpoints.get(host)
         if not endpoints:  # the library knows no endpoint of the service
-            return Response(503, 0, Flags.NO_HEALTHY_UPSTREAM)
+            self.answer_now(parent, slot, Response(503, 0, Flags.NO_HEALTHY_UPSTREAM))
+            return
         key = (src.name, host)
         balancer = self._balancers.get(key)
         if balancer is None:
@@ -93,37 +96,7 @@ class ProxylessMesh(Mesh):
             )
         dst = balancer.pick()
         balancer.started(dst)
-        client, server = self._cpu[src.name], self._cpu[dst.name]
-        spec = self.spec
-        trace = request.trace
-        link = self.world.link(src.node, dst.node)
-        yield from self._library(client, spec.client_cpu, request.size_bytes, trace)
-        yield from self._send(src, link, request.size_bytes, trace)
-        yield from self._library(server, spec.server_cpu, request.size_bytes, trace)
-        response = yield from dst.handle(request)  # type: ignore[attr-defined]
-        yield from self._library(server, spec.server_cpu, response.size_bytes, trace)
-        yield from self._send(dst, link, response.size_bytes, trace)
-        yield from self._library(client, spec.client_cpu, response.size_bytes, trace)
-        balancer.finished(dst)
-        return response
-
-    def _library(
-        self, cpu: CpuServer, cost: Cost, size_bytes: int, trace: list | None
-    ) -> Generator[simpy.Event, Any, None]:
-        """The gRPC library's work on one side of a call, on the application's workers."""
-        start = self.env.now
-        yield from cpu.execute(cost.base + cost.per_kib * size_bytes / 1024)
-        self.world.sink(cpu.scope, "grpc_library_cpu").add(start, self.env.now, True, trace)
-
-    def _send(
-        self, sender: PodBase, link: Any, size_bytes: int, trace: list | None
-    ) -> Generator[simpy.Event, Any, None]:
-        """A message over the network from ``sender``."""
-        start = self.env.now
-        delay = sender.net.delay(link, size_bytes)
-        if delay > 0.0:
-            yield self.env.timeout(delay)
-        sender.net_sink.add(start, self.env.now, True, trace)
+        _LibraryCall(self, src, dst, request, parent, slot, balancer).start()
 
     def attach(self, pods, clients) -> None:  # type: ignore[no-untyped-def]
         super().attach(pods, clients)
@@ -154,3 +127,91 @@ class ProxylessMesh(Mesh):
 
     def memory_bytes(self) -> dict[str, float]:
         return dict(sorted(self._memory.items()))
+
+
+class _LibraryCall(Task):
+    """One proxyless call: the client library's work, the transfer and the server library's
+    work (one booking), the app's visit; then the server library, the transfer and the
+    client library (one booking)."""
+
+    __slots__ = ("mesh", "src", "dst", "request", "parent", "slot", "balancer", "link", "res")
+
+    def __init__(
+        self,
+        mesh: ProxylessMesh,
+        src: PodBase,
+        dst: ServicePod,
+        request: Request,
+        parent: Parent,
+        slot: int,
+        balancer: Balancer,
+    ) -> None:
+        super().__init__(mesh.env, mesh.world.runner)
+        self.mesh = mesh
+        self.src = src
+        self.dst = dst
+        self.request = request
+        self.parent = parent
+        self.slot = slot
+        self.balancer = balancer
+        self.link = mesh.world.link(src.node, dst.node)
+
+    def _library(self, side: str, arrival_s: float, size_bytes: int) -> None:
+        mesh = self.mesh
+        name = self.src.name if side == "client" else self.dst.name
+        cost = mesh.spec.client_cpu if side == "client" else mesh.spec.server_cpu
+        mesh._cpu[name].visit(self, arrival_s, cost.base + cost.per_kib * size_bytes / 1024)
+
+    def _record(self, side: str) -> bool:
+        """The library's span; False when the visit ended later than booked (wait more)."""
+        res = self.res
+        if res[3] > self.env._now:  # type: ignore[attr-defined]
+            self.wake_at(res[3])
+            return False
+        name = self.src.name if side == "client" else self.dst.name
+        cpu = self.mesh._cpu[name]
+        self.mesh.world.sink(cpu.scope, "grpc_library_cpu").add(
+            res[0], res[3], True, self.request.trace
+        )
+        return True
+
+    def _send(self, sender: PodBase, size_bytes: int) -> float:
+        now = self.env._now  # type: ignore[attr-defined]
+        delay = sender.net.delay(self.link, size_bytes)
+        sender.net_sink.add(now, now + delay, True, self.request.trace)
+        return now + delay
+
+    def start(self) -> None:
+        self._next = self._client_sent
+        self._library("client", self.env._now, self.request.size_bytes)  # type: ignore[attr-defined]
+
+    def _client_sent(self) -> None:
+        if not self._record("client"):
+            return
+        self._next = self._server_received
+        self._library(
+            "server", self._send(self.src, self.request.size_bytes), self.request.size_bytes
+        )
+
+    def _server_received(self) -> None:
+        if not self._record("server"):
+            return
+        self.dst.serve(self.request, self, self.env._now)  # type: ignore[attr-defined]
+
+    def on_reply(self, slot: int, response: Response) -> None:
+        self._value = response
+        self._next = self._server_sent
+        self._library("server", self.env._now, response.size_bytes)  # type: ignore[attr-defined]
+
+    def _server_sent(self) -> None:
+        if not self._record("server"):
+            return
+        size = self._value.size_bytes
+        self._next = self._client_received
+        self._library("client", self._send(self.dst, size), size)
+
+    def _client_received(self) -> None:
+        if not self._record("client"):
+            return
+        self.balancer.finished(self.dst)
+        self.parent.on_reply(self.slot, self._value)

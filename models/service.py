@@ -1,6 +1,6 @@
 """The service behaviour: a pod computes, calls its dependencies, then answers.
 
-One :class:`ServicePod` per pod of a workload. Its ``handle`` process models what the
+One :class:`ServicePod` per pod of a workload. A :class:`Visit` models what the
 application does with one request: CPU work on one of the pod's workers (queueing when they
 are all busy), then the downstream calls of its call-graph steps, in order (a parallel step
 fans out and waits for every call), then the response. The workers are held only while the
@@ -11,15 +11,19 @@ from __future__ import annotations
 
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any
 
 import simpy
 
 from models.messages import Request, Response
 from models.world import Node, PodBase, World
+from sim.engine import Task
 from topologies import ServiceSpec
 
-__all__ = ["ServicePod", "ClientPod", "Call", "Step"]
+if TYPE_CHECKING:
+    from models.mesh import Parent
+
+__all__ = ["ServicePod", "ClientPod", "Call", "Step", "Visit"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,68 +95,137 @@ class ServicePod(PodBase):
         self._stats = world.service_stats[spec.name]
         self._ok: dict[int, Response] = {}
 
+    def serve(self, request: Request, parent: Parent, arrival_s: float) -> None:
+        """Take ``request``, which arrives at ``arrival_s`` (>= now); its response goes to
+        ``parent.on_reply(0, response)``."""
+        Visit(self, request, parent).start(arrival_s)
+
     def handle(self, request: Request) -> Generator[simpy.Event, Any, Response]:
-        """Serve one request: compute, call the dependencies, answer."""
-        env = self.env
-        start = env.now
-        trace = request.trace
-        app = self.app
-        if app.exact:
-            wait, delay = app.book(self._work(), start)
-            if delay > 0.0:
-                yield env.timeout(delay)
-        else:
-            wait = yield from app.execute(self._work())
-        computed = env.now
-        self._queue_sink.add_pair(self._cpu_sink, start, start + wait, computed, trace)
-        failed: Response | None = None
-        mesh = self.mesh
+        """Serve one request now, as a generator (for SimPy processes)."""
+        event = simpy.Event(self.env)
+        self.serve(request, _EventParent(event), self.env.now)
+        response: Response = yield event
+        return response
+
+
+class Visit(Task):
+    """One request at a pod: compute, call the dependencies step by step, answer.
+
+    A flat state machine: each downstream call is an exchange of the mesh whose response comes
+    back to :meth:`on_reply`; a parallel step waits for all of its calls.
+    """
+
+    __slots__ = ("pod", "request", "parent", "res", "step", "call", "pending", "replies", "failed")
+
+    def __init__(self, pod: ServicePod, request: Request, parent: Parent) -> None:
+        super().__init__(pod.env, pod.world.runner)
+        self.pod = pod
+        self.request = request
+        self.parent = parent
+        self.step = 0
+        self.call = 0
+        self.pending = 0
+        self.replies: list[Response | None] | None = None
+        self.failed: Response | None = None
+
+    def start(self, arrival_s: float) -> None:
+        pod = self.pod
+        self._next = self._computed
+        pod.app.visit(self, arrival_s, pod._work())
+
+    def _computed(self) -> None:
+        res = self.res
+        if res[3] > self.env._now:  # type: ignore[attr-defined]
+            self.wake_at(res[3])  # an earlier arrival went first: the visit ends later
+            return
+        pod = self.pod
+        pod._queue_sink.add_pair(pod._cpu_sink, res[0], res[2], res[3], self.request.trace)
+        self._steps()
+
+    def _steps(self) -> None:
+        """Make the next call (or fan out the next parallel step), or answer."""
+        pod = self.pod
+        steps = pod._steps
+        mesh = pod.mesh
         assert mesh is not None, "the pod is not connected to a mesh"
-        for step in self._steps:
+        chance = pod._chance
+        trace = self.request.trace
+        while self.step < len(steps):
+            step = steps[self.step]
             if step.parallel:
-                failed = yield from self._fan_out(step, trace)
-            else:
-                for call in step.calls:
-                    if call.probability < 1.0 and self._chance() >= call.probability:
-                        continue
-                    response = yield from mesh.call(self, call.host, call.request(env.now, trace))
-                    if response.status >= 400:  # Response.ok, inline on the hot path
-                        failed = response
-                        break
-            if failed is not None:
-                break
-        stats = self._stats
+                calls = [c for c in step.calls if c.probability >= 1.0 or chance() < c.probability]
+                self.step += 1
+                if not calls:
+                    continue
+                self.pending = len(calls)
+                self.replies = [None] * len(calls)
+                now = self.env._now  # type: ignore[attr-defined]
+                for slot, call in enumerate(calls):
+                    mesh.send(pod, call.host, call.request(now, trace), self, slot)
+                return
+            calls_ = step.calls
+            while self.call < len(calls_):
+                call = calls_[self.call]
+                self.call += 1
+                if call.probability < 1.0 and chance() >= call.probability:
+                    continue
+                now = self.env._now  # type: ignore[attr-defined]
+                mesh.send(pod, call.host, call.request(now, trace), self, -1)
+                return
+            self.step += 1
+            self.call = 0
+        self._answer()
+
+    def on_reply(self, slot: int, response: Response) -> None:
+        """A downstream call is back."""
+        if slot < 0:  # a sequential call
+            if response.status >= 400:  # Response.ok, inline on the hot path
+                self.failed = response
+                self._answer()
+                return
+            self._steps()
+            return
+        replies = self.replies
+        assert replies is not None
+        replies[slot] = response
+        self.pending -= 1
+        if self.pending:
+            return
+        self.replies = None
+        for reply in replies:  # the first failed call, in the step's order
+            assert reply is not None
+            if reply.status >= 400:
+                self.failed = reply
+                self._answer()
+                return
+        self._steps()
+
+    def _answer(self) -> None:
+        pod = self.pod
+        request = self.request
+        failed = self.failed
+        start = self.res[0]
+        now = self.env._now  # type: ignore[attr-defined]
+        stats = pod._stats
         if start >= stats.warmup_s:  # after the warm-up only
             stats.count += 1
-            stats.latency.add(env.now - start)
+            stats.latency.add(now - start)
             if failed is not None:
                 stats.errors += 1
+        size = request.response_size_bytes
         if failed is not None:
             # The application answers with its dependency's error status.
-            return Response(failed.status, request.response_size_bytes)
-        ok = self._ok.get(request.response_size_bytes)
-        if ok is None:  # one immutable 200 per response size, shared
-            ok = self._ok[request.response_size_bytes] = Response(200, request.response_size_bytes)
-        return ok
+            self._value = Response(failed.status, size)
+        else:
+            ok = pod._ok.get(size)
+            if ok is None:  # one immutable 200 per response size, shared
+                ok = pod._ok[size] = Response(200, size)
+            self._value = ok
+        self._next = self._deliver
+        self.soon()
 
-    def _fan_out(
-        self, step: Step, trace: list | None
-    ) -> Generator[simpy.Event, Any, Response | None]:
-        """Make a parallel step's calls at once; return the first failed response, or None."""
-        mesh = self.mesh
-        assert mesh is not None
-        env = self.env
-        processes = [
-            env.process(mesh.call(self, call.host, call.request(env.now, trace)))
-            for call in step.calls
-            if call.probability >= 1.0 or self._chance() < call.probability
-        ]
-        if processes:
-            yield env.all_of(processes)
-            for process in processes:
-                if not cast(Response, process.value).ok:
-                    return process.value
-        return None
+    def _deliver(self) -> None:
+        self.parent.on_reply(0, self._value)
 
 
 def _never() -> float:
@@ -161,3 +234,15 @@ def _never() -> float:
 
 class ClientPod(PodBase):
     """The load generator's pod (fortio's client): it only sends requests."""
+
+
+class _EventParent:
+    """Turns a response into a SimPy event's value."""
+
+    __slots__ = ("event",)
+
+    def __init__(self, event: simpy.Event) -> None:
+        self.event = event
+
+    def on_reply(self, slot: int, response: Response) -> None:
+        self.event.succeed(response)

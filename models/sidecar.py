@@ -12,7 +12,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict
 
 from models.control_plane import ControlPlaneSpec
-from models.dataplane import Hop, ProxiedMesh, RetrySpec, Route
+from models.dataplane import Hop, ProxiedMesh, RetrySpec
 from models.loadbalancer import LbPolicy
 from models.mesh import register
 from models.mixer import Mixer, MixerSpec
@@ -97,20 +97,31 @@ class SidecarMesh(ProxiedMesh):
             made.append((proxy, hosts))
         return made
 
-    def route(self, src: PodBase, host: str, dst: PodBase | None = None) -> Route:
-        out = self.sidecars[src.name]
-        mixer = self.mixer
-        first = Hop(
-            out, out.outbound, self.mtls, pooled=True, policy=self._check_out, telemetry=mixer
-        )
-        balancer = out.balancer(host)
-        if dst is None:
-            if balancer is None:
-                return Route(None, [first], None, 0)
-            dst = balancer.pick()
-        into = self.sidecars[dst.name]
-        second = Hop(into, into.inbound, self.mtls, policy=self._check_in, telemetry=mixer)
-        return Route(dst, [first, second], balancer, 0)
+    def first_hops(self, src: PodBase, host: str) -> list[Hop]:
+        hops = self._routes.get(src.name)
+        if hops is None:
+            out = self.sidecars[src.name]
+            hops = self._routes[src.name] = [
+                Hop(
+                    out,
+                    out.outbound,
+                    self.mtls,
+                    pooled=True,
+                    local=self._check_out,
+                    telemetry=self.mixer,
+                )
+            ]
+        return hops
+
+    def tail_hops(self, picker: Proxy, dst: PodBase) -> list[Hop]:
+        key = ("in", dst.name)
+        hops = self._routes.get(key)
+        if hops is None:
+            into = self.sidecars[dst.name]
+            hops = self._routes[key] = [
+                Hop(into, into.inbound, self.mtls, local=self._check_in, telemetry=self.mixer)
+            ]
+        return hops
 
     def proxies(self) -> list[Proxy]:
         return list(self.sidecars.values())

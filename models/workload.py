@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from models.messages import Request, Response
 from models.service import ClientPod
 from sim.distributions import exponential
+from sim.engine import Task
 from sim.stats import LatencyHistogram, TimeWeighted
 from sim.units import Rate, Size
 
@@ -65,11 +66,16 @@ WorkloadSpec = Annotated[Union[OpenLoopSpec, ClosedLoopSpec], Field(discriminato
 
 
 class WorkloadStats:
-    """End-to-end statistics, as the load generator sees them."""
+    """End-to-end statistics, as the load generator sees them.
+
+    ``in_flight_now`` is counted, not derived: +1 when a request is sent, -1 when its
+    response is back, so that ``sent == completed + failed + in_flight_now`` is a check.
+    """
 
     def __init__(self, env: simpy.Environment, warmup_s: float) -> None:
         self.latency = LatencyHistogram()
         self.in_flight = TimeWeighted(env.now, 0.0)
+        self.in_flight_now = 0
         self.sent = 0
         self.completed = 0
         self.failed = 0
@@ -78,10 +84,6 @@ class WorkloadStats:
         self.status_codes: dict[int, int] = {}
         self.flags: dict[str, int] = {}
         self._warmup_s = warmup_s
-
-    @property
-    def outstanding(self) -> int:
-        return self.sent - self.completed - self.failed
 
 
 class Workload:
@@ -120,46 +122,27 @@ class Workload:
 
     def start(self) -> None:
         """Start the arrival processes."""
+        world = self.client.world
         if isinstance(self.spec, OpenLoopSpec):
-            self.env.process(self._open_loop(self.spec.rate_rps))
+            gap = exponential(1.0 / self.spec.rate_rps).sampler(self._rng)
+            _Arrivals(self, gap).start()
         else:
             spec = self.spec
             interval = spec.connections / spec.qps if spec.qps > 0 else 0.0
             for i in range(spec.connections):
                 # Connections start evenly spread over one interval, so they do not send
                 # in lockstep.
-                self.env.process(self._connection(i * interval / spec.connections, interval))
+                _Connection(self, world.runner, i * interval / spec.connections, interval).start()
 
-    def _open_loop(self, rate_rps: float) -> Generator[simpy.Event, Any, None]:
-        """Poisson arrivals: exponential gaps, one process per request."""
+    def new_request(self) -> Request:
+        """A request to the entry, counted as sent now."""
         env = self.env
-        gap = exponential(1.0 / rate_rps).sampler(self._rng)
-        while True:
-            yield env.timeout(gap())
-            env.process(self.send())
-
-    def _connection(self, offset_s: float, interval_s: float) -> Generator[simpy.Event, Any, None]:
-        """One fortio connection: send, wait for the reply, wait for the next slot."""
-        env = self.env
-        if offset_s > 0.0:
-            yield env.timeout(offset_s)
-        due = env.now
-        while True:
-            yield from self.send()
-            due += interval_s
-            if due > env.now:
-                yield env.timeout(due - env.now)
-            else:
-                due = env.now
-
-    def send(self) -> Generator[simpy.Event, Any, Response]:
-        """One request, end to end, with its statistics."""
-        env = self.env
-        stats = self.stats
         start = env.now
+        stats = self.stats
         stats.sent += 1
+        stats.in_flight_now += 1
         stats.in_flight.add(start, 1.0)
-        request = Request(
+        return Request(
             self.entry,
             self.request_size_bytes,
             self.response_size_bytes,
@@ -167,11 +150,15 @@ class Workload:
             start,
             self.client.world.recorder.new_trace(),
         )
-        assert self.client.mesh is not None
-        response = yield from self.client.mesh.call(self.client, self.entry, request)
-        end = env.now
+
+    def done(self, request: Request, response: Response) -> None:
+        """The response to ``request`` is back: record it."""
+        stats = self.stats
+        end = self.env.now
+        start = request.start_s
+        stats.in_flight_now -= 1
         stats.in_flight.add(end, -1.0)
-        if response.ok:
+        if response.status < 400:
             stats.completed += 1
         else:
             stats.failed += 1
@@ -179,7 +166,77 @@ class Workload:
             stats.measured += 1
             stats.latency.add(end - start)
             stats.status_codes[response.status] = stats.status_codes.get(response.status, 0) + 1
-            if not response.ok:
+            if response.status >= 400:
                 stats.measured_errors += 1
                 stats.flags[response.flags] = stats.flags.get(response.flags, 0) + 1
+
+    def send(self) -> Generator[simpy.Event, Any, Response]:
+        """One request, end to end, with its statistics (a generator for SimPy processes)."""
+        request = self.new_request()
+        assert self.client.mesh is not None
+        response: Response = yield self.client.mesh.request(self.client, self.entry, request)
+        self.done(request, response)
         return response
+
+
+class _Arrivals(Task):
+    """Poisson arrivals: one event per arrival, each request an exchange of the mesh."""
+
+    __slots__ = ("workload", "gap", "requests")
+
+    def __init__(self, workload: Workload, gap: Any) -> None:
+        super().__init__(workload.env, workload.client.world.runner)
+        self.workload = workload
+        self.gap = gap
+        self.requests: dict[int, Request] = {}  # in flight, by slot
+
+    def start(self) -> None:
+        self._next = self._arrive
+        self.wake_at(self.env.now + self.gap())
+
+    def _arrive(self) -> None:
+        workload = self.workload
+        request = workload.new_request()
+        slot = workload.stats.sent
+        self.requests[slot] = request
+        client = workload.client
+        assert client.mesh is not None
+        client.mesh.send(client, workload.entry, request, self, slot)
+        self.wake_at(self.env._now + self.gap())  # type: ignore[attr-defined]
+
+    def on_reply(self, slot: int, response: Response) -> None:
+        self.workload.done(self.requests.pop(slot), response)
+
+
+class _Connection(Task):
+    """One fortio connection: send, wait for the reply, wait for the next slot."""
+
+    __slots__ = ("workload", "interval_s", "due", "request")
+
+    def __init__(self, workload: Workload, runner: Any, offset_s: float, interval_s: float):
+        super().__init__(workload.env, runner)
+        self.workload = workload
+        self.interval_s = interval_s
+        self.due = workload.env.now + offset_s
+
+    def start(self) -> None:
+        self._next = self._send
+        self.wake_at(self.due)
+
+    def _send(self) -> None:
+        workload = self.workload
+        request = self.request = workload.new_request()
+        client = workload.client
+        assert client.mesh is not None
+        client.mesh.send(client, workload.entry, request, self, 0)
+
+    def on_reply(self, slot: int, response: Response) -> None:
+        self.workload.done(self.request, response)
+        now = self.env._now  # type: ignore[attr-defined]
+        due = self.due + self.interval_s
+        if due > now:
+            self.due = due
+            self.wake_at(due)
+        else:
+            self.due = now  # behind schedule: send at once
+            self.soon()

@@ -15,6 +15,7 @@ import numpy as np
 import simpy
 
 from sim.distributions import UniformDist
+from sim.engine import Runner
 from sim.network import LinkClass, NetworkPort, link_class
 from sim.random import RandomStreams
 from sim.recorder import Recorder, SpanSink
@@ -102,6 +103,7 @@ class World:
         self.seed = seed
         self.warmup_s = warmup_s
         self.streams = RandomStreams(seed)
+        self.runner = Runner()  # the data plane's tasks hand over to each other here
         self.recorder = Recorder(warmup_s, trace_every=trace_every)
         self.nodes = {spec.name: Node(env, spec) for spec in topology.cluster.nodes}
         self.placement = topology.pods()

@@ -13,18 +13,31 @@ Two implementations behind one small interface (``execute``, ``charge``):
   (a worker of its own pool, then a core of the node).
 
 Both keep salabim-style statistics: the CPU time they did (core-seconds), the number of
-visits, and the time-weighted number of visits in the server (waiting or in service).
+visits, and the time-weighted number of visits in the server (waiting or in service). CPU
+is counted as it runs, not when it is booked: a server never shows more busy cores over a
+window than it has workers, however much work is queued at the window's end.
+
+The data plane's fast path visits a server with :meth:`CpuServer.visit`: the task (see
+:mod:`sim.engine`) arrives at ``arrival_s`` (now, or later when a network transfer comes
+first) and is woken when its work is done. On a :class:`FifoServer` that is one scheduled
+event for the transfer and the visit together.
 """
 
 from __future__ import annotations
 
 import heapq
+from bisect import bisect_right
+from collections import deque
 from collections.abc import Generator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import simpy
 
+from sim.engine import drive, schedule_at
 from sim.stats import TimeWeighted
+
+if TYPE_CHECKING:
+    from sim.engine import Task
 
 __all__ = ["CpuServer", "FifoServer", "ContendedServer"]
 
@@ -48,8 +61,17 @@ class CpuServer:
         self.workers = workers
         self.scope = scope
         self.kind = kind
-        self.cpu_s = 0.0
         self.visits = 0
+
+    @property
+    def cpu_s(self) -> float:
+        """Core-seconds of work done since the last reset, up to now (not work booked)."""
+        raise NotImplementedError
+
+    def visit(self, task: Task, arrival_s: float, work_s: float) -> None:
+        """``task`` arrives at ``arrival_s`` (>= now) with ``work_s`` of CPU work; it is woken
+        when the work is done, with ``task.res = [arrival, work, start, end]``."""
+        raise NotImplementedError
 
     def execute(self, work_s: float) -> Generator[simpy.Event, Any, float]:
         """Run ``work_s`` seconds of CPU work on one worker; return the time spent waiting."""
@@ -61,10 +83,6 @@ class CpuServer:
         This is work done after a response has gone (Envoy's telemetry after the response is
         sent): nobody waits for it, but the next request finds the worker busy.
         """
-        raise NotImplementedError
-
-    def book(self, work_s: float, now: float | None = None) -> tuple[float, float]:
-        """Only for exact servers (``exact``): book the work, return (wait, wait + work)."""
         raise NotImplementedError
 
     def settle(self) -> None:
@@ -80,31 +98,72 @@ class CpuServer:
 
 
 class FifoServer(CpuServer):
-    """A FIFO pool of identical workers, simulated exactly with one timeout per visit.
+    """A FIFO pool of identical workers, simulated exactly with one event per visit.
 
-    Callers on the hot path use :meth:`book` and yield the timeout themselves (one generator
-    frame less per visit); :meth:`execute` does the same for everyone else. The level of
-    visits in the server is updated lazily: a visit's departure time is known when it is
-    booked, so departures are kept in a heap and applied, in time order, at the next booking
-    or when the level is read.
+    A visit's departure is known when it is booked, so the server keeps a timeline: a heap of
+    the times at which each worker is next free. A visit may be booked *ahead*, before it
+    arrives (when the network transfer that brings it is known to end at ``arrival_s``): one
+    event then covers the transfer and the visit. FIFO order is arrival order, so a later
+    booking with an earlier arrival goes before the ahead bookings that arrive after it; they
+    are re-sequenced (their ends can only move later) and a task woken before its end, which
+    moved, waits for the rest. Bookings whose arrival has passed are final: nothing that
+    arrives later can go before them.
+
+    Statistics: the work done is the work booked minus the work still ahead of each worker
+    (which, from now, is one busy stretch per worker); the time-weighted level of visits in
+    the server is the sum of sojourn times (Little), less the part of the visits still in it
+    that lies after now.
     """
 
     exact = True
 
     def __init__(self, env: simpy.Environment, workers: int, scope: str, kind: str) -> None:
         super().__init__(env, workers, scope, kind)
-        # Times at which each worker becomes free, as a heap (min first).
+        # Times at which each worker becomes free after every booking (a min-heap).
         self._free = [env.now] * workers
-        # The occupancy level, integrated lazily: pending departure times (a heap), the
-        # level n since time t, and the area under it since the last reset.
-        self._departures: list[float] = []
-        self._n = 0
-        self._t = env.now
+        # Bookings that have not arrived yet, in arrival order, and the timeline of the final
+        # bookings only (None while there is no booking ahead: it is then ``_free``).
+        self._ahead: list[list[float]] = []
+        self._base: list[float] | None = None
+        # Work booked (final bookings only) and the counts at the last reset.
+        self._booked = 0.0
+        self._done_at_reset = 0.0
+        # (arrival, end) of visits that may still be in the server, and the area under the
+        # level (sum of sojourns since the reset, clipped to it).
+        self._stays: deque[tuple[float, float]] = deque()
         self._area = 0.0
-        self._area_since = env.now
+        self._since = env.now
+
+    # --- booking ---------------------------------------------------------------------------
+
+    def _fix_arrived(self, now: float) -> None:
+        """Make final the ahead bookings that have arrived by ``now``."""
+        ahead = self._ahead
+        base = self._base
+        assert base is not None
+        n = 0
+        for res in ahead:
+            if res[0] > now:
+                break
+            heapq.heapreplace(base, res[3])
+            self._booked += res[1]
+            self._stay(res[0], res[3])
+            n += 1
+        del ahead[:n]
+        if not ahead:
+            self._base = None  # the timeline of final bookings is the whole timeline again
+
+    def _stay(self, arrival: float, end: float) -> None:
+        self.visits += 1
+        since = self._since
+        self._area += end - (arrival if arrival > since else since)
+        stays = self._stays
+        while stays and stays[0][1] <= arrival:  # gone before this one came: in the area
+            stays.popleft()
+        stays.append((arrival, end))
 
     def book(self, work_s: float, now: float | None = None) -> tuple[float, float]:
-        """Book ``work_s`` on the earliest free worker; return (wait, wait + work) seconds.
+        """Book ``work_s`` now on the earliest free worker; return (wait, wait + work) seconds.
 
         Args:
             work_s: CPU seconds of the visit.
@@ -112,25 +171,72 @@ class FifoServer(CpuServer):
         """
         if now is None:
             now = self.env.now
-        free = self._free
-        earliest = free[0]
+        if self._ahead:
+            self._fix_arrived(now)
+        if not self._ahead:
+            free = self._free
+            earliest = free[0]
+            start = earliest if earliest > now else now
+            end = start + work_s
+            heapq.heapreplace(free, end)
+            self._booked += work_s
+            self._stay(now, end)
+            return start - now, end - now
+        # Ahead bookings arrive after now: this one goes before all of them.
+        base = self._base
+        assert base is not None
+        earliest = base[0]
         start = earliest if earliest > now else now
         end = start + work_s
-        heapq.heapreplace(free, end)
-        self.cpu_s += work_s
-        self.visits += 1
-        # Departures up to now leave the level, in time order; then this visit joins it.
-        departures = self._departures
-        t, n, area = self._t, self._n, self._area
-        while departures and departures[0] <= now:
-            left = heapq.heappop(departures)
-            area += n * (left - t)
-            t, n = left, n - 1
-        self._area = area + n * (now - t)
-        self._t = now
-        self._n = n + 1
-        heapq.heappush(departures, end)
+        heapq.heapreplace(base, end)
+        self._booked += work_s
+        self._stay(now, end)
+        self._resequence()
         return start - now, end - now
+
+    def reserve(self, arrival_s: float, work_s: float) -> list[float]:
+        """Book a visit that arrives at ``arrival_s`` (>= now); return its reservation
+        ``[arrival, work, start, end]``, whose end a later booking may still move later."""
+        now = self.env._now  # type: ignore[attr-defined]
+        if arrival_s <= now:
+            wait, total = self.book(work_s, now)
+            return [now, work_s, now + wait, now + total]
+        ahead = self._ahead
+        if ahead:
+            self._fix_arrived(now)
+        res = [arrival_s, work_s, 0.0, 0.0]
+        if not ahead:
+            self._base = list(self._free)
+        elif arrival_s < ahead[-1][0]:
+            ahead.insert(bisect_right(ahead, arrival_s, key=_arrival), res)
+            self._resequence()
+            return res
+        free = self._free
+        earliest = free[0]
+        start = earliest if earliest > arrival_s else arrival_s
+        res[2] = start
+        res[3] = start + work_s
+        heapq.heapreplace(free, res[3])
+        ahead.append(res)
+        return res
+
+    def _resequence(self) -> None:
+        """Rebuild the timeline: final bookings, then every ahead booking in arrival order."""
+        base = self._base
+        assert base is not None
+        free = list(base)
+        for res in self._ahead:
+            earliest = free[0]
+            arrival = res[0]
+            start = earliest if earliest > arrival else arrival
+            res[2] = start
+            res[3] = start + res[1]
+            heapq.heapreplace(free, res[3])
+        self._free = free
+
+    def visit(self, task: Task, arrival_s: float, work_s: float) -> None:
+        res = task.res = self.reserve(arrival_s, work_s)  # type: ignore[attr-defined]
+        task.wake_at(res[3])
 
     def execute(self, work_s: float) -> Generator[simpy.Event, Any, float]:
         wait, delay = self.book(work_s)
@@ -138,36 +244,56 @@ class FifoServer(CpuServer):
             yield self.env.timeout(delay)
         return wait
 
+    def charge(self, work_s: float) -> None:
+        self.book(work_s)
+
+    # --- statistics --------------------------------------------------------------------------
+
+    def _done(self, now: float) -> float:
+        """Work done by ``now`` (every booking made final first)."""
+        if self._ahead:
+            self._fix_arrived(now)
+        timeline = self._base if self._base is not None else self._free
+        remaining = sum(t - now for t in timeline if t > now)
+        return self._booked - remaining
+
+    @property
+    def cpu_s(self) -> float:
+        return self._done(self.env.now) - self._done_at_reset
+
     def settle(self) -> None:
-        """Apply the departures up to now to the level."""
+        """Forget the visits that have left (they are in the area already)."""
         now = self.env.now
-        departures = self._departures
-        while departures and departures[0] <= now:
-            left = heapq.heappop(departures)
-            self._area += self._n * (left - self._t)
-            self._t, self._n = left, self._n - 1
-        self._area += self._n * (now - self._t)
-        self._t = now
+        if self._ahead:
+            self._fix_arrived(now)
+        stays = self._stays
+        while stays and stays[0][1] <= now:
+            stays.popleft()
 
     def mean_in_system(self) -> float:
         self.settle()
-        elapsed = self.env.now - self._area_since
-        return self._area / elapsed if elapsed > 0 else float(self._n)
+        now = self.env.now
+        ahead_of_now = sum(
+            end - (arrival if arrival > now else now) for arrival, end in self._stays if end > now
+        )
+        elapsed = now - self._since
+        area = self._area - ahead_of_now
+        if elapsed > 0:
+            return area / elapsed
+        return float(sum(1 for arrival, end in self._stays if arrival <= now < end))
 
     def reset_stats(self) -> None:
         self.settle()
-        self.cpu_s = 0.0
-        self.visits = 0
-        self._area = 0.0
-        self._area_since = self.env.now
-
-    def charge(self, work_s: float) -> None:
         now = self.env.now
-        free = self._free
-        earliest = free[0]
-        start = earliest if earliest > now else now
-        heapq.heapreplace(free, start + work_s)
-        self.cpu_s += work_s
+        self._done_at_reset = self._done(now)
+        self.visits = 0
+        self._since = now
+        # The visits in the server now count from now on.
+        self._area = sum(end - now for _, end in self._stays if end > now)
+
+
+def _arrival(res: list[float]) -> float:
+    return res[0]
 
 
 class ContendedServer(CpuServer):
@@ -189,37 +315,74 @@ class ContendedServer(CpuServer):
         self._workers = simpy.Resource(env, capacity=workers)
         self._cores = cores
         self.in_system = TimeWeighted(env.now, 0.0)
+        # Work finished, and the work of visits on a core now: {id: (start, work)}.
+        self._finished = 0.0
+        self._running: dict[int, tuple[float, float]] = {}
+        self._done_at_reset = 0.0
+
+    def _done(self, now: float) -> float:
+        partial = sum(min(now - start, work) for start, work in self._running.values())
+        return self._finished + partial
+
+    @property
+    def cpu_s(self) -> float:
+        return self._done(self.env.now) - self._done_at_reset
 
     def mean_in_system(self) -> float:
         return self.in_system.mean(self.env.now)
 
     def reset_stats(self) -> None:
-        self.cpu_s = 0.0
+        self._done_at_reset = self._done(self.env.now)
         self.visits = 0
         self.in_system.reset(self.env.now)
 
-    def execute(self, work_s: float) -> Generator[simpy.Event, Any, float]:
+    def _run(self, work_s: float) -> Generator[simpy.Event, Any, float]:
+        """Hold a worker, then a core, for ``work_s``; return the time waited."""
         env = self.env
         arrived = env.now
-        self.visits += 1
-        self.in_system.add(arrived, 1.0)
         with self._workers.request() as worker:
             yield worker
             with self._cores.request() as core:
                 yield core
                 started = env.now
-                self.cpu_s += work_s
+                key = id(core)
+                self._running[key] = (started, work_s)
                 yield env.timeout(work_s)
-        self.in_system.add(env.now, -1.0)
+                del self._running[key]
+                self._finished += work_s
         return started - arrived
 
-    def charge(self, work_s: float) -> None:
-        self.env.process(self._background(work_s))
+    def execute(self, work_s: float) -> Generator[simpy.Event, Any, float]:
+        env = self.env
+        self.visits += 1
+        self.in_system.add(env.now, 1.0)
+        wait = yield from self._run(work_s)
+        self.in_system.add(env.now, -1.0)
+        return wait
 
-    def _background(self, work_s: float) -> Generator[simpy.Event, Any, None]:
-        with self._workers.request() as worker:
-            yield worker
-            with self._cores.request() as core:
-                yield core
-                self.cpu_s += work_s
-                yield self.env.timeout(work_s)
+    def visit(self, task: Task, arrival_s: float, work_s: float) -> None:
+        env = self.env
+
+        def arrive(_event: Any = None) -> None:
+            def done(wait: float) -> None:
+                now = env.now
+                task.res = [arrival_s, work_s, now - work_s, now]  # type: ignore[attr-defined]
+                task.soon()
+
+            drive(env, self.execute(work_s), done)
+
+        if arrival_s > env.now:
+            event = simpy.Event(env)
+            event._ok = True
+            event._value = None
+            event.callbacks.append(arrive)  # type: ignore[union-attr]
+            schedule_at(env, arrival_s, event)
+        else:
+            arrive()
+
+    def charge(self, work_s: float) -> None:
+        drive(self.env, self._run(work_s), _ignore)
+
+
+def _ignore(_value: Any) -> None:
+    pass

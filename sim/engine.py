@@ -1,0 +1,140 @@
+"""The fast path on SimPy's engine: tasks that are their own events, and a trampoline.
+
+SimPy stays the engine: its :class:`~simpy.Environment`, clock and event queue. What this
+module adds is a cheaper way for the data plane to wait than a generator process per hop:
+
+* A :class:`Task` is an object with a ``callbacks`` list, so SimPy's ``step()`` can process it
+  like any event. Scheduling a task pushes the task itself onto the queue (no ``Timeout``
+  object, no generator frame); when it comes up, its continuation (``_next``) runs.
+* Tasks hand control to each other through the :class:`Runner`'s ready queue, never by
+  calling each other's continuations: a chain of 10,000 services that all answer at one
+  instant unwinds in a loop, not in 10,000 nested Python frames.
+* :func:`drive` runs an ordinary SimPy generator (a Mixer check, a handshake, anything users
+  write) and hands its return value to a callback: slow paths keep their readable generator
+  form and still plug into the fast path.
+
+``schedule_at`` reads the queue and counter of :class:`simpy.Environment` (``_queue``,
+``_eid``), exactly as its public ``schedule`` does, but at an absolute time: ``now + (t -
+now)`` is not always ``t`` in floating point, and a booked departure must happen at the
+instant it was booked for. ``tests/sim/test_engine.py`` pins this against the installed SimPy.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Generator
+from heapq import heappush
+from typing import Any
+
+import simpy
+
+__all__ = ["Task", "Runner", "schedule_at", "drive", "NORMAL"]
+
+NORMAL = 1  # SimPy's priority of ordinary events (``simpy.events.NORMAL``)
+
+
+def schedule_at(env: simpy.Environment, when: float, event: Any) -> None:
+    """Put ``event`` (a SimPy event or a :class:`Task`) on ``env``'s queue at time ``when``."""
+    heappush(env._queue, (when, NORMAL, next(env._eid), event))  # type: ignore[attr-defined]
+
+
+class Runner:
+    """The ready queue of one environment's tasks, drained in a loop (the trampoline)."""
+
+    __slots__ = ("ready", "running")
+
+    def __init__(self) -> None:
+        self.ready: deque[Task] = deque()
+        self.running = False
+
+    def run(self, task: Task) -> None:
+        """Run ``task``'s continuation now (or right after the task that is running)."""
+        ready = self.ready
+        ready.append(task)
+        if self.running:
+            return
+        self.running = True
+        try:
+            while ready:
+                ready.popleft()._next()
+        finally:
+            self.running = False
+
+
+class Task:
+    """A piece of simulated work that waits by scheduling itself (see the module docstring).
+
+    Subclasses set ``_next`` to the bound method to run when the task is woken, then call
+    :meth:`wake_at` (a time), :meth:`soon` (through the ready queue, no event) or
+    :meth:`wait_for` (a SimPy event).
+    """
+
+    __slots__ = ("callbacks", "_next", "runner", "env", "_value", "_cbs")
+
+    _ok = True  # SimPy's step() reads it after the callbacks: a task never fails as an event
+
+    def __init__(self, env: simpy.Environment, runner: Runner) -> None:
+        self.env = env
+        self.runner = runner
+        self.callbacks: list[Callable[[Any], None]] | None = None
+        self._next: Callable[[], None] = _nothing
+        self._value: Any = None
+        self._cbs = [self._fire]  # SimPy iterates it once per wake; nobody else appends
+
+    def _fire(self, _event: Any) -> None:
+        self.runner.run(self)
+
+    def wake_at(self, when: float) -> None:
+        """Run ``_next`` at simulated time ``when`` (>= now)."""
+        self.callbacks = self._cbs
+        schedule_at(self.env, when, self)
+
+    def soon(self) -> None:
+        """Run ``_next`` now, after the task that is running (no event)."""
+        self.runner.run(self)
+
+    def wait_for(self, event: simpy.Event) -> None:
+        """Run ``_next`` once ``event`` has been processed; its value is in ``_value``."""
+        if event.callbacks is None:  # processed already
+            self._value = event._value
+            self.soon()
+            return
+        event.callbacks.append(self._event_done)
+
+    def _event_done(self, event: simpy.Event) -> None:
+        self._value = event._value
+        self.runner.run(self)
+
+
+def _nothing() -> None:
+    raise AssertionError("a task was woken with nothing to do")
+
+
+def drive(
+    env: simpy.Environment,
+    generator: Generator[simpy.Event, Any, Any],
+    done: Callable[[Any], None],
+) -> None:
+    """Run a SimPy generator as a process does, without a Process: each event it yields
+    resumes it; its return value goes to ``done``. An event that failed is thrown into it."""
+
+    def step(event: simpy.Event | None) -> None:
+        while True:
+            try:
+                if event is None:
+                    target = generator.send(None)
+                elif event._ok:
+                    target = generator.send(event._value)
+                else:
+                    event._defused = True  # type: ignore[attr-defined]
+                    target = generator.throw(event._value)
+            except StopIteration as stop:
+                done(stop.value)
+                return
+            if target.callbacks is None:  # processed already: go on at once
+                event = target
+                continue
+            target.callbacks.append(step)
+            return
+
+    step(None)
