@@ -24,7 +24,7 @@ round trips). A pool that overflows answers 503 ``UO`` from that hop.
 from __future__ import annotations
 
 from collections.abc import Generator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import GeneratorType
 from typing import TYPE_CHECKING, Annotated, Any, Protocol
 
@@ -33,7 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from models.connections import Connection, ConnectionPool
 from models.control_plane import ControlPlane
-from models.filters import Listener
+from models.filters import PROTOCOLS, Listener, ListenerCost
 from models.mesh import Mesh, Parent
 from models.messages import Flags, Request, Response
 from models.proxy import Proxy, ProxySpec
@@ -80,6 +80,13 @@ class Hop:
     multiplexed: bool = False
     local: LocalResponder | None = None
     telemetry: TelemetryReport | None = None
+    # The listener's folded costs by the request's protocol (an L4 proxy's are all TCP's).
+    costs: dict[str, ListenerCost] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        l4 = self.proxy.l4
+        costs = {p: self.listener.cost(l4 or p, self.mtls) for p in PROTOCOLS}
+        object.__setattr__(self, "costs", costs)
 
 
 class LocalResponder(Protocol):
@@ -428,14 +435,16 @@ class Exchange(Task):
         here = self.here
         now = self.env._now  # type: ignore[attr-defined]
         size = request.size_bytes
-        network = here.net.delay(self.mesh.world.link(here.node, proxy.node), size)
+        link = here.node.links.get(proxy.node) or self.mesh.world.link(here.node, proxy.node)
+        network = here.net.delay(link, size)
         io = proxy.io()
         reached = now + network
-        here.net_sink.add(now, reached, True, request.trace)
+        trace = request.trace
+        here.net_sink.add(now, reached, True, trace)
         if io > 0.0:
-            proxy.io_sink.add(reached, reached + io, True, request.trace)
+            proxy.io_sink.add(reached, reached + io, True, trace)
         proxy.requests += 1
-        cost = hop.listener.cost(proxy.l4 or request.protocol, hop.mtls)
+        cost = hop.costs[request.protocol]
         self.i = i
         self._next = self._at_hop
         proxy.cpu.visit(self, reached + io, cost.request_base + cost.request_per_byte * size)
@@ -448,7 +457,7 @@ class Exchange(Task):
         i = self.i
         hop = self.hops[i]
         proxy = hop.proxy
-        proxy.queue_sink.add_pair(proxy.cpu_sink, res[0], res[2], res[3], self.request.trace)
+        proxy.queue_sink.add_visit(proxy.cpu_sink, res, self.request.trace)
         self.here = proxy
         self.reached = i + 1
         local = hop.local
@@ -461,7 +470,12 @@ class Exchange(Task):
             if answer is not None:
                 self._answer(answer)  # type: ignore[arg-type]
                 return
-        self._route()
+        if i == self.picker:
+            self._route()
+        elif hop.pooled:
+            self._hold()
+        else:
+            self._forward()
 
     def _resume(self, value: Any) -> None:
         self._value = value
@@ -470,14 +484,13 @@ class Exchange(Task):
     def _after_local(self) -> None:
         if self._value is not None:
             self._answer(self._value)
-            return
-        self._route()
+        elif self.i == self.picker:
+            self._route()
+        else:
+            self._hold()
 
     def _route(self) -> None:
         """At the picking hop, the router chooses the endpoint."""
-        if self.i != self.picker:
-            self._hold()
-            return
         proxy = self.hops[self.i].proxy
         router = self.router = proxy.router(self.host)
         if router is None:
@@ -563,7 +576,8 @@ class Exchange(Task):
         here = self.here
         request = self.request
         now = self.env._now  # type: ignore[attr-defined]
-        network = here.net.delay(self.mesh.world.link(here.node, dst.node), request.size_bytes)
+        link = here.node.links.get(dst.node) or self.mesh.world.link(here.node, dst.node)
+        network = here.net.delay(link, request.size_bytes)
         here.net_sink.add(now, now + network, True, request.trace)
         dst.serve(request, self, now + network)  # type: ignore[attr-defined]
 
@@ -592,7 +606,8 @@ class Exchange(Task):
         self.i = i
         if i < 0:
             src = self.src
-            network = here.net.delay(self.mesh.world.link(here.node, src.node), size)
+            link = here.node.links.get(src.node) or self.mesh.world.link(here.node, src.node)
+            network = here.net.delay(link, size)
             here.net_sink.add(now, now + network, True, request.trace)
             self._next = self._deliver
             if network > 0.0:
@@ -603,7 +618,8 @@ class Exchange(Task):
         proxy = self.hops[i].proxy
         arrival = now
         if i != self.answered_at:  # the response comes back from the next place
-            network = here.net.delay(self.mesh.world.link(here.node, proxy.node), size)
+            link = here.node.links.get(proxy.node) or self.mesh.world.link(here.node, proxy.node)
+            network = here.net.delay(link, size)
             io = proxy.io()
             reached = now + network
             here.net_sink.add(now, reached, True, request.trace)
@@ -629,7 +645,7 @@ class Exchange(Task):
             pool.release(conn)
         hop = self.hops[i]
         proxy = hop.proxy
-        cost = hop.listener.cost(proxy.l4 or self.request.protocol, hop.mtls)
+        cost = hop.costs[self.request.protocol]
         assert self.response is not None
         work = cost.response_base + cost.response_per_byte * self.response.size_bytes
         self._next = self._responded
@@ -646,8 +662,8 @@ class Exchange(Task):
         request = self.request
         response = self.response
         assert response is not None
-        proxy.queue_sink.add_pair(proxy.cpu_sink, res[0], res[2], res[3], request.trace)
-        cost = hop.listener.cost(proxy.l4 or request.protocol, hop.mtls)
+        proxy.queue_sink.add_visit(proxy.cpu_sink, res, request.trace)
+        cost = hop.costs[request.protocol]
         after = cost.after_base + cost.after_per_byte * response.size_bytes
         if after > 0.0:
             proxy.cpu.charge(after)

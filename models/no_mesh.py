@@ -7,18 +7,15 @@ each way: ``app -> network -> app``.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
 from models.loadbalancer import Balancer, LbPolicy, make_balancer
 from models.mesh import Mesh, Parent, register
 from models.messages import Flags, Request, Response
+from models.service import Visit
 from models.world import PodBase, World
-from sim.engine import Task
-
-if TYPE_CHECKING:
-    from models.service import ServicePod
 
 __all__ = ["NoMeshSpec", "NoMesh"]
 
@@ -73,45 +70,26 @@ class NoMesh(Mesh):
                 )
             dst = balancer.pick()
             balancer.started(dst)
-        _Direct(self, src, dst, request, parent, slot, balancer).start()
-
-
-class _Direct(Task):
-    """One call without a mesh: a transfer that ends in the app's visit, and one back."""
-
-    __slots__ = ("mesh", "src", "dst", "request", "parent", "slot", "balancer", "link")
-
-    def __init__(
-        self,
-        mesh: NoMesh,
-        src: PodBase,
-        dst: ServicePod,
-        request: Request,
-        parent: Parent,
-        slot: int,
-        balancer: Balancer | None,
-    ) -> None:
-        super().__init__(mesh.env, mesh.world.runner)
-        self.mesh = mesh
-        self.src = src
-        self.dst = dst
-        self.request = request
-        self.parent = parent
-        self.slot = slot
-        self.balancer = balancer
-
-    def start(self) -> None:
-        src, dst, request = self.src, self.dst, self.request
-        link = self.link = self.mesh.world.link(src.node, dst.node)
+        link = src.node.links.get(dst.node) or self.world.link(src.node, dst.node)
         now = self.env._now  # type: ignore[attr-defined]
         delay = src.net.delay(link, request.size_bytes)
         if delay > 0.0:
             src.net_sink.add(now, now + delay, True, request.trace)
-        dst.serve(request, self, now + delay)
+        visit = _DirectVisit(dst, request, parent)
+        visit.slot = slot
+        visit.link = link
+        visit.balancer = balancer
+        dst.app.visit(visit, now + delay, dst._work())
 
-    def on_reply(self, slot: int, response: Response) -> None:
+
+class _DirectVisit(Visit):
+    """A visit whose response crosses the network straight back to the caller."""
+
+    __slots__ = ("slot", "link", "balancer")
+
+    def _reply(self, response: Response) -> None:
         self._value = response
-        dst = self.dst
+        dst = self.pod
         now = self.env._now  # type: ignore[attr-defined]
         delay = dst.net.delay(self.link, response.size_bytes)
         self._next = self._deliver
@@ -119,9 +97,9 @@ class _Direct(Task):
             dst.net_sink.add(now, now + delay, True, self.request.trace)
             self.wake_at(now + delay)
         else:
-            self.soon()
+            self.runner.run(self)
 
     def _deliver(self) -> None:
         if self.balancer is not None:
-            self.balancer.finished(self.dst)
+            self.balancer.finished(self.pod)
         self.parent.on_reply(self.slot, self._value)

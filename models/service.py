@@ -94,11 +94,13 @@ class ServicePod(PodBase):
         self._cpu_sink = world.sink(self.app.scope, "app_cpu")
         self._stats = world.service_stats[spec.name]
         self._ok: dict[int, Response] = {}
+        self.runner = world.runner
 
     def serve(self, request: Request, parent: Parent, arrival_s: float) -> None:
         """Take ``request``, which arrives at ``arrival_s`` (>= now); its response goes to
         ``parent.on_reply(0, response)``."""
-        Visit(self, request, parent).start(arrival_s)
+        visit = Visit(self, request, parent)
+        self.app.visit(visit, arrival_s, self._work())
 
     def handle(self, request: Request) -> Generator[simpy.Event, Any, Response]:
         """Serve one request now, as a generator (for SimPy processes)."""
@@ -118,20 +120,16 @@ class Visit(Task):
     __slots__ = ("pod", "request", "parent", "res", "step", "call", "pending", "replies", "failed")
 
     def __init__(self, pod: ServicePod, request: Request, parent: Parent) -> None:
-        super().__init__(pod.env, pod.world.runner)
+        # Task's attributes set here (no super().__init__): one of these per request and hop.
+        self.env = pod.env
+        self.runner = pod.runner
+        self._next = self._computed
         self.pod = pod
         self.request = request
         self.parent = parent
         self.step = 0
         self.call = 0
-        self.pending = 0
-        self.replies: list[Response | None] | None = None
         self.failed: Response | None = None
-
-    def start(self, arrival_s: float) -> None:
-        pod = self.pod
-        self._next = self._computed
-        pod.app.visit(self, arrival_s, pod._work())
 
     def _computed(self) -> None:
         res = self.res
@@ -139,8 +137,11 @@ class Visit(Task):
             self.wake_at(res[3])  # an earlier arrival went first: the visit ends later
             return
         pod = self.pod
-        pod._queue_sink.add_pair(pod._cpu_sink, res[0], res[2], res[3], self.request.trace)
-        self._steps()
+        pod._queue_sink.add_visit(pod._cpu_sink, res, self.request.trace)
+        if pod._steps:
+            self._steps()
+        else:
+            self._answer()
 
     def _steps(self) -> None:
         """Make the next call (or fan out the next parallel step), or answer."""
@@ -215,14 +216,18 @@ class Visit(Task):
         size = request.response_size_bytes
         if failed is not None:
             # The application answers with its dependency's error status.
-            self._value = Response(failed.status, size)
+            response = Response(failed.status, size)
         else:
-            ok = pod._ok.get(size)
-            if ok is None:  # one immutable 200 per response size, shared
-                ok = pod._ok[size] = Response(200, size)
-            self._value = ok
+            response = pod._ok.get(size)
+            if response is None:  # one immutable 200 per response size, shared
+                response = pod._ok[size] = Response(200, size)
+        self._reply(response)
+
+    def _reply(self, response: Response) -> None:
+        """Hand the response to the parent (through the ready queue: never re-entered)."""
+        self._value = response
         self._next = self._deliver
-        self.soon()
+        self.runner.run(self)
 
     def _deliver(self) -> None:
         self.parent.on_reply(0, self._value)

@@ -37,6 +37,8 @@ class Node:
         self.zone = spec.zone
         self.spec = spec
         self.cores: simpy.Resource | None = None
+        # The link class to each other node, filled by World.link (a hot-path lookup).
+        self.links: dict[Node, LinkClass] = {}
         if spec.cores is not None:
             # Work needs whole cores; a fractional count is rounded down, to at least one.
             self.cores = simpy.Resource(env, capacity=max(1, int(spec.cores)))
@@ -103,7 +105,7 @@ class World:
         self.seed = seed
         self.warmup_s = warmup_s
         self.streams = RandomStreams(seed)
-        self.runner = Runner()  # the data plane's tasks hand over to each other here
+        self.runner = Runner(env)  # the data plane's tasks hand over to each other here
         self.recorder = Recorder(warmup_s, trace_every=trace_every)
         self.nodes = {spec.name: Node(env, spec) for spec in topology.cluster.nodes}
         self.placement = topology.pods()
@@ -111,7 +113,6 @@ class World:
         self.service_stats = {
             s.name: ServiceStats(s.name, warmup_s) for s in topology.call_graph.services
         }
-        self._links: dict[tuple[str, str], LinkClass] = {}
 
     def rng(self, scope: str) -> np.random.Generator:
         """The named random stream of ``scope``."""
@@ -119,10 +120,9 @@ class World:
 
     def link(self, a: Node, b: Node) -> LinkClass:
         """The link class between two nodes (cached)."""
-        key = (a.name, b.name)
-        found = self._links.get(key)
+        found = a.links.get(b)
         if found is None:
-            found = self._links[key] = link_class(a.name, a.zone, b.name, b.zone)
+            found = a.links[b] = link_class(a.name, a.zone, b.name, b.zone)
         return found
 
     def cpu_server(self, workers: int, scope: str, kind: str, node: Node) -> CpuServer:

@@ -39,13 +39,19 @@ def schedule_at(env: simpy.Environment, when: float, event: Any) -> None:
 
 
 class Runner:
-    """The ready queue of one environment's tasks, drained in a loop (the trampoline)."""
+    """The ready queue of one environment's tasks, drained in a loop (the trampoline).
 
-    __slots__ = ("ready", "running")
+    It also holds the environment's queue and event counter, so that a task schedules
+    itself with one ``heappush`` (see ``schedule_at``).
+    """
 
-    def __init__(self) -> None:
+    __slots__ = ("ready", "running", "queue", "eid")
+
+    def __init__(self, env: simpy.Environment) -> None:
         self.ready: deque[Task] = deque()
         self.running = False
+        self.queue = env._queue  # type: ignore[attr-defined]
+        self.eid = env._eid  # type: ignore[attr-defined]
 
     def run(self, task: Task) -> None:
         """Run ``task``'s continuation now (or right after the task that is running)."""
@@ -61,33 +67,49 @@ class Runner:
             self.running = False
 
 
+def _fire(task: Task) -> None:
+    """SimPy's callback of a task that comes up on the queue: run it, then what it readied."""
+    runner = task.runner
+    if runner.running:  # a SimPy callback inside a task's step: queue it behind
+        runner.ready.append(task)
+        return
+    runner.running = True
+    try:
+        task._next()
+        ready = runner.ready
+        while ready:
+            ready.popleft()._next()
+    finally:
+        runner.running = False
+
+
+_FIRE = [_fire]  # every task's callbacks: SimPy iterates the list and never changes it
+
+
 class Task:
     """A piece of simulated work that waits by scheduling itself (see the module docstring).
 
     Subclasses set ``_next`` to the bound method to run when the task is woken, then call
     :meth:`wake_at` (a time), :meth:`soon` (through the ready queue, no event) or
-    :meth:`wait_for` (a SimPy event).
+    :meth:`wait_for` (a SimPy event). Subclasses that set their attributes themselves may
+    skip ``__init__``: only ``env``, ``runner`` (and ``_next`` before a wake) must be set.
     """
 
-    __slots__ = ("callbacks", "_next", "runner", "env", "_value", "_cbs")
+    __slots__ = ("callbacks", "_next", "runner", "env", "_value")
 
     _ok = True  # SimPy's step() reads it after the callbacks: a task never fails as an event
 
     def __init__(self, env: simpy.Environment, runner: Runner) -> None:
         self.env = env
         self.runner = runner
-        self.callbacks: list[Callable[[Any], None]] | None = None
         self._next: Callable[[], None] = _nothing
         self._value: Any = None
-        self._cbs = [self._fire]  # SimPy iterates it once per wake; nobody else appends
-
-    def _fire(self, _event: Any) -> None:
-        self.runner.run(self)
 
     def wake_at(self, when: float) -> None:
         """Run ``_next`` at simulated time ``when`` (>= now)."""
-        self.callbacks = self._cbs
-        schedule_at(self.env, when, self)
+        self.callbacks = _FIRE
+        runner = self.runner
+        heappush(runner.queue, (when, NORMAL, next(runner.eid), self))
 
     def soon(self) -> None:
         """Run ``_next`` now, after the task that is running (no event)."""

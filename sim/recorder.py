@@ -72,6 +72,24 @@ class SpanSink:
             trace.append(Span(self.scope, self.kind, start_s, split_s, True))
             trace.append(Span(other.scope, other.kind, split_s, end_s, True))
 
+    def add_visit(
+        self,
+        other: SpanSink,
+        res: list[float],
+        trace: list[Span] | None,
+    ) -> None:
+        """A CPU visit's two spans from its reservation ``[arrival, work, start, end]``:
+        this sink's queue ``[arrival, start]`` and ``other``'s CPU ``[start, end]``."""
+        arrival, _, start, end = res
+        if arrival >= self._warmup_s:
+            self.count += 1
+            self.total_s += start - arrival
+            other.count += 1
+            other.total_s += end - start
+        if trace is not None:
+            trace.append(Span(self.scope, self.kind, arrival, start, True))
+            trace.append(Span(other.scope, other.kind, start, end, True))
+
 
 class Recorder:
     """Owns the span sinks of one run and the sampled traces.

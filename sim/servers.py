@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import heapq
 from bisect import bisect_right
-from collections import deque
 from collections.abc import Generator
 from typing import TYPE_CHECKING, Any
 
@@ -110,9 +109,11 @@ class FifoServer(CpuServer):
     arrives later can go before them.
 
     Statistics: the work done is the work booked minus the work still ahead of each worker
-    (which, from now, is one busy stretch per worker); the time-weighted level of visits in
-    the server is the sum of sojourn times (Little), less the part of the visits still in it
-    that lies after now.
+    (which, from now, is one busy stretch per worker), so it is exact at any instant. The
+    time-weighted level of visits in the server is estimated by Little's law, as the sum of
+    the sojourns of the visits that arrived since the reset over the time since the reset:
+    exact once the visits have left; read while some are still in the server, it counts
+    their whole stay (and not the rest of the stay of those that were in it at the reset).
     """
 
     exact = True
@@ -125,12 +126,10 @@ class FifoServer(CpuServer):
         # bookings only (None while there is no booking ahead: it is then ``_free``).
         self._ahead: list[list[float]] = []
         self._base: list[float] | None = None
-        # Work booked (final bookings only) and the counts at the last reset.
+        # Work booked (final bookings only) and the work done at the last reset.
         self._booked = 0.0
         self._done_at_reset = 0.0
-        # (arrival, end) of visits that may still be in the server, and the area under the
-        # level (sum of sojourns since the reset, clipped to it).
-        self._stays: deque[tuple[float, float]] = deque()
+        # Sum of sojourns of the visits since the reset (Little's law).
         self._area = 0.0
         self._since = env.now
 
@@ -147,20 +146,12 @@ class FifoServer(CpuServer):
                 break
             heapq.heapreplace(base, res[3])
             self._booked += res[1]
-            self._stay(res[0], res[3])
+            self.visits += 1
+            self._area += res[3] - res[0]
             n += 1
         del ahead[:n]
         if not ahead:
             self._base = None  # the timeline of final bookings is the whole timeline again
-
-    def _stay(self, arrival: float, end: float) -> None:
-        self.visits += 1
-        since = self._since
-        self._area += end - (arrival if arrival > since else since)
-        stays = self._stays
-        while stays and stays[0][1] <= arrival:  # gone before this one came: in the area
-            stays.popleft()
-        stays.append((arrival, end))
 
     def book(self, work_s: float, now: float | None = None) -> tuple[float, float]:
         """Book ``work_s`` now on the earliest free worker; return (wait, wait + work) seconds.
@@ -171,60 +162,63 @@ class FifoServer(CpuServer):
         """
         if now is None:
             now = self.env.now
-        if self._ahead:
+        ahead = self._ahead
+        if ahead and ahead[0][0] <= now:
             self._fix_arrived(now)
-        if not self._ahead:
-            free = self._free
-            earliest = free[0]
-            start = earliest if earliest > now else now
-            end = start + work_s
-            heapq.heapreplace(free, end)
-            self._booked += work_s
-            self._stay(now, end)
-            return start - now, end - now
-        # Ahead bookings arrive after now: this one goes before all of them.
-        base = self._base
-        assert base is not None
-        earliest = base[0]
+        timeline = self._base if ahead else self._free
+        assert timeline is not None
+        earliest = timeline[0]
         start = earliest if earliest > now else now
         end = start + work_s
-        heapq.heapreplace(base, end)
+        heapq.heapreplace(timeline, end)
         self._booked += work_s
-        self._stay(now, end)
-        self._resequence()
+        self.visits += 1
+        self._area += end - now
+        if ahead:  # the ahead bookings arrive after now: this one goes before them all
+            self._resequence()
         return start - now, end - now
 
-    def reserve(self, arrival_s: float, work_s: float) -> list[float]:
-        """Book a visit that arrives at ``arrival_s`` (>= now); return its reservation
-        ``[arrival, work, start, end]``, whose end a later booking may still move later."""
+    def visit(self, task: Task, arrival_s: float, work_s: float) -> None:
         now = self.env._now  # type: ignore[attr-defined]
         if arrival_s <= now:
             wait, total = self.book(work_s, now)
-            return [now, work_s, now + wait, now + total]
+            res = task.res = [now, work_s, now + wait, now + total]  # type: ignore[attr-defined]
+            task.wake_at(res[3])
+            return
         ahead = self._ahead
-        if ahead:
+        if ahead and ahead[0][0] <= now:
             self._fix_arrived(now)
-        res = [arrival_s, work_s, 0.0, 0.0]
+        res = task.res = [arrival_s, work_s, 0.0, 0.0]  # type: ignore[attr-defined]
         if not ahead:
-            self._base = list(self._free)
+            self._base = self._free.copy()
         elif arrival_s < ahead[-1][0]:
             ahead.insert(bisect_right(ahead, arrival_s, key=_arrival), res)
             self._resequence()
-            return res
+            task.wake_at(res[3])
+            return
         free = self._free
         earliest = free[0]
         start = earliest if earliest > arrival_s else arrival_s
+        end = res[3] = start + work_s
         res[2] = start
-        res[3] = start + work_s
-        heapq.heapreplace(free, res[3])
+        heapq.heapreplace(free, end)
         ahead.append(res)
-        return res
+        task.wake_at(end)
+
+    def reserve(self, arrival_s: float, work_s: float) -> list[float]:
+        """Book a visit that arrives at ``arrival_s`` (>= now) without a task; return its
+        reservation ``[arrival, work, start, end]``, whose end a later booking may still move
+        later (tests and tools use it; the data plane calls :meth:`visit`)."""
+        holder = _Holder()
+        holder.wake_at = _ignore  # type: ignore[method-assign]
+        self.visit(holder, arrival_s, work_s)  # type: ignore[arg-type]
+        return holder.res
 
     def _resequence(self) -> None:
         """Rebuild the timeline: final bookings, then every ahead booking in arrival order."""
         base = self._base
         assert base is not None
-        free = list(base)
+        free = base.copy()
         for res in self._ahead:
             earliest = free[0]
             arrival = res[0]
@@ -234,10 +228,6 @@ class FifoServer(CpuServer):
             heapq.heapreplace(free, res[3])
         self._free = free
 
-    def visit(self, task: Task, arrival_s: float, work_s: float) -> None:
-        res = task.res = self.reserve(arrival_s, work_s)  # type: ignore[attr-defined]
-        task.wake_at(res[3])
-
     def execute(self, work_s: float) -> Generator[simpy.Event, Any, float]:
         wait, delay = self.book(work_s)
         if delay > 0.0:
@@ -246,6 +236,7 @@ class FifoServer(CpuServer):
 
     def charge(self, work_s: float) -> None:
         self.book(work_s)
+        self.visits -= 1  # work after a response, not a visit of its own
 
     # --- statistics --------------------------------------------------------------------------
 
@@ -262,25 +253,14 @@ class FifoServer(CpuServer):
         return self._done(self.env.now) - self._done_at_reset
 
     def settle(self) -> None:
-        """Forget the visits that have left (they are in the area already)."""
-        now = self.env.now
+        """Make final the bookings that have arrived (before reading statistics)."""
         if self._ahead:
-            self._fix_arrived(now)
-        stays = self._stays
-        while stays and stays[0][1] <= now:
-            stays.popleft()
+            self._fix_arrived(self.env.now)
 
     def mean_in_system(self) -> float:
         self.settle()
-        now = self.env.now
-        ahead_of_now = sum(
-            end - (arrival if arrival > now else now) for arrival, end in self._stays if end > now
-        )
-        elapsed = now - self._since
-        area = self._area - ahead_of_now
-        if elapsed > 0:
-            return area / elapsed
-        return float(sum(1 for arrival, end in self._stays if arrival <= now < end))
+        elapsed = self.env.now - self._since
+        return self._area / elapsed if elapsed > 0 else 0.0
 
     def reset_stats(self) -> None:
         self.settle()
@@ -288,8 +268,13 @@ class FifoServer(CpuServer):
         self._done_at_reset = self._done(now)
         self.visits = 0
         self._since = now
-        # The visits in the server now count from now on.
-        self._area = sum(end - now for _, end in self._stays if end > now)
+        self._area = 0.0
+
+
+class _Holder:
+    """What :meth:`FifoServer.reserve` books for: a reservation, no task to wake."""
+
+    res: list[float]
 
 
 def _arrival(res: list[float]) -> float:
