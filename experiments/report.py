@@ -16,10 +16,11 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from experiments.comparison import BASELINE
 from experiments.tables import fmt
 
 if TYPE_CHECKING:
-    from experiments.compare import Comparison
+    from experiments.comparison import Comparison
     from experiments.results import RunResult
 
 __all__ = ["write_report", "render_report", "cdf_points", "QUANTILE_GRID"]
@@ -389,7 +390,7 @@ def _summary_table(comparison: Comparison) -> str:
             fmt(r.memory_total_bytes / 2**20, 1),
             fmt(len(r.memory_bytes)),
         ]
-        css = " class='baseline'" if name == "none" else ""
+        css = " class='baseline'" if name == BASELINE else ""
         rows.append(f"<tr{css}>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
     head = "<tr>" + "".join(f"<th>{h}</th>" for h in headers) + "</tr>"
     return f"<table><thead>{head}</thead><tbody>{''.join(rows)}</tbody></table>"
