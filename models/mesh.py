@@ -10,12 +10,12 @@ module and a line in :mod:`models.architectures`.
 from __future__ import annotations
 
 from collections.abc import Generator
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import simpy
 from pydantic import BaseModel
 
-from models.messages import Request, Response
+from models.messages import EventParent, Parent, Request, Response
 from models.scoping import ConfigIndex
 from models.world import PodBase, World
 from sim.engine import Task
@@ -23,28 +23,9 @@ from sim.engine import Task
 if TYPE_CHECKING:
     from models.service import ClientPod, ServicePod
 
-__all__ = ["Mesh", "Parent", "register", "mesh_class"]
+__all__ = ["Mesh", "Parent", "register", "mesh_class"]  # Parent: from models.messages
 
 _REGISTRY: dict[str, type[Mesh]] = {}
-
-
-class Parent(Protocol):
-    """Who waits for a call's response: a service's visit, a workload, an event for a SimPy
-    process. ``slot`` tells a parent with several calls in flight which one answered."""
-
-    def on_reply(self, slot: int, response: Response) -> None: ...
-
-
-class _EventParent:
-    """Turns a call's response into a SimPy event's value (for ordinary processes)."""
-
-    __slots__ = ("event",)
-
-    def __init__(self, event: simpy.Event) -> None:
-        self.event = event
-
-    def on_reply(self, slot: int, response: Response) -> None:
-        self.event.succeed(response)
 
 
 class _Answer(Task):
@@ -147,7 +128,7 @@ class Mesh:
         """Send ``request``; the event that fires with its response (for SimPy processes:
         ``response = yield mesh.request(...)``)."""
         event = simpy.Event(self.env)
-        self.send(src, host, request, _EventParent(event))
+        self.send(src, host, request, EventParent(event))
         return event
 
     def call(

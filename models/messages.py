@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Generator
 from dataclasses import dataclass
+from typing import Any, Protocol
+
+import simpy
 
 from sim.recorder import Span
 
-__all__ = ["Request", "Response", "Flags"]
+__all__ = ["Request", "Response", "Flags", "Parent", "EventParent", "Sender"]
 
 
 class Flags:
@@ -60,3 +64,34 @@ class Response:
     def ok(self) -> bool:
         """True for a 1xx-3xx answer; 4xx and 5xx count as errors."""
         return self.status < 400
+
+
+class Parent(Protocol):
+    """Who waits for a call's response: a service's visit, a workload, an event for a SimPy
+    process. ``slot`` tells a parent with several calls in flight which one answered."""
+
+    def on_reply(self, slot: int, response: Response) -> None: ...
+
+
+class EventParent:
+    """Turns a call's response into a SimPy event's value (for ordinary processes)."""
+
+    __slots__ = ("event",)
+
+    def __init__(self, event: simpy.Event) -> None:
+        self.event = event
+
+    def on_reply(self, slot: int, response: Response) -> None:
+        self.event.succeed(response)
+
+
+class Sender(Protocol):
+    """What a pod sends its calls through: its mesh (see :class:`models.mesh.Mesh`)."""
+
+    def send(
+        self, src: Any, host: str, request: Request, parent: Parent, slot: int = 0
+    ) -> None: ...
+
+    def call(
+        self, src: Any, host: str, request: Request
+    ) -> Generator[simpy.Event, Any, Response]: ...

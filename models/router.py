@@ -9,12 +9,9 @@ without policies pays nothing for them.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from models.loadbalancer import Balancer
-
-if TYPE_CHECKING:
-    from models.proxy import Proxy
 
 __all__ = ["Router"]
 
@@ -23,7 +20,8 @@ class Router:
     """Endpoint choice and retries for one destination of one proxy.
 
     Args:
-        proxy: the proxy whose router this is (its random streams, node, network).
+        proxy: the proxy whose router this is (its random streams, node, network; a
+            ``models.proxy.Proxy``, not imported here: the proxy module imports this one).
         host: the destination service.
         balancer: the load balancer over the endpoints the proxy knows.
         retry: the retry policy (``attempts``, ``backoff_base``).
@@ -31,7 +29,7 @@ class Router:
 
     __slots__ = ("proxy", "host", "balancer", "retry", "pick", "started", "finished")
 
-    def __init__(self, proxy: Proxy, host: str, balancer: Balancer, retry: Any) -> None:
+    def __init__(self, proxy: Any, host: str, balancer: Balancer, retry: Any) -> None:
         self.proxy = proxy
         self.host = host
         self.balancer = balancer

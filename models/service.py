@@ -11,17 +11,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import simpy
 
-from models.messages import Request, Response
+from models.messages import EventParent, Parent, Request, Response
 from models.world import Node, PodBase, World
 from sim.engine import Task
 from topologies import ServiceSpec
-
-if TYPE_CHECKING:
-    from models.mesh import Parent
 
 __all__ = ["ServicePod", "ClientPod", "Call", "Step", "Visit"]
 
@@ -105,7 +102,7 @@ class ServicePod(PodBase):
     def handle(self, request: Request) -> Generator[simpy.Event, Any, Response]:
         """Serve one request now, as a generator (for SimPy processes)."""
         event = simpy.Event(self.env)
-        self.serve(request, _EventParent(event), self.env.now)
+        self.serve(request, EventParent(event), self.env.now)
         response: Response = yield event
         return response
 
@@ -239,15 +236,3 @@ def _never() -> float:
 
 class ClientPod(PodBase):
     """The load generator's pod (fortio's client): it only sends requests."""
-
-
-class _EventParent:
-    """Turns a response into a SimPy event's value."""
-
-    __slots__ = ("event",)
-
-    def __init__(self, event: simpy.Event) -> None:
-        self.event = event
-
-    def on_reply(self, slot: int, response: Response) -> None:
-        self.event.succeed(response)

@@ -9,11 +9,11 @@ where they are shared), the span recorder and the network.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 import numpy as np
 import simpy
 
+from models.messages import Sender
 from sim.distributions import UniformDist
 from sim.engine import Runner
 from sim.network import LinkClass, NetworkPort, link_class
@@ -22,9 +22,6 @@ from sim.recorder import Recorder, SpanSink
 from sim.servers import ContendedServer, CpuServer, FifoServer
 from sim.stats import LatencyHistogram
 from topologies import NodeSpec, TopologySpec
-
-if TYPE_CHECKING:
-    from models.mesh import Mesh
 
 __all__ = ["World", "Node", "PodBase", "ServiceStats"]
 
@@ -70,7 +67,7 @@ class PodBase:
         self.rng = world.rng(f"{name}.app")
         self.net = NetworkPort(world.topology.cluster.network, world.rng(f"{name}.net"))
         self.net_sink = world.recorder.sink(self.scope, "network")
-        self.mesh: Mesh | None = None
+        self.mesh: Sender | None = None  # its mesh, once attached
         self.serving = True  # False once it has left its service's endpoints
         self.alive = True  # False once the pod is gone: it refuses connections
 

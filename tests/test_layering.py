@@ -39,15 +39,7 @@ ALLOWED = {
 #: fails ``test_no_import_cycles_inside_a_package``. Each one is also an expected failure of
 #: ``test_known_import_cycle_is_gone`` (strict): once it is gone, that test fails until the
 #: entry is deleted here, so the set cannot outlive the cycles it excuses.
-KNOWN_CYCLES: frozenset[tuple[str, ...]] = frozenset(
-    {
-        # The hot-path rewrite (issue 7) removes these: mesh.py imports world.py at run time
-        # and service.py for types; world.py imports mesh.py for types; service.py imports
-        # world.py at run time.
-        ("models.mesh", "models.world"),
-        ("models.mesh", "models.service", "models.world"),
-    }
-)
+KNOWN_CYCLES: frozenset[tuple[str, ...]] = frozenset()
 
 
 def source_files(package: str, root: Path = ROOT) -> list[Path]:
