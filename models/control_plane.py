@@ -401,7 +401,7 @@ class ControlPlane:
                 return
             yield from self._wait_up()  # a poll while the controller is down fetches nothing
             at, skipped = next_poll(client.next_poll_s, interval, env.now)
-            client.polls += skipped
+            client.next_poll_s, client.polls = at, client.polls + skipped
             if at > env.now:
                 yield env.timeout(delay_to(env.now, at))
             if client.gone:

@@ -579,9 +579,17 @@ class PollingControlPlane(RecordingControlPlane):
 
 
 def run_with(
-    monkeypatch: pytest.MonkeyPatch, cls: type[ControlPlane], data: dict[str, Any], seed: int
+    monkeypatch: pytest.MonkeyPatch,
+    cls: type[ControlPlane],
+    data: dict[str, Any],
+    seed: int,
+    polls_every_s: float = 0.0,
 ) -> tuple[Simulation, RunResult, int]:
-    """A run whose mesh has a control plane of class ``cls``; also the SimPy events it took."""
+    """A run whose mesh has a control plane of class ``cls``; also the SimPy events it took.
+
+    With ``polls_every_s``, the control plane's count of polls and fetches is also read
+    every so often during the run, into ``sim.polls_seen``.
+    """
     monkeypatch.setattr(dataplane, "ControlPlane", cls)
     spec = spec_from_dict(data)
     sim = Simulation(
@@ -602,6 +610,17 @@ def run_with(
         step()
 
     sim.env.step = counted  # type: ignore[method-assign]
+    seen: list[tuple[float, int, int]] = []
+    sim.polls_seen = seen  # type: ignore[attr-defined]
+    cp = sim.mesh.control_plane
+    if polls_every_s > 0.0 and cp is not None:
+
+        def read() -> Generator[simpy.Event, Any, None]:
+            while True:
+                yield sim.env.timeout(polls_every_s)
+                seen.append((sim.env.now, cp.polls(), cp._fetches))
+
+        sim.env.process(read())
     output = sim.run()
     return sim, summarise(spec, [seed], [output], 0.0), events
 
@@ -666,8 +685,9 @@ def maesh_case(case: str) -> dict[str, Any]:
 @pytest.mark.parametrize("seed", [SEED, 11, 12])
 def test_event_driven_polls_give_the_results_of_polling_at_every_instant(monkeypatch, case, seed):
     data = maesh_case(case)
-    ref_sim, ref, ref_events = run_with(monkeypatch, PollingControlPlane, data, seed)
-    new_sim, new, new_events = run_with(monkeypatch, RecordingControlPlane, data, seed)
+    every = 0.0137  # read the poll counts at times no poll falls on
+    ref_sim, ref, ref_events = run_with(monkeypatch, PollingControlPlane, data, seed, every)
+    new_sim, new, new_events = run_with(monkeypatch, RecordingControlPlane, data, seed, every)
     ref_cp, new_cp = ref_sim.mesh.control_plane, new_sim.mesh.control_plane
     assert isinstance(ref_cp, PollingControlPlane) and type(new_cp) is RecordingControlPlane
 
@@ -678,6 +698,10 @@ def test_event_driven_polls_give_the_results_of_polling_at_every_instant(monkeyp
     # same pushes; the polls counted in closed form are the polls the reference made.
     ref_summary, new_summary = ref_cp.summary(), new_cp.summary()
     assert new_summary == ref_summary
+    # At any time during the run too (a proxy woken and waiting for its poll instant, one
+    # fetching, one gone).
+    assert len(new_sim.polls_seen) > 500
+    assert new_sim.polls_seen == ref_sim.polls_seen
     # (a proxy removed before its poll never converges: the scale down at 6.2 s)
     assert (
         0
