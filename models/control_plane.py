@@ -14,7 +14,10 @@ service) reaches the proxies as follows, for each variant:
   Pilot after ``galley_handoff``; Pilot debounces and pushes as istiod does; Citadel signs
   the certificates.
 * ``maesh``: the controller builds the configuration once per change; every proxy pulls on
-  its own schedule, every ``poll_interval``, and applies what is new.
+  its own schedule, every ``poll_interval``, and applies what is new. A poll that finds
+  nothing new costs no event: a proxy is woken only at its first poll instant at or after a
+  newer configuration is built (and the controller is up), and the polls it made meanwhile
+  are counted in closed form (``polls`` and ``empty_polls`` in the summary).
 
 Each proxy holds a configuration version and the endpoints of that version; traffic routed on
 an old version can go to a pod that no longer exists. The convergence of a change is the time
@@ -29,6 +32,7 @@ and from it fails.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Generator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Annotated, Any, Literal
@@ -184,6 +188,10 @@ class _Client:
     replica: int
     version: int = 0
     gone: bool = False
+    # Maesh: the next poll instant not yet counted (inf: none yet, or a fetch in flight), and
+    # the polls made before it.
+    next_poll_s: float = math.inf
+    polls: int = 0
 
 
 class _Replica:
@@ -248,6 +256,9 @@ class ControlPlane:
         self.services = len(view)
         self._built_version = 0  # maesh: the newest configuration the controller has built
         self._built_view = view
+        self._built = self.env.event()  # maesh: succeeds when a newer one is built
+        self._fetches = 0  # maesh: polls that fetched a configuration
+        self._retired_polls = 0  # maesh: polls made by proxies now gone
 
     # --- proxies -------------------------------------------------------------------------
 
@@ -266,10 +277,11 @@ class ControlPlane:
             self.env.process(self._certificates(client))
 
     def unregister(self, proxy: Proxy) -> None:
-        """A proxy's pod is gone: no more pushes or certificates for it."""
+        """A proxy's pod is gone: no more pushes, polls or certificates for it."""
         for client in self._clients:
             if client.proxy is proxy:
                 client.gone = True
+                self._retired_polls += self._polls_of(client)
         self._clients = [c for c in self._clients if not c.gone]
 
     # --- changes -------------------------------------------------------------------------
@@ -363,23 +375,61 @@ class ControlPlane:
         )
         if version > self._built_version:
             self._built_version, self._built_view = version, view
+            built, self._built = self._built, self.env.event()
+            built.succeed()  # wakes the proxies that wait for something new
 
     def _poll(self, client: _Client) -> Generator[simpy.Event, Any, None]:
-        """Maesh: the proxy pulls every ``poll_interval``, at its own phase."""
+        """Maesh: the proxy pulls every ``poll_interval``, at its own phase.
+
+        Its poll instants are the phase, then each previous instant plus the interval (after
+        a fetch: the end of the fetch plus the interval), as a timeout per poll would give
+        them. Only a poll that can fetch something is an event: the proxy sleeps until a
+        newer configuration is built, then wakes at its first poll instant at or after that;
+        a poll there that finds the controller down fetches nothing, and the next one is the
+        first instant at or after the controller is back. The polls skipped meanwhile found
+        nothing new; they are counted, not simulated.
+        """
+        env = self.env
         interval = self.spec.poll_interval
         rng = self.world.rng(f"{client.proxy.name}.poll")
-        yield self.env.timeout(float(rng.uniform(0.0, interval)))
+        client.next_poll_s = env.now + float(rng.uniform(0.0, interval))
         replica = self.replicas[0]
-        while not client.gone:
-            if client.version < self._built_version and not self.down:
-                version, view = self._built_version, self._built_view
-                link = self.world.link(replica.node, client.proxy.node)
-                size = self.spec.push_bytes_per_cluster * max(1, client.proxy.known_clusters)
-                yield self.env.timeout(replica.net.rtt(link) + replica.net.delay(link, size))
-                self.pushes += 1
-                yield self.env.timeout(self._apply())
-                self._applied(client, version, view)
-            yield self.env.timeout(interval)
+        while True:
+            while client.version >= self._built_version and not client.gone:
+                yield self._built  # nothing new to fetch: its polls find nothing
+            if client.gone:
+                return
+            yield from self._wait_up()  # a poll while the controller is down fetches nothing
+            at, skipped = next_poll(client.next_poll_s, interval, env.now)
+            client.next_poll_s, client.polls = at, client.polls + skipped
+            if at > env.now:
+                yield env.timeout(delay_to(env.now, at))
+            if client.gone:
+                return  # its polls stop with it (the ones before were counted at unregister)
+            client.polls += 1
+            if self.down:  # down again by the poll instant: it fetches nothing
+                client.next_poll_s = at + interval
+                continue
+            self._fetches += 1
+            client.next_poll_s = math.inf  # no poll while it fetches
+            version, view = self._built_version, self._built_view
+            link = self.world.link(replica.node, client.proxy.node)
+            size = self.spec.push_bytes_per_cluster * max(1, client.proxy.known_clusters)
+            yield env.timeout(replica.net.rtt(link) + replica.net.delay(link, size))
+            self.pushes += 1
+            yield env.timeout(self._apply())
+            self._applied(client, version, view)
+            client.next_poll_s = env.now + interval
+
+    def _polls_of(self, client: _Client) -> int:
+        """The polls ``client`` has made by now (those at now not yet)."""
+        return (
+            client.polls + next_poll(client.next_poll_s, self.spec.poll_interval, self.env.now)[1]
+        )
+
+    def polls(self) -> int:
+        """Maesh: the polls every proxy has made so far (those of proxies gone too)."""
+        return self._retired_polls + sum(self._polls_of(c) for c in self._clients)
 
     def _applied(self, client: _Client, version: int, view: dict) -> None:
         if version <= client.version or client.gone:
@@ -433,10 +483,13 @@ class ControlPlane:
         )
 
     def summary(self) -> dict[str, Any]:
+        polls = self.polls() if self.spec.kind == "maesh" else 0
         return {
             "kind": self.spec.kind,
             "proxies": len(self._clients),
             "pushes": self.pushes,
+            "polls": polls,
+            "empty_polls": polls - self._fetches,
             "signatures": self.signatures,
             "signature_failures": self.signature_failures,
             "memory_bytes": self.memory_bytes(),
@@ -472,3 +525,62 @@ def convergence_summary(samples: list[float], affected: int) -> dict[str, float 
         "p99_s": float(np.quantile(values, 0.99)),
         "max_s": float(values.max()),
     }
+
+
+def next_poll(t_s: float, interval_s: float, at_s: float) -> tuple[float, int]:
+    """The first poll instant at or after ``at_s``, and how many come before it.
+
+    The instants are ``t_s`` and then each previous one plus ``interval_s``, rounded as the
+    clock rounds a timeout (``now + delay``), so the answer is the very float a chain of
+    timeouts would reach. It is found in closed form one binade at a time: within
+    ``[2^e, 2^(e+1))`` every float is a multiple of the same ulp, so adding the interval
+    adds the same rounded step at each instant (unless the interval sits exactly halfway
+    between two multiples, a tie whose rounding depends on the instant: those few steps are
+    taken one by one).
+
+    Args:
+        t_s: the next poll instant (seconds); ``inf`` for none.
+        interval_s: the poll interval (seconds).
+        at_s: the time (seconds).
+
+    Returns:
+        The first instant at or after ``at_s`` (``t_s`` itself if it is), and the number of
+        instants before it, from ``t_s`` on.
+    """
+    skipped = 0
+    t = t_s
+    while t < at_s:
+        top = math.ldexp(1.0, math.frexp(t)[1])  # t's binade is [top / 2, top)
+        end = min(top, at_s)
+        if t > interval_s and t + interval_s < end:
+            ulp = math.ulp(t)
+            step = (t + interval_s) - t  # exact: both in t's binade
+            if step == 0.0:
+                raise ValueError(
+                    f"poll_interval ({interval_s} s) is below the clock's resolution at {t} s"
+                )
+            if math.fmod(interval_s, ulp) * 2 != ulp:  # no tie: a constant step
+                # Stop a few steps short: the division may round, and the last steps
+                # before the binade's end are rounded to its successor's ulp.
+                jump = int((end - t) / step) - 2
+                if jump > 0:
+                    t += jump * step  # exact: a multiple of the ulp, in the binade
+                    skipped += jump
+        while t < end:
+            t += interval_s
+            skipped += 1
+    return t, skipped
+
+
+def delay_to(now_s: float, at_s: float) -> float:
+    """The delay whose timeout, from ``now_s``, fires at ``at_s`` exactly.
+
+    ``at_s - now_s`` does, unless the sum rounds (a tie to even, only when ``now_s`` is far
+    below ``at_s``); then a neighbouring float may. If none does, the timeout is an ulp off.
+    """
+    delay = at_s - now_s
+    if now_s + delay != at_s:
+        for candidate in (math.nextafter(delay, math.inf), math.nextafter(delay, 0.0)):
+            if now_s + candidate == at_s:
+                return candidate
+    return delay

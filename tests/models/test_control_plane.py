@@ -16,14 +16,21 @@ with the clusters and endpoints of each proxy counted from its scoping when it w
 
 from __future__ import annotations
 
+import math
+from collections.abc import Generator
 from typing import Any
 
 import numpy as np
 import pytest
+import simpy
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from experiments.results import RunResult
 from experiments.runner import summarise
 from experiments.spec import spec_from_dict
+from models import dataplane
+from models.control_plane import ControlPlane, delay_to, next_poll
 from models.simulation import Simulation
 from sim.random import RandomStreams
 
@@ -523,3 +530,305 @@ def test_a_deploy_whose_old_pods_exit_at_once_fails_until_convergence():
     _, result = run(data)
     assert result.control_plane.stale_failures > 0
     assert result.status_codes.get("503", 0) == result.control_plane.stale_failures
+
+
+# --- 8. Maesh polling is event-driven, with the results of polling at every instant ----------
+
+
+class RecordingControlPlane(ControlPlane):
+    """The control plane, logging every configuration a proxy applies: (proxy, version, time)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.applied: list[tuple[str, int, float]] = []
+
+    def _applied(self, client: Any, version: int, view: dict) -> None:
+        if version > client.version and not client.gone:
+            self.applied.append((client.proxy.name, version, self.env.now))
+        super()._applied(client, version, view)
+
+
+class PollingControlPlane(RecordingControlPlane):
+    """The reference: Maesh's proxies as they were, waking at every poll instant (an event
+    per poll), each poll counted as it happens."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.polls_counted = 0
+
+    def _poll(self, client: Any) -> Generator[simpy.Event, Any, None]:
+        interval = self.spec.poll_interval
+        rng = self.world.rng(f"{client.proxy.name}.poll")
+        yield self.env.timeout(float(rng.uniform(0.0, interval)))
+        replica = self.replicas[0]
+        while not client.gone:
+            self.polls_counted += 1
+            if client.version < self._built_version and not self.down:
+                self._fetches += 1
+                version, view = self._built_version, self._built_view
+                link = self.world.link(replica.node, client.proxy.node)
+                size = self.spec.push_bytes_per_cluster * max(1, client.proxy.known_clusters)
+                yield self.env.timeout(replica.net.rtt(link) + replica.net.delay(link, size))
+                self.pushes += 1
+                yield self.env.timeout(self._apply())
+                self._applied(client, version, view)
+            yield self.env.timeout(interval)
+
+    def polls(self) -> int:
+        return self.polls_counted
+
+
+def run_with(
+    monkeypatch: pytest.MonkeyPatch,
+    cls: type[ControlPlane],
+    data: dict[str, Any],
+    seed: int,
+    polls_every_s: float = 0.0,
+) -> tuple[Simulation, RunResult, int]:
+    """A run whose mesh has a control plane of class ``cls``; also the SimPy events it took.
+
+    With ``polls_every_s``, the control plane's count of polls and fetches is also read
+    every so often during the run, into ``sim.polls_seen``.
+    """
+    monkeypatch.setattr(dataplane, "ControlPlane", cls)
+    spec = spec_from_dict(data)
+    sim = Simulation(
+        spec.resolve_topology(),
+        spec.mesh.resolve(),
+        spec.workload,
+        seed=seed,
+        duration_s=spec.duration,
+        faults=spec.faults,
+        changes=spec.changes,
+    )
+    events = 0
+    step = sim.env.step
+
+    def counted() -> None:
+        nonlocal events
+        events += 1
+        step()
+
+    sim.env.step = counted  # type: ignore[method-assign]
+    seen: list[tuple[float, int, int]] = []
+    sim.polls_seen = seen  # type: ignore[attr-defined]
+    cp = sim.mesh.control_plane
+    if polls_every_s > 0.0 and cp is not None:
+
+        def read() -> Generator[simpy.Event, Any, None]:
+            while True:
+                yield sim.env.timeout(polls_every_s)
+                seen.append((sim.env.now, cp.polls(), cp._fetches))
+
+        sim.env.process(read())
+    output = sim.run()
+    return sim, summarise(spec, [seed], [output], 0.0), events
+
+
+def maesh_case(case: str) -> dict[str, Any]:
+    """Small Maesh runs with several changes (some built before the next poll, so a poll
+    fetches the newest of them).
+
+    ``per_node``: a proxy per node, random apply times; an outage that starts after a build
+    (some proxies find the controller down at their poll) and one during which a change comes
+    (its build waits). ``sidecars``: proxies that come and go (scale down, deploy), builds of
+    0.2 s (an outage starts during one) and fetches of about 0.3 s for a poll interval of
+    0.5 s, so builds finish while fetches are in flight.
+    """
+    apply = {"kind": "lognormal", "mean": 0.02, "p99": 0.08}
+    changes = [
+        {"at": 1.0, "kind": "scale", "service": "b", "replicas": 2},
+        {"at": 1.02, "kind": "route_weights", "service": "b"},  # built before the next poll
+        {"at": 1.04, "kind": "route_weights", "service": "a"},
+        {"at": 4.3, "kind": "deploy", "service": "b"},
+        {"at": 6.1, "kind": "scale", "service": "b", "replicas": 1},
+    ]
+    if case == "per_node":
+        cp = {**CONTROL_PLANE, "kind": "maesh", "poll_interval": 0.3, "apply_delay": apply}
+        return spec_dict(
+            [service("a", calls=["b"]), service("b")],
+            "a",
+            nodes=("node-0", "node-1", "node-2"),
+            assignments={"a-0": "node-0", "b-0": "node-1"},
+            mesh={"architecture": "per_node", "control_plane": cp},
+            changes=changes,
+            faults=[
+                {"kind": "control_plane_outage", "start": 1.1, "duration": 0.75},
+                {"kind": "control_plane_outage", "start": 4.2, "duration": 0.5},
+            ],
+            duration=8.0,
+        )
+    cp = {
+        **CONTROL_PLANE,
+        "kind": "maesh",
+        "poll_interval": 0.5,
+        "push_base_cpu": 0.2,
+        "apply_delay": {"kind": "uniform", "low": 0.2, "high": 0.4},
+    }
+    return spec_dict(
+        [service("a", calls=["b"]), service("b", replicas=3), service("c")],
+        "a",
+        control_plane=cp,
+        changes=[
+            *changes[:4],
+            # Built at 6.1 s; the pod removed at 6.2 s was waiting for its poll instant.
+            {"at": 5.9, "kind": "route_weights", "service": "c"},
+            {"at": 6.2, "kind": "scale", "service": "b", "replicas": 1},
+            {"at": 6.25, "kind": "add_service", "service": "d"},
+        ],
+        faults=[{"kind": "control_plane_outage", "start": 4.4, "duration": 0.9}],
+        duration=9.0,
+    )
+
+
+@pytest.mark.parametrize("case", ["per_node", "sidecars"])
+@pytest.mark.parametrize("seed", [SEED, 11, 12])
+def test_event_driven_polls_give_the_results_of_polling_at_every_instant(monkeypatch, case, seed):
+    data = maesh_case(case)
+    every = 0.0137  # read the poll counts at times no poll falls on
+    ref_sim, ref, ref_events = run_with(monkeypatch, PollingControlPlane, data, seed, every)
+    new_sim, new, new_events = run_with(monkeypatch, RecordingControlPlane, data, seed, every)
+    ref_cp, new_cp = ref_sim.mesh.control_plane, new_sim.mesh.control_plane
+    assert isinstance(ref_cp, PollingControlPlane) and type(new_cp) is RecordingControlPlane
+
+    # Every proxy applies every version at the same instant, to the last bit.
+    assert new_cp.applied == ref_cp.applied
+    assert len({name for name, _, _ in ref_cp.applied}) >= 3
+    # So every change converges the same (p50, p99, max, and each proxy's time), with the
+    # same pushes; the polls counted in closed form are the polls the reference made.
+    ref_summary, new_summary = ref_cp.summary(), new_cp.summary()
+    assert new_summary == ref_summary
+    # At any time during the run too (a proxy woken and waiting for its poll instant, one
+    # fetching, one gone).
+    assert len(new_sim.polls_seen) > 500
+    assert new_sim.polls_seen == ref_sim.polls_seen
+    # (a proxy removed before its poll never converges: the scale down at 6.2 s)
+    assert (
+        0
+        < sum(len(c["convergence_s"]) for c in new_summary["changes"])
+        <= sum(c["affected"] for c in new_summary["changes"])
+    )
+    assert new_summary["empty_polls"] < new_summary["polls"]
+    assert new_summary["polls"] - new_summary["empty_polls"] >= new_summary["pushes"]
+    assert new.control_plane == ref.control_plane
+    # And the traffic saw the same configurations at the same times: the same run.
+    assert new.model_dump() == ref.model_dump()
+    # Without an event per empty poll: one event per build instead, and one per poll that
+    # finds the controller down only if the outage began after the proxy was woken (at most
+    # once per proxy and outage).
+    woken_down = new_summary["proxies"] * len(data["faults"])  # proxies gone keep it at most
+    assert new_events <= ref_events - new_summary["empty_polls"] + len(data["changes"]) + woken_down
+    assert new_events < ref_events
+    if case == "sidecars":  # proxies went away during the run: their polls are kept
+        assert new_cp._retired_polls > 0
+
+
+def test_an_idle_proxy_costs_no_event_whatever_its_poll_interval(monkeypatch):
+    # No change: polling every 0.05 s or every 1 s is the same run, event for event; the
+    # reference makes an event per poll.
+    events = {}
+    for cls in (RecordingControlPlane, PollingControlPlane):
+        for interval in (0.05, 1.0):
+            data = maesh_spec()
+            data["changes"] = []
+            data["mesh"]["control_plane"]["poll_interval"] = interval
+            sim, _, count = run_with(monkeypatch, cls, data, SEED)
+            events[cls, interval] = count
+            summary = sim.mesh.control_plane.summary()
+            assert summary["polls"] == summary["empty_polls"]
+            assert summary["polls"] == pytest.approx(2 * 2.0 / interval, abs=2)
+    assert events[RecordingControlPlane, 0.05] == events[RecordingControlPlane, 1.0]
+    assert events[PollingControlPlane, 0.05] - events[RecordingControlPlane, 0.05] >= 2 * 39
+
+
+class TracedControlPlane(ControlPlane):
+    """Records, per proxy, the times its poll process is resumed (its events)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.wakes: dict[str, list[float]] = {}
+
+    def _poll(self, client: Any) -> Generator[simpy.Event, Any, None]:
+        wakes = self.wakes.setdefault(client.proxy.name, [])
+        process = super()._poll(client)
+        value = None
+        while True:
+            wakes.append(self.env.now)
+            try:
+                event = process.send(value)
+            except StopIteration:
+                return
+            value = yield event
+
+
+def test_exact_trace_a_proxy_wakes_at_its_first_poll_after_the_build(monkeypatch):
+    # Poll interval 2 s, a change at 3 s, a build of 10 ms + 1 ms per service (2): built at
+    # 3.012 s. Each proxy sleeps from its start to the build, wakes at its first poll
+    # instant after it, fetches (a round trip, then the transfer), applies, and sleeps again:
+    # five resumptions in 10 s, where polling at every instant takes one per 2 s.
+    interval, at, duration = 2.0, 3.0, 10.0
+    data = maesh_spec()
+    data["mesh"]["control_plane"]["poll_interval"] = interval
+    data["changes"][0]["at"] = at
+    data["duration"] = duration
+    sim, result, _ = run_with(monkeypatch, TracedControlPlane, data, SEED)
+    cp = sim.mesh.control_plane
+    built = at + (PUSH_BASE + PER_CLUSTER * 2)
+    streams = RandomStreams(SEED)
+    expected_convergence, polls = [], 0
+    for proxy in sim.mesh.proxies():
+        t = 0.0 + float(streams.stream(f"{proxy.name}.poll").uniform(0.0, interval))
+        instants = [t]
+        while t < built:
+            t += interval
+            instants.append(t)
+        link = SAME_NODE_S if proxy.node.name == cp.replicas[0].node.name else SAME_ZONE_S
+        fetched = t + (2 * link + transfer(2, link))
+        applied = fetched + APPLY_S
+        assert cp.wakes[proxy.name] == [0.0, built, t, fetched, applied]
+        assert proxy.config_version == 1
+        expected_convergence.append(applied - at)
+        # Its polls: every instant before the end, the fetch shifting the later ones.
+        t = applied + interval
+        while t < duration:
+            instants.append(t)
+            t += interval
+        polls += len(instants)
+    assert convergence(sim) == expected_convergence  # exactly
+    summary = cp.summary()
+    assert (summary["pushes"], summary["polls"], summary["empty_polls"]) == (2, polls, polls - 2)
+    check_change(result.control_plane.changes[0], expected_convergence)
+
+
+# The poll instants: the chain SimPy's timeouts would give, in closed form.
+
+
+def chained(t: float, interval: float, at: float) -> tuple[float, int]:
+    n = 0
+    while t < at:
+        t += interval
+        n += 1
+    return t, n
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    t=st.one_of(st.floats(0.0, 1.0), st.floats(0.0, 2000.0), st.just(0.0)),
+    interval=st.one_of(
+        st.sampled_from([0.1, 0.3, 1 / 3, 0.7, 1.0, 2.0, 2.5e-5]), st.floats(1e-3, 10.0)
+    ),
+    span=st.floats(0.0, 3000.0),
+)
+def test_next_poll_is_the_instant_a_chain_of_timeouts_reaches(t, interval, span):
+    at = t + span * interval
+    assert next_poll(t, interval, at) == chained(t, interval, at)
+    assert next_poll(math.inf, interval, at) == (math.inf, 0)
+
+
+@given(now=st.floats(0.0, 1e4), ahead=st.floats(0.0, 1e3))
+def test_delay_to_lands_on_the_instant(now, ahead):
+    at = now + ahead
+    env = simpy.Environment(initial_time=now)
+    timeout = env.timeout(delay_to(now, at))
+    env.run(until=timeout)
+    assert env.now == at
