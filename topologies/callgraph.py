@@ -11,6 +11,7 @@ from sim.distributions import DistributionSpec
 from sim.units import Size
 
 from .errors import TopologyError
+from .memo import cached_on
 
 __all__ = [
     "CallGraphSpec",
@@ -160,6 +161,13 @@ class CallGraphSpec(BaseModel):
 
     @model_validator(mode="after")
     def _check_calls(self) -> CallGraphSpec:
+        # pydantic runs this again each time the spec is given to another model's field (a
+        # TopologySpec, an inline topology of an experiment): check each list of services once.
+        cached_on(self, "_calls_checked", (self.services, self.entry), self._calls_problems)
+        return self
+
+    def _calls_problems(self) -> bool:
+        """Check the calls and the cycles (see the class docstring); raise ValueError."""
         hosts = set(self.hosts())
         if self.entry not in hosts:
             raise ValueError(
@@ -181,49 +189,75 @@ class CallGraphSpec(BaseModel):
         try:
             cycle = nx.find_cycle(_workload_graph(self))
         except nx.NetworkXNoCycle:
-            return self
+            return True
         names = [edge[0] for edge in cycle] + [cycle[0][0]]
         raise ValueError(f"call graph has a cycle: {' -> '.join(names)}")
 
     def hosts(self) -> list[str]:
         """Return the distinct host names, sorted."""
-        return sorted({svc.host_name for svc in self.services})
+        return list(self._index().hosts)
 
     def workloads_of(self, host: str) -> list[ServiceSpec]:
-        """Return the workloads serving ``host``, sorted by name.
+        """Return the workloads serving ``host``, sorted by name (a dictionary look-up).
 
         Raises:
             TopologyError: If no workload serves ``host``.
         """
-        found = sorted((s for s in self.services if s.host_name == host), key=lambda s: s.name)
-        if not found:
+        found = self._index().by_host.get(host)
+        if found is None:
             raise TopologyError(f"unknown host {host!r}; hosts: {', '.join(self.hosts())}")
-        return found
+        return list(found)
 
     def service(self, name: str) -> ServiceSpec:
-        """Return the workload called ``name``.
+        """Return the workload called ``name`` (a dictionary look-up).
 
         Raises:
             TopologyError: If there is no such workload.
         """
-        for svc in self.services:
-            if svc.name == name:
-                return svc
-        names = ", ".join(sorted(s.name for s in self.services))
-        raise TopologyError(f"unknown service {name!r}; services: {names}")
+        found = self._index().by_name.get(name)
+        if found is None:
+            names = ", ".join(sorted(s.name for s in self.services))
+            raise TopologyError(f"unknown service {name!r}; services: {names}")
+        return found
+
+    def _index(self) -> _HostIndex:
+        """The workloads by host and by name, built once per list of services."""
+        return cached_on(self, "_host_index", (self.services,), lambda: _HostIndex(self.services))
+
+
+class _HostIndex:
+    """Look-ups over the workloads of a call graph, built in one pass.
+
+    Attributes:
+        by_host: Host name to the workloads serving it, sorted by name.
+        by_name: Workload name to its spec.
+        hosts: The distinct host names, sorted.
+    """
+
+    __slots__ = ("by_host", "by_name", "hosts")
+
+    def __init__(self, services: list[ServiceSpec]) -> None:
+        by_host: dict[str, list[ServiceSpec]] = {}
+        by_name: dict[str, ServiceSpec] = {}
+        for svc in sorted(services, key=lambda s: s.name):
+            by_host.setdefault(svc.host_name, []).append(svc)
+            by_name.setdefault(svc.name, svc)
+        self.by_host: dict[str, tuple[ServiceSpec, ...]] = {
+            host: tuple(found) for host, found in by_host.items()
+        }
+        self.by_name = by_name
+        self.hosts: tuple[str, ...] = tuple(sorted(by_host))
 
 
 def _workload_graph(spec: CallGraphSpec) -> nx.DiGraph:
     """Return the bare workload-level graph: an edge to every workload of each callee host."""
-    by_host: dict[str, list[str]] = {}
-    for svc in sorted(spec.services, key=lambda s: s.name):
-        by_host.setdefault(svc.host_name, []).append(svc.name)
+    by_host = spec._index().by_host
     graph = nx.DiGraph()
     for svc in sorted(spec.services, key=lambda s: s.name):
         graph.add_node(svc.name)
         for host in svc.callees():
-            for callee in by_host.get(host, []):
-                graph.add_edge(svc.name, callee)
+            for callee in by_host.get(host, ()):
+                graph.add_edge(svc.name, callee.name)
     return graph
 
 
