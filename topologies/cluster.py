@@ -79,7 +79,7 @@ class ClusterSpec(BaseModel):
             TopologyError: If there is no such node.
         """
         by_name = cached_on(
-            self, "_by_name", (self.nodes,), lambda: {n.name: n for n in self.nodes}
+            self, "nodes_by_name", (self.nodes,), lambda: {n.name: n for n in self.nodes}
         )
         found = by_name.get(name)
         if found is not None:

@@ -26,13 +26,15 @@ def cached_on(
 
     Args:
         model: The frozen model that owns the cache.
-        key: The cache's name in ``__dict__`` (starts with ``_``, so it is never a field).
+        key: The cache's name; it is kept in ``__dict__`` as ``_cached_<key>``, a name that is
+            never a field and never shadows a method (an instance's ``__dict__`` would).
         inputs: The field values the value is derived from.
         build: Computes the value from the model.
 
     Returns:
         The cached or freshly built value.
     """
+    key = f"_cached_{key}"
     found = model.__dict__.get(key)
     if found is not None:
         built_from, value = found

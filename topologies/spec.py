@@ -49,7 +49,7 @@ class TopologySpec(BaseModel):
         """
         return cached_on(
             self,
-            "_placement",
+            "placement",
             (self.cluster, self.call_graph, self.placement),
             lambda: Placement(place(self.cluster, self.call_graph, self.placement)),
         )
