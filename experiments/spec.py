@@ -33,7 +33,14 @@ from models.control_plane import ConfigChangeSpec
 from models.faults import FaultSpec
 from models.workload import WorkloadSpec
 from sim.units import Duration
-from topologies import ServiceSpec, TopologyError, TopologySpec, get_topology, load_topology
+from topologies import (
+    ServiceSpec,
+    TopologyError,
+    TopologySpec,
+    expected_visits,
+    get_topology,
+    load_topology,
+)
 
 __all__ = [
     "ExperimentSpec",
@@ -48,6 +55,12 @@ __all__ = [
 
 class SpecError(ValueError):
     """A spec that cannot be read or does not validate; the message is for the user."""
+
+
+MAX_VISITS_PER_REQUEST = 10_000
+"""The most service visits one request may make on average (a chain of 10,000 services makes
+10,000). Each visit is several events, so a topology beyond this completes few requests or
+none in a run of any useful length, and it is refused before the run."""
 
 
 class TopologyRef(BaseModel):
@@ -217,9 +230,10 @@ class ExperimentSpec(BaseModel):
             # Files are named relative to the spec; keep the path that works from anywhere.
             value = value.model_copy(update={"file": str(Path(base, value.file).resolve())})
         try:
-            value.resolve()
+            topology = value.resolve()
         except TopologyError as error:
             raise ValueError(str(error)) from None
+        _check_visits(topology, value)
         return value
 
     @model_validator(mode="after")
@@ -332,6 +346,27 @@ class ExperimentSpec(BaseModel):
     def resolve_topology(self) -> TopologySpec:
         """The topology this spec names."""
         return self.topology.resolve()
+
+
+def _check_visits(topology: TopologySpec, ref: TopologyRef) -> None:
+    """Refuse a topology whose requests would make too many service visits to simulate."""
+    graph = topology.call_graph
+    visits = expected_visits(graph)
+    if visits <= MAX_VISITS_PER_REQUEST:
+        return
+    amount = "more than 1.8e308" if visits == float("inf") else f"{visits:,.4g}"
+    hint = "make fewer calls, or make them less likely (a call's probability)"
+    if ref.catalog == "random_dag":
+        hint = (
+            "with random_dag, keep max_callees x call_probability below 1 (the defaults, "
+            "3 x 0.3, make at most 10 visits)"
+        )
+    raise ValueError(
+        f"one request to {graph.entry!r} would visit {amount} services on average (the "
+        "expected number, from the call graph's calls and their probabilities), more than "
+        f"the {MAX_VISITS_PER_REQUEST:,} a run can simulate: every visit costs events, so "
+        f"few requests or none would complete; {hint}"
+    )
 
 
 def format_validation_error(error: ValidationError, prefix: str = "") -> str:

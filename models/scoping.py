@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Literal
 
 __all__ = ["Scoping", "ConfigIndex", "known_config"]
@@ -33,6 +34,15 @@ class ConfigIndex:
     @property
     def total_endpoints(self) -> int:
         return sum(self.pods_per_host.values())
+
+    @cached_property
+    def endpoints_by_namespace(self) -> dict[str, int]:
+        """The endpoints of the hosts of each namespace (counted once, for every proxy)."""
+        pods = self.pods_per_host
+        return {
+            namespace: sum(pods.get(h, 0) for h in hosts)
+            for namespace, hosts in self.hosts_by_namespace.items()
+        }
 
     @classmethod
     def build(cls, hosts: Iterable[tuple[str, str, int]]) -> ConfigIndex:
@@ -69,6 +79,17 @@ def known_config(
         total = index.total_endpoints if total_endpoints is None else total_endpoints
         return len(index.pods_per_host) + inbound, total, None
     hosts = set(callees) | own_hosts
+    if scoping == "namespace" and len(namespaces) == 1:
+        # The usual case: a proxy knows its namespace and a few hosts beyond it. The
+        # namespace's hosts and endpoints are shared by its proxies, not copied and summed per
+        # proxy (with every service in one namespace that was quadratic in services).
+        (namespace,) = namespaces
+        in_namespace = index.hosts_by_namespace.get(namespace, frozenset())
+        beyond = hosts - in_namespace
+        endpoints = index.endpoints_by_namespace.get(namespace, 0)
+        endpoints += sum(index.pods_per_host.get(h, 0) for h in beyond)
+        known = in_namespace | beyond if beyond else in_namespace
+        return len(in_namespace) + len(beyond) + inbound, endpoints, known
     if scoping == "namespace":
         for namespace in namespaces:
             hosts |= index.hosts_by_namespace.get(namespace, frozenset())

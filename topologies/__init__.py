@@ -20,6 +20,7 @@ from .errors import TopologyError
 from .io import load_topology, save_topology, topology_from_dict
 from .placement import Placement, PlacementSpec, Pod, place
 from .spec import TopologySpec
+from .visits import expected_visits
 
 __all__ = [
     "CATALOG",
@@ -39,6 +40,7 @@ __all__ = [
     "call_graph",
     "chain",
     "cluster_graph",
+    "expected_visits",
     "fanout",
     "flat_cluster",
     "get_topology",

@@ -11,6 +11,7 @@ from sim.distributions import DistributionSpec
 from sim.units import Size
 
 from .errors import TopologyError
+from .memo import cached_on
 
 __all__ = [
     "CallGraphSpec",
@@ -160,6 +161,13 @@ class CallGraphSpec(BaseModel):
 
     @model_validator(mode="after")
     def _check_calls(self) -> CallGraphSpec:
+        # pydantic runs this again each time the spec is given to another model's field (a
+        # TopologySpec, an inline topology of an experiment): check each list of services once.
+        cached_on(self, "calls_checked", (self.services, self.entry), self._calls_problems)
+        return self
+
+    def _calls_problems(self) -> bool:
+        """Check the calls and the cycles (see the class docstring); raise ValueError."""
         hosts = set(self.hosts())
         if self.entry not in hosts:
             raise ValueError(
@@ -178,52 +186,128 @@ class CallGraphSpec(BaseModel):
                             f"service {svc.name!r} step {number} calls its own host "
                             f"{call.service!r}"
                         )
-        try:
-            cycle = nx.find_cycle(_workload_graph(self))
-        except nx.NetworkXNoCycle:
-            return self
+        if self._callees_first() is not None:
+            return True
+        # Only a cyclic graph gets here: networkx names the cycle for the message.
+        cycle = nx.find_cycle(_workload_graph(self))
         names = [edge[0] for edge in cycle] + [cycle[0][0]]
         raise ValueError(f"call graph has a cycle: {' -> '.join(names)}")
 
+    def topological_order(self) -> list[ServiceSpec]:
+        """Return the workloads so that each comes before every workload it may call.
+
+        Linear in workloads and calls; the order is deterministic (a depth-first search over
+        the workloads sorted by name).
+        """
+        order = self._callees_first()
+        assert order is not None, "a validated call graph has no cycle"
+        return order[::-1]
+
+    def _callees_first(self) -> list[ServiceSpec] | None:
+        """The workloads, each after every workload it may call; ``None`` if there is a cycle."""
+        return cached_on(self, "callees_first", (self.services,), lambda: _callees_first(self))
+
     def hosts(self) -> list[str]:
         """Return the distinct host names, sorted."""
-        return sorted({svc.host_name for svc in self.services})
+        return list(self._index().hosts)
 
     def workloads_of(self, host: str) -> list[ServiceSpec]:
-        """Return the workloads serving ``host``, sorted by name.
+        """Return the workloads serving ``host``, sorted by name (a dictionary look-up).
 
         Raises:
             TopologyError: If no workload serves ``host``.
         """
-        found = sorted((s for s in self.services if s.host_name == host), key=lambda s: s.name)
-        if not found:
+        found = self._index().by_host.get(host)
+        if found is None:
             raise TopologyError(f"unknown host {host!r}; hosts: {', '.join(self.hosts())}")
-        return found
+        return list(found)
 
     def service(self, name: str) -> ServiceSpec:
-        """Return the workload called ``name``.
+        """Return the workload called ``name`` (a dictionary look-up).
 
         Raises:
             TopologyError: If there is no such workload.
         """
-        for svc in self.services:
-            if svc.name == name:
-                return svc
-        names = ", ".join(sorted(s.name for s in self.services))
-        raise TopologyError(f"unknown service {name!r}; services: {names}")
+        found = self._index().by_name.get(name)
+        if found is None:
+            names = ", ".join(sorted(s.name for s in self.services))
+            raise TopologyError(f"unknown service {name!r}; services: {names}")
+        return found
+
+    def _index(self) -> _HostIndex:
+        """The workloads by host and by name, built once per list of services."""
+        return cached_on(self, "host_index", (self.services,), lambda: _HostIndex(self.services))
+
+
+class _HostIndex:
+    """Look-ups over the workloads of a call graph, built in one pass.
+
+    Attributes:
+        by_host: Host name to the workloads serving it, sorted by name.
+        by_name: Workload name to its spec.
+        hosts: The distinct host names, sorted.
+    """
+
+    __slots__ = ("by_host", "by_name", "hosts")
+
+    def __init__(self, services: list[ServiceSpec]) -> None:
+        by_host: dict[str, list[ServiceSpec]] = {}
+        by_name: dict[str, ServiceSpec] = {}
+        for svc in sorted(services, key=lambda s: s.name):
+            by_host.setdefault(svc.host_name, []).append(svc)
+            by_name.setdefault(svc.name, svc)
+        self.by_host: dict[str, tuple[ServiceSpec, ...]] = {
+            host: tuple(found) for host, found in by_host.items()
+        }
+        self.by_name = by_name
+        self.hosts: tuple[str, ...] = tuple(sorted(by_host))
+
+
+def _callees_first(spec: CallGraphSpec) -> list[ServiceSpec] | None:
+    """Post-order of an iterative depth-first search over the workload graph (an edge from a
+    workload to every workload of each host it calls), or ``None`` if the graph has a cycle.
+
+    Iterative, so that a chain of 10,000 services does not exhaust Python's stack.
+    """
+    by_host = spec._index().by_host
+
+    def callees(svc: ServiceSpec) -> list[ServiceSpec]:
+        return [w for host in svc.callees() for w in by_host.get(host, ())]
+
+    on_path, done = 1, 2
+    state: dict[str, int] = {}
+    order: list[ServiceSpec] = []
+    for root in sorted(spec.services, key=lambda s: s.name):
+        if root.name in state:
+            continue
+        state[root.name] = on_path
+        stack = [(root, iter(callees(root)))]
+        while stack:
+            svc, pending = stack[-1]
+            for nxt in pending:
+                seen = state.get(nxt.name)
+                if seen is None:
+                    state[nxt.name] = on_path
+                    stack.append((nxt, iter(callees(nxt))))
+                    break
+                if seen == on_path:
+                    return None  # nxt calls, directly or not, a workload that calls it
+            else:
+                stack.pop()
+                state[svc.name] = done
+                order.append(svc)
+    return order
 
 
 def _workload_graph(spec: CallGraphSpec) -> nx.DiGraph:
     """Return the bare workload-level graph: an edge to every workload of each callee host."""
-    by_host: dict[str, list[str]] = {}
-    for svc in sorted(spec.services, key=lambda s: s.name):
-        by_host.setdefault(svc.host_name, []).append(svc.name)
+    by_host = spec._index().by_host
     graph = nx.DiGraph()
     for svc in sorted(spec.services, key=lambda s: s.name):
         graph.add_node(svc.name)
         for host in svc.callees():
-            for callee in by_host.get(host, []):
-                graph.add_edge(svc.name, callee)
+            for callee in by_host.get(host, ()):
+                graph.add_edge(svc.name, callee.name)
     return graph
 
 

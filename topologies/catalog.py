@@ -249,24 +249,39 @@ def mesh_scale(
 
 def random_dag(
     n: int = 10,
-    edge_probability: float = 0.3,
+    edge_probability: float = 0.1,
     seed: int = 0,
     cluster: ClusterSpec | None = None,
+    max_callees: int = 3,
+    call_probability: float = 0.3,
 ) -> TopologySpec:
     """A random acyclic call graph over services ``d0`` .. ``d{n-1}``, entry ``d0``.
 
-    Each pair ``i < j`` gets a call ``di -> dj`` with probability ``edge_probability`` (calls
-    only go from lower to higher index, so the graph is acyclic); a service with no caller gets
-    one from a random lower-index service, so every service is reachable from ``d0``. Each
-    service's calls are split into random steps, each parallel or sequential at random, and its
-    service time is exponential with a random mean between 0.5 and 3 ms. Everything is drawn
-    from one generator seeded by ``seed``.
+    Calls only go from lower to higher index, so the graph is acyclic. First every service
+    ``dj`` (j >= 1) gets one caller, drawn uniformly from the lower-index services that call
+    fewer than ``max_callees`` others, so every service is reachable from ``d0``. Then each
+    service calls each higher-index service it does not call yet with probability
+    ``edge_probability``, keeping a uniform random choice of them if that would make more than
+    ``max_callees`` callees. Each service's calls are split into random steps, each parallel or
+    sequential at random; every call is made with probability ``call_probability`` on a given
+    request; service times are exponential with a random mean between 0.5 and 3 ms.
+    Everything is drawn from one generator seeded by ``seed``, in time linear in ``n``.
+
+    The bound on the work of a request: a service makes at most ``max_callees`` calls, each
+    with probability ``call_probability``, so with ``m = max_callees * call_probability < 1``
+    a request visits at most ``1 / (1 - m)`` services on average, whatever ``n`` (the
+    defaults: ``m = 0.9``, at most 10 visits). With ``m >= 1`` there is no such bound: the
+    expected visits can grow like ``m`` to the power of the graph's depth (with every call
+    made, at least ``n``, since every service is reachable); see
+    :func:`topologies.visits.expected_visits`.
 
     Args:
         n: Number of services, 1 to 10 000.
-        edge_probability: Probability in [0, 1] of each forward call.
+        edge_probability: Probability in [0, 1] of each extra forward call.
         seed: Seed of the generator (non-negative).
         cluster: The cluster; ``None`` for ``flat_cluster(3)``.
+        max_callees: Most services one service calls, at least 1.
+        call_probability: Probability in [0, 1] that a call is made on a given request.
 
     Returns:
         The topology, named ``random_dag``.
@@ -276,20 +291,18 @@ def random_dag(
     """
     if not 1 <= n <= _MAX_SERVICES:
         raise TopologyError(f"random_dag: n must be between 1 and {_MAX_SERVICES}, got {n}")
-    if not 0.0 <= edge_probability <= 1.0:
-        raise TopologyError(
-            f"random_dag: edge_probability must be in [0, 1], got {edge_probability}"
-        )
+    for name, value in (
+        ("edge_probability", edge_probability),
+        ("call_probability", call_probability),
+    ):
+        if not 0.0 <= value <= 1.0:
+            raise TopologyError(f"random_dag: {name} must be in [0, 1], got {value}")
     if seed < 0:
         raise TopologyError(f"random_dag: seed must be >= 0, got {seed}")
+    if max_callees < 1:
+        raise TopologyError(f"random_dag: max_callees must be >= 1, got {max_callees}")
     rng = np.random.default_rng(seed)
-    callees: list[list[int]] = [[] for _ in range(n)]
-    for j in range(1, n):
-        callers = [i for i in range(j) if rng.random() < edge_probability]
-        if not callers:
-            callers = [int(rng.integers(0, j))]
-        for i in callers:
-            callees[i].append(j)
+    callees = _random_callees(rng, n, edge_probability, max_callees)
     services = []
     for i in range(n):
         targets = sorted(callees[i])
@@ -299,7 +312,8 @@ def random_dag(
             size = int(rng.integers(1, len(order) + 1))
             group, order = order[:size], order[size:]
             parallel = len(group) > 1 and bool(rng.random() < 0.5)
-            steps.append(StepSpec(calls=[{"service": f"d{k}"} for k in group], parallel=parallel))
+            calls = [{"service": f"d{k}", "probability": call_probability} for k in group]
+            steps.append(StepSpec(calls=calls, parallel=parallel))
         mean_s = round(float(rng.uniform(0.0005, 0.003)), 6)
         services.append(ServiceSpec(name=f"d{i}", service_time=_exp(mean_s), steps=steps))
     return TopologySpec(
@@ -307,6 +321,40 @@ def random_dag(
         cluster=cluster if cluster is not None else flat_cluster(3),
         call_graph=CallGraphSpec(services=services, entry="d0"),
     )
+
+
+def _random_callees(
+    rng: np.random.Generator, n: int, edge_probability: float, max_callees: int
+) -> list[set[int]]:
+    """The callees of each of ``n`` services (see :func:`random_dag`), in linear time."""
+    callees: list[set[int]] = [set() for _ in range(n)]
+    # A random tree with at most max_callees children per node: each service's caller is a
+    # uniform pick among the earlier services with room. ``open_`` lists those services;
+    # a full one is swapped out, so each step is O(1).
+    open_: list[int] = []
+    for j in range(n):
+        if j > 0:
+            k = int(rng.integers(0, len(open_)))
+            caller = open_[k]
+            callees[caller].add(j)
+            if len(callees[caller]) == max_callees:
+                open_[k] = open_[-1]
+                open_.pop()
+        open_.append(j)
+    # Extra calls: of the later services not called yet, each with edge_probability, so their
+    # number is binomial and, given it, they are a uniform sample (of at most the room left).
+    for i in range(n):
+        later = n - 1 - i
+        free = later - len(callees[i])
+        room = max_callees - len(callees[i])
+        if free <= 0 or room <= 0 or edge_probability == 0.0:
+            continue
+        count = min(room, int(rng.binomial(free, edge_probability)))
+        chosen = callees[i]
+        wanted = len(chosen) + count
+        while len(chosen) < wanted:  # rejection: few draws, as count <= room <= max_callees
+            chosen.add(i + 1 + int(rng.integers(0, later)))
+    return callees
 
 
 def _svc(

@@ -12,6 +12,7 @@ from sim.network import LinkClass, NetworkSpec
 from sim.units import Size
 
 from .errors import TopologyError
+from .memo import cached_on
 
 __all__ = [
     "ClusterSpec",
@@ -77,9 +78,12 @@ class ClusterSpec(BaseModel):
         Raises:
             TopologyError: If there is no such node.
         """
-        for node in self.nodes:
-            if node.name == name:
-                return node
+        by_name = cached_on(
+            self, "nodes_by_name", (self.nodes,), lambda: {n.name: n for n in self.nodes}
+        )
+        found = by_name.get(name)
+        if found is not None:
+            return found
         raise TopologyError(f"unknown node {name!r}; nodes: {', '.join(self.node_names())}")
 
     def zones(self) -> list[str]:

@@ -149,6 +149,15 @@ class Placement:
                 raise TopologyError(f"duplicate pod name {pod.name!r}")
             by_name[pod.name] = pod
         self._by_name = MappingProxyType(by_name)
+        # One pass builds every look-up, so a model that asks for each workload's pods costs
+        # linear time in pods, not pods x workloads.
+        self._by_service: dict[str, list[Pod]] = {}
+        self._by_host: dict[str, list[Pod]] = {}
+        self._by_node: dict[str, list[Pod]] = {}
+        for pod in self._pods:
+            self._by_service.setdefault(pod.service, []).append(pod)
+            self._by_host.setdefault(pod.host, []).append(pod)
+            self._by_node.setdefault(pod.node, []).append(pod)
 
     @property
     def pods(self) -> tuple[Pod, ...]:
@@ -173,19 +182,19 @@ class Placement:
 
     def pods_of(self, service: str) -> list[Pod]:
         """Return the pods of a workload, by index (empty if the workload is unknown)."""
-        return [p for p in self._pods if p.service == service]
+        return list(self._by_service.get(service, ()))
 
     def pods_of_host(self, host: str) -> list[Pod]:
         """Return the pods of every workload serving ``host``, by (service, index)."""
-        return [p for p in self._pods if p.host == host]
+        return list(self._by_host.get(host, ()))
 
     def pods_on(self, node: str) -> list[Pod]:
         """Return the pods on a node, by (service, index) (empty if none)."""
-        return [p for p in self._pods if p.node == node]
+        return list(self._by_node.get(node, ()))
 
     def nodes(self) -> list[str]:
         """Return the nodes that run at least one pod, sorted."""
-        return sorted({p.node for p in self._pods})
+        return sorted(self._by_node)
 
     def __iter__(self) -> Iterator[Pod]:
         return iter(self._pods)

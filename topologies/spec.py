@@ -6,6 +6,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from .callgraph import CallGraphSpec
 from .cluster import ClusterSpec
+from .memo import cached_on
 from .placement import Placement, PlacementSpec, place
 
 __all__ = ["TopologySpec"]
@@ -34,13 +35,21 @@ class TopologySpec(BaseModel):
     @model_validator(mode="after")
     def _check_placement(self) -> TopologySpec:
         # place() raises TopologyError, a ValueError, which pydantic reports under this model.
-        place(self.cluster, self.call_graph, self.placement)
+        self.pods()
         return self
 
     def pods(self) -> Placement:
         """Place the pods on the nodes (deterministic for a given spec).
 
+        The placement is computed once (at validation) and shared: a :class:`Placement` is
+        immutable.
+
         Returns:
             The placement, with lookups by pod name, workload and node.
         """
-        return Placement(place(self.cluster, self.call_graph, self.placement))
+        return cached_on(
+            self,
+            "placement",
+            (self.cluster, self.call_graph, self.placement),
+            lambda: Placement(place(self.cluster, self.call_graph, self.placement)),
+        )

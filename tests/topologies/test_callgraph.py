@@ -114,6 +114,29 @@ def test_helpers() -> None:
         graph.workloads_of("zzz")
 
 
+def test_lookups_follow_a_copy_with_other_services() -> None:
+    graph = _graph([{"name": "a", "steps": ["b"]}, {"name": "b"}])
+    assert [s.name for s in graph.workloads_of("b")] == ["b"]  # builds the index
+    copied = graph.model_copy(
+        update={"services": [*graph.services, ServiceSpec(name="b-v2", host="b")]}
+    )
+    # The index is kept on the spec; a copy with other services must not reuse it.
+    assert [s.name for s in copied.workloads_of("b")] == ["b", "b-v2"]
+    assert copied.service("b-v2").host_name == "b"
+    assert [s.name for s in graph.workloads_of("b")] == ["b"]
+    # The cache is no field: equality, dumps and the schema see only services and entry.
+    assert graph == _graph([{"name": "a", "steps": ["b"]}, {"name": "b"}])
+    assert set(graph.model_dump()) == {"services", "entry"}
+
+
+def test_returned_lists_are_copies() -> None:
+    graph = _graph([{"name": "a", "steps": ["b"]}, {"name": "b"}])
+    graph.workloads_of("b").clear()
+    graph.hosts().clear()
+    assert [s.name for s in graph.workloads_of("b")] == ["b"]
+    assert graph.hosts() == ["a", "b"]
+
+
 def test_call_graph_attributes() -> None:
     spec = _graph(
         [

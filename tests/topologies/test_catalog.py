@@ -82,6 +82,41 @@ def test_random_dag_is_seeded_and_reachable() -> None:
     assert nx.descendants(graph, "d0") == set(graph.nodes) - {"d0"}
 
 
+@pytest.mark.parametrize(("n", "edge_probability", "max_callees"), [(50, 0.5, 2), (500, 0.1, 3)])
+def test_random_dag_caps_fan_out_and_keeps_every_service_reachable(
+    n: int, edge_probability: float, max_callees: int
+) -> None:
+    spec = random_dag(n, edge_probability, seed=2, max_callees=max_callees, call_probability=0.4)
+    for svc in spec.call_graph.services:
+        calls = [c for step in svc.steps for c in step.calls]
+        assert len(calls) == len({c.service for c in calls}) <= max_callees
+        assert all(c.probability == 0.4 for c in calls)
+        assert all(int(c.service[1:]) > int(svc.name[1:]) for c in calls)
+    graph = call_graph(spec.call_graph)
+    assert nx.descendants(graph, "d0") == set(graph.nodes) - {"d0"}
+
+
+def test_random_dag_edge_probability_one_calls_every_later_service() -> None:
+    spec = random_dag(6, 1.0, max_callees=10, call_probability=1.0)
+    for i, svc in enumerate(spec.call_graph.services):
+        assert set(svc.callees()) == {f"d{j}" for j in range(i + 1, 6)}
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"n": 0}, "n must be between 1 and 10000"),
+        ({"edge_probability": 1.5}, "edge_probability must be in"),
+        ({"call_probability": -0.1}, "call_probability must be in"),
+        ({"max_callees": 0}, "max_callees must be >= 1"),
+        ({"seed": -1}, "seed must be >= 0"),
+    ],
+)
+def test_random_dag_bad_parameters(params: dict[str, float], message: str) -> None:
+    with pytest.raises(TopologyError, match=message):
+        get_topology("random_dag", **params)
+
+
 def test_social_network_shape() -> None:
     spec = social_network()
     services = spec.call_graph.services

@@ -112,3 +112,15 @@ def test_placement_lookups() -> None:
     assert sorted(p.name for p in on_nodes) == sorted(placement.by_name)
     with pytest.raises(TopologyError, match="unknown pod 'x-0'"):
         placement.pod("x-0")
+    assert placement.pods_of("nobody") == []
+    assert placement.pods_of_host("nobody") == []
+    assert placement.pods_on("node-99") == []
+
+
+def test_pods_are_placed_once_and_shared() -> None:
+    topology = bookinfo()
+    assert topology.pods() is topology.pods()
+    # A copy with another placement strategy places again.
+    packed = topology.model_copy(update={"placement": PlacementSpec(strategy="pack")})
+    assert {p.node for p in packed.pods()} == {"node-0"}
+    assert packed.pods() != topology.pods()
