@@ -141,10 +141,10 @@ def test_conservation_counted_at_overload_through_the_runner():
     assert c.sent == c.completed + c.failed + c.in_flight
 
 
-def test_a_chain_of_3000_services_runs_without_a_deep_python_stack():
-    # Calls used to nest as generators: a chain this deep raised RecursionError.
+def test_a_chain_of_10000_services_runs_without_a_deep_python_stack():
+    # Calls used to nest as generators: a chain of 3,000 raised RecursionError.
     data = {
-        "topology": {"catalog": "chain", "params": {"n": 3000, "service_time": "10us"}},
+        "topology": {"catalog": "chain", "params": {"n": 10_000, "service_time": "10us"}},
         "mesh": "none",
         "workload": {"kind": "closed_loop", "connections": 1, "qps": 0},
         "duration": 1.0,
