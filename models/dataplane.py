@@ -317,17 +317,20 @@ class ProxiedMesh(Mesh):
         raise AssertionError("unreachable")
 
     def pool(
-        self, hop: Hop, target: Proxy | None, dst: PodBase, request: Request
+        self, hop: Hop, target: Proxy | None, dst: PodBase | None, request: Request
     ) -> ConnectionPool:
-        """The pool of ``hop``'s proxy towards the next hop (or the app). Once per pooled hop
-        of every request: the lookup comes first, the pool is made only the first time."""
+        """The pool of ``hop``'s proxy towards the next hop, or the app ``dst`` when no proxy
+        follows. Once per pooled hop of every request: the lookup comes first, the pool is
+        made only the first time."""
         proxy = hop.proxy
         multiplexed = hop.multiplexed or request.protocol in ("http2", "grpc")
-        key = (target.name if target is not None else dst.name, multiplexed)
+        peer = target if target is not None else dst
+        assert peer is not None, "a pool towards the app is held after the endpoint is picked"
+        key = (peer.name, multiplexed)
         found = proxy.pools.get(key)
         if found is not None:
             return found
-        peer_node = target.node if target is not None else dst.node
+        peer_node = peer.node
 
         def opener(trace: list | None) -> Generator[simpy.Event, Any, None]:
             yield from self._handshake(proxy, target, peer_node, hop.mtls, trace)
@@ -390,7 +393,6 @@ class Exchange(Task):
         "answered_at",
         "held",
         "response",
-        "res",
         "here",
     )
 

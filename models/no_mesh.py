@@ -16,6 +16,7 @@ from models.mesh import Mesh, Parent, register
 from models.messages import Flags, Request, Response
 from models.service import Visit
 from models.world import PodBase, World
+from sim.network import LinkClass
 
 __all__ = ["NoMeshSpec", "NoMesh"]
 
@@ -86,6 +87,10 @@ class _DirectVisit(Visit):
     """A visit whose response crosses the network straight back to the caller."""
 
     __slots__ = ("slot", "link", "balancer")
+
+    slot: int
+    link: LinkClass
+    balancer: Balancer | None
 
     def _reply(self, response: Response) -> None:
         self._value = response

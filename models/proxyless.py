@@ -134,7 +134,7 @@ class _LibraryCall(Task):
     work (one booking), the app's visit; then the server library, the transfer and the
     client library (one booking)."""
 
-    __slots__ = ("mesh", "src", "dst", "request", "parent", "slot", "balancer", "link", "res")
+    __slots__ = ("mesh", "src", "dst", "request", "parent", "slot", "balancer", "link")
 
     def __init__(
         self,

@@ -114,7 +114,10 @@ class Visit(Task):
     back to :meth:`on_reply`; a parallel step waits for all of its calls.
     """
 
-    __slots__ = ("pod", "request", "parent", "res", "step", "call", "pending", "replies", "failed")
+    __slots__ = ("pod", "request", "parent", "step", "call", "pending", "replies", "failed")
+
+    pending: int  # calls of a parallel step still out
+    replies: list[Response | None] | None  # their responses, by slot
 
     def __init__(self, pod: ServicePod, request: Request, parent: Parent) -> None:
         # Task's attributes set here (no super().__init__): one of these per request and hop.
@@ -156,7 +159,7 @@ class Visit(Task):
                 if not calls:
                     continue
                 self.pending = len(calls)
-                self.replies = [None] * len(calls)
+                self.replies = [None for _ in calls]
                 now = self.env._now  # type: ignore[attr-defined]
                 for slot, call in enumerate(calls):
                     mesh.send(pod, call.host, call.request(now, trace), self, slot)
@@ -211,6 +214,7 @@ class Visit(Task):
             if failed is not None:
                 stats.errors += 1
         size = request.response_size_bytes
+        response: Response | None
         if failed is not None:
             # The application answers with its dependency's error status.
             response = Response(failed.status, size)

@@ -35,7 +35,7 @@ NORMAL = 1  # SimPy's priority of ordinary events (``simpy.events.NORMAL``)
 
 def schedule_at(env: simpy.Environment, when: float, event: Any) -> None:
     """Put ``event`` (a SimPy event or a :class:`Task`) on ``env``'s queue at time ``when``."""
-    heappush(env._queue, (when, NORMAL, next(env._eid), event))  # type: ignore[attr-defined]
+    heappush(env._queue, (when, NORMAL, next(env._eid), event))  # type: ignore[attr-defined,misc]
 
 
 class Runner:
@@ -95,7 +95,10 @@ class Task:
     skip ``__init__``: only ``env``, ``runner`` (and ``_next`` before a wake) must be set.
     """
 
-    __slots__ = ("callbacks", "_next", "runner", "env", "_value")
+    __slots__ = ("callbacks", "_next", "runner", "env", "_value", "res")
+
+    # The reservation of its current CPU visit, [arrival, work, start, end] (sim.servers).
+    res: list[float]
 
     _ok = True  # SimPy's step() reads it after the callbacks: a task never fails as an event
 
@@ -109,7 +112,7 @@ class Task:
         """Run ``_next`` at simulated time ``when`` (>= now)."""
         self.callbacks = _FIRE
         runner = self.runner
-        heappush(runner.queue, (when, NORMAL, next(runner.eid), self))
+        heappush(runner.queue, (when, NORMAL, next(runner.eid), self))  # type: ignore[misc]
 
     def soon(self) -> None:
         """Run ``_next`` now, after the task that is running (no event)."""

@@ -182,13 +182,13 @@ class FifoServer(CpuServer):
         now = self.env._now  # type: ignore[attr-defined]
         if arrival_s <= now:
             wait, total = self.book(work_s, now)
-            res = task.res = [now, work_s, now + wait, now + total]  # type: ignore[attr-defined]
+            res = task.res = [now, work_s, now + wait, now + total]
             task.wake_at(res[3])
             return
         ahead = self._ahead
         if ahead and ahead[0][0] <= now:
             self._fix_arrived(now)
-        res = task.res = [arrival_s, work_s, 0.0, 0.0]  # type: ignore[attr-defined]
+        res = task.res = [arrival_s, work_s, 0.0, 0.0]
         if not ahead:
             self._base = self._free.copy()
         elif arrival_s < ahead[-1][0]:
@@ -210,7 +210,6 @@ class FifoServer(CpuServer):
         reservation ``[arrival, work, start, end]``, whose end a later booking may still move
         later (tests and tools use it; the data plane calls :meth:`visit`)."""
         holder = _Holder()
-        holder.wake_at = _ignore  # type: ignore[method-assign]
         self.visit(holder, arrival_s, work_s)  # type: ignore[arg-type]
         return holder.res
 
@@ -275,6 +274,9 @@ class _Holder:
     """What :meth:`FifoServer.reserve` books for: a reservation, no task to wake."""
 
     res: list[float]
+
+    def wake_at(self, when: float) -> None:
+        """Nobody to wake."""
 
 
 def _arrival(res: list[float]) -> float:
@@ -351,7 +353,7 @@ class ContendedServer(CpuServer):
         def arrive(_event: Any = None) -> None:
             def done(wait: float) -> None:
                 now = env.now
-                task.res = [arrival_s, work_s, now - work_s, now]  # type: ignore[attr-defined]
+                task.res = [arrival_s, work_s, now - work_s, now]
                 task.soon()
 
             drive(env, self.execute(work_s), done)
