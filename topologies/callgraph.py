@@ -163,10 +163,10 @@ class CallGraphSpec(BaseModel):
     def _check_calls(self) -> CallGraphSpec:
         # pydantic runs this again each time the spec is given to another model's field (a
         # TopologySpec, an inline topology of an experiment): check each list of services once.
-        cached_on(self, "calls_checked", (self.services, self.entry), self._calls_problems)
+        cached_on(self, "calls_checked", (self.services, self.entry), self._validate_calls)
         return self
 
-    def _calls_problems(self) -> bool:
+    def _validate_calls(self) -> bool:
         """Check the calls and the cycles (see the class docstring); raise ValueError."""
         hosts = set(self.hosts())
         if self.entry not in hosts:
@@ -291,7 +291,7 @@ def _callees_first(spec: CallGraphSpec) -> list[ServiceSpec] | None:
                     stack.append((nxt, iter(callees(nxt))))
                     break
                 if seen == on_path:
-                    return None  # nxt calls, directly or not, a workload that calls it
+                    return None  # nxt is on the path to svc, and svc calls it: a cycle
             else:
                 stack.pop()
                 state[svc.name] = done
