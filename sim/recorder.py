@@ -53,25 +53,6 @@ class SpanSink:
         if trace is not None:
             trace.append(Span(self.scope, self.kind, start_s, end_s, ok))
 
-    def add_pair(
-        self,
-        other: SpanSink,
-        start_s: float,
-        split_s: float,
-        end_s: float,
-        trace: list[Span] | None,
-    ) -> None:
-        """Two back-to-back spans in one call: this sink's ``[start, split]`` (a queue) and
-        ``other``'s ``[split, end]`` (the service that followed); both are ok."""
-        if start_s >= self._warmup_s:
-            self.count += 1
-            self.total_s += split_s - start_s
-            other.count += 1
-            other.total_s += end_s - split_s
-        if trace is not None:
-            trace.append(Span(self.scope, self.kind, start_s, split_s, True))
-            trace.append(Span(other.scope, other.kind, split_s, end_s, True))
-
     def add_visit(
         self,
         other: SpanSink,
