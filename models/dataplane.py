@@ -41,6 +41,7 @@ from models.router import Router
 from models.scoping import ConfigIndex, Scoping
 from models.world import Node, PodBase
 from sim.engine import Task, drive
+from sim.recorder import record_hop
 from sim.units import Duration
 
 if TYPE_CHECKING:
@@ -394,6 +395,8 @@ class Exchange(Task):
         "held",
         "response",
         "here",
+        "sent",
+        "reached_at",
     )
 
     def __init__(
@@ -419,8 +422,12 @@ class Exchange(Task):
         self.held: list[tuple[int, ConnectionPool, Connection]] | None = None
         self.response: Response | None = None
         self.res: list[float] = _NO_RES
-        # Where the request (or the response) is: a pod or a proxy (node, net, net_sink).
+        # Where the request (or the response) is: a pod or a proxy (node, net, net_sink); and
+        # when the transfer to the next proxy left and reached it (its spans are recorded
+        # with the visit; ``sent`` < 0: no transfer, the proxy answered itself).
         self.here: Any = src
+        self.sent = -1.0
+        self.reached_at = 0.0
 
     # --- out -------------------------------------------------------------------------------
 
@@ -440,11 +447,8 @@ class Exchange(Task):
         link = here.node.links.get(proxy.node) or self.mesh.world.link(here.node, proxy.node)
         network = here.net.delay(link, size)
         io = proxy.io()
-        reached = now + network
-        trace = request.trace
-        here.net_sink.add(now, reached, True, trace)
-        if io > 0.0:
-            proxy.io_sink.add(reached, reached + io, True, trace)
+        reached = self.reached_at = now + network
+        self.sent = now
         proxy.requests += 1
         cost = hop.costs[request.protocol]
         self.i = i
@@ -459,7 +463,16 @@ class Exchange(Task):
         i = self.i
         hop = self.hops[i]
         proxy = hop.proxy
-        proxy.queue_sink.add_visit(proxy.cpu_sink, res, self.request.trace)
+        record_hop(
+            self.here.net_sink,
+            proxy.io_sink,
+            proxy.queue_sink,
+            proxy.cpu_sink,
+            self.sent,
+            self.reached_at,
+            res,
+            self.request.trace,
+        )
         self.here = proxy
         self.reached = i + 1
         local = hop.local
@@ -476,6 +489,8 @@ class Exchange(Task):
             self._route()
         elif hop.pooled:
             self._hold()
+        elif i + 1 < len(self.hops):
+            self._to_hop(i + 1)
         else:
             self._forward()
 
@@ -602,11 +617,11 @@ class Exchange(Task):
         response = self.response
         assert response is not None
         here = self.here
-        request = self.request
         now = self.env._now  # type: ignore[attr-defined]
         size = response.size_bytes
         self.i = i
         if i < 0:
+            request = self.request
             src = self.src
             link = here.node.links.get(src.node) or self.mesh.world.link(here.node, src.node)
             network = here.net.delay(link, size)
@@ -619,15 +634,13 @@ class Exchange(Task):
             return
         proxy = self.hops[i].proxy
         arrival = now
+        self.sent = -1.0
         if i != self.answered_at:  # the response comes back from the next place
             link = here.node.links.get(proxy.node) or self.mesh.world.link(here.node, proxy.node)
             network = here.net.delay(link, size)
-            io = proxy.io()
-            reached = now + network
-            here.net_sink.add(now, reached, True, request.trace)
-            if io > 0.0:
-                proxy.io_sink.add(reached, reached + io, True, request.trace)
-            arrival = reached + io
+            reached = self.reached_at = now + network
+            self.sent = now
+            arrival = reached + proxy.io()
             held = self.held
             if held is not None and held[-1][0] == i and arrival > now:
                 # Its connection is released when the response reaches the proxy.
@@ -664,7 +677,16 @@ class Exchange(Task):
         request = self.request
         response = self.response
         assert response is not None
-        proxy.queue_sink.add_visit(proxy.cpu_sink, res, request.trace)
+        record_hop(
+            self.here.net_sink,
+            proxy.io_sink,
+            proxy.queue_sink,
+            proxy.cpu_sink,
+            self.sent,
+            self.reached_at,
+            res,
+            request.trace,
+        )
         cost = hop.costs[request.protocol]
         after = cost.after_base + cost.after_per_byte * response.size_bytes
         if after > 0.0:

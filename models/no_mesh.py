@@ -102,7 +102,7 @@ class _DirectVisit(Visit):
             dst.net_sink.add(now, now + delay, True, self.request.trace)
             self.wake_at(now + delay)
         else:
-            self.runner.run(self)
+            self.runner.ready.append(self)  # inside a task's step: the queue is draining
 
     def _deliver(self) -> None:
         if self.balancer is not None:

@@ -225,10 +225,11 @@ class Visit(Task):
         self._reply(response)
 
     def _reply(self, response: Response) -> None:
-        """Hand the response to the parent (through the ready queue: never re-entered)."""
+        """Hand the response to the parent through the ready queue (never re-entered). A
+        visit answers from inside a task's step, while the queue is being drained."""
         self._value = response
         self._next = self._deliver
-        self.runner.run(self)
+        self.runner.ready.append(self)
 
     def _deliver(self) -> None:
         self.parent.on_reply(0, self._value)

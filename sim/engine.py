@@ -28,7 +28,7 @@ from typing import Any
 
 import simpy
 
-__all__ = ["Task", "Runner", "schedule_at", "drive", "NORMAL"]
+__all__ = ["Task", "Runner", "schedule_at", "drive", "NORMAL", "TASK_CALLBACKS"]
 
 NORMAL = 1  # SimPy's priority of ordinary events (``simpy.events.NORMAL``)
 
@@ -83,7 +83,9 @@ def _fire(task: Task) -> None:
         runner.running = False
 
 
-_FIRE = [_fire]  # every task's callbacks: SimPy iterates the list and never changes it
+# Every task's callbacks: SimPy iterates the list and never changes it. Code that schedules a
+# task itself (a server booking a visit) sets ``task.callbacks = TASK_CALLBACKS``.
+TASK_CALLBACKS = _FIRE = [_fire]
 
 
 class Task:

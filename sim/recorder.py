@@ -72,6 +72,42 @@ class SpanSink:
             trace.append(Span(other.scope, other.kind, start, end, True))
 
 
+def record_hop(
+    net: SpanSink,
+    io: SpanSink,
+    queue: SpanSink,
+    cpu: SpanSink,
+    sent_s: float,
+    reached_s: float,
+    res: list[float],
+    trace: list[Span] | None,
+) -> None:
+    """The spans of one hop through a proxy, in one call: the sender's network transfer
+    ``[sent, reached]`` (none when ``sent_s`` < 0: the proxy answered itself), the proxy's io
+    delay ``[reached, arrival]`` (none when zero), then its queue and CPU from the reservation
+    ``[arrival, work, start, end]``."""
+    arrival, _, start, end = res
+    if sent_s >= 0.0:
+        if sent_s >= net._warmup_s:
+            net.count += 1
+            net.total_s += reached_s - sent_s
+        if arrival > reached_s and reached_s >= io._warmup_s:
+            io.count += 1
+            io.total_s += arrival - reached_s
+    if arrival >= queue._warmup_s:
+        queue.count += 1
+        queue.total_s += start - arrival
+        cpu.count += 1
+        cpu.total_s += end - start
+    if trace is not None:
+        if sent_s >= 0.0:
+            trace.append(Span(net.scope, net.kind, sent_s, reached_s, True))
+            if arrival > reached_s:
+                trace.append(Span(io.scope, io.kind, reached_s, arrival, True))
+        trace.append(Span(queue.scope, queue.kind, arrival, start, True))
+        trace.append(Span(cpu.scope, cpu.kind, start, end, True))
+
+
 class Recorder:
     """Owns the span sinks of one run and the sampled traces.
 

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 import simpy
 
-from sim.engine import drive, schedule_at
+from sim.engine import NORMAL, TASK_CALLBACKS, drive, schedule_at
 from sim.stats import TimeWeighted
 
 if TYPE_CHECKING:
@@ -179,31 +179,45 @@ class FifoServer(CpuServer):
         return start - now, end - now
 
     def visit(self, task: Task, arrival_s: float, work_s: float) -> None:
+        # The data plane's booking: every step inline (it runs once per hop of every request).
         now = self.env._now  # type: ignore[attr-defined]
-        if arrival_s <= now:
-            wait, total = self.book(work_s, now)
-            res = task.res = [now, work_s, now + wait, now + total]
-            task.wake_at(res[3])
-            return
         ahead = self._ahead
         if ahead and ahead[0][0] <= now:
             self._fix_arrived(now)
-        res = task.res = [arrival_s, work_s, 0.0, 0.0]
-        if not ahead:
-            self._base = self._free.copy()
-        elif arrival_s < ahead[-1][0]:
-            ahead.insert(bisect_right(ahead, arrival_s, key=_arrival), res)
-            self._resequence()
-            task.wake_at(res[3])
-            return
-        free = self._free
-        earliest = free[0]
-        start = earliest if earliest > arrival_s else arrival_s
-        end = res[3] = start + work_s
-        res[2] = start
-        heapq.heapreplace(free, end)
-        ahead.append(res)
-        task.wake_at(end)
+        if arrival_s <= now:
+            if ahead:  # it goes before the ahead bookings
+                wait, total = self.book(work_s, now)
+                res = task.res = [now, work_s, now + wait, now + total]
+            else:
+                free = self._free
+                earliest = free[0]
+                start = earliest if earliest > now else now
+                end = start + work_s
+                heapq.heapreplace(free, end)
+                self._booked += work_s
+                self.visits += 1
+                self._area += end - now
+                res = task.res = [now, work_s, start, end]
+        else:
+            res = task.res = [arrival_s, work_s, 0.0, 0.0]
+            if not ahead:
+                self._base = self._free.copy()
+            elif arrival_s < ahead[-1][0]:
+                ahead.insert(bisect_right(ahead, arrival_s, key=_arrival), res)
+                self._resequence()
+                task.wake_at(res[3])
+                return
+            free = self._free
+            earliest = free[0]
+            start = earliest if earliest > arrival_s else arrival_s
+            end = start + work_s
+            res[2] = start
+            res[3] = end
+            heapq.heapreplace(free, end)
+            ahead.append(res)
+        task.callbacks = TASK_CALLBACKS
+        runner = task.runner
+        heapq.heappush(runner.queue, (res[3], NORMAL, next(runner.eid), task))  # type: ignore[misc]
 
     def reserve(self, arrival_s: float, work_s: float) -> list[float]:
         """Book a visit that arrives at ``arrival_s`` (>= now) without a task; return its
@@ -271,9 +285,16 @@ class FifoServer(CpuServer):
 
 
 class _Holder:
-    """What :meth:`FifoServer.reserve` books for: a reservation, no task to wake."""
+    """What :meth:`FifoServer.reserve` books for: a reservation, and a queue of its own where
+    its wake-up goes (nobody runs it)."""
 
     res: list[float]
+    callbacks: Any
+
+    def __init__(self) -> None:
+        self.runner = self
+        self.queue: list[Any] = []
+        self.eid = iter(range(1 << 62))
 
     def wake_at(self, when: float) -> None:
         """Nobody to wake."""
