@@ -16,8 +16,8 @@ values is the concatenation of successive ``sample_n(rng, batch)`` calls.
 from __future__ import annotations
 
 import math
-from itertools import chain, repeat
 from collections.abc import Callable, Iterator
+from itertools import chain, repeat
 from typing import Annotated, Any, Literal, Union
 
 import numpy as np
