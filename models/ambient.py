@@ -9,26 +9,26 @@ it picks the endpoint when it is on the path, the source ztunnel otherwise.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-from models.control_plane import ControlPlaneSpec
-from models.dataplane import Hop, ProxiedMesh, RetrySpec
-from models.loadbalancer import Balancer, LbPolicy, make_balancer
-from models.mesh import register
+from models.dataplane import Hop, ProxiedMesh, ProxiedSpec
+from models.loadbalancer import Balancer, make_balancer
 from models.proxy import Proxy, ProxySpec
 from models.scoping import ConfigIndex
-from models.sidecar import MtlsMode
 from models.world import PodBase, World
+
+if TYPE_CHECKING:
+    from models.service import ClientPod, ServicePod
 from sim.distributions import UniformDist
 from sim.random import stable_hash
 
 __all__ = ["AmbientSpec", "AmbientMesh"]
 
 
-class AmbientSpec(BaseModel):
-    """Istio ambient.
+class AmbientSpec(ProxiedSpec):
+    """Istio ambient (and the shared fields of :class:`ProxiedSpec`).
 
     Attributes:
         ztunnel: the per-node L4 proxy.
@@ -36,27 +36,18 @@ class AmbientSpec(BaseModel):
         waypoints: which services have a waypoint: ``none`` (L4 only), ``all``, or a list of
             service hosts.
         waypoint_replicas: waypoint pods per service.
-        mtls_mode: ambient is mTLS (HBONE) between ztunnels.
-        load_balancer: the policy of the proxy that picks the endpoint.
-        retries: the picking proxy's retries on connect failures.
-        control_plane: istiod, pushing to ztunnels and waypoints; None for a static
-            configuration.
-    """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    Its mTLS is HBONE between ztunnels; its control plane is istiod, pushing to ztunnels and
+    waypoints.
+    """
 
     architecture: Literal["ambient"] = "ambient"
     ztunnel: ProxySpec = ProxySpec()
     waypoint: ProxySpec = ProxySpec()
     waypoints: Literal["none", "all"] | list[str] = "none"
     waypoint_replicas: Annotated[int, Field(ge=1)] = 1
-    mtls_mode: MtlsMode = "STRICT"
-    load_balancer: LbPolicy = "least_request"
-    retries: RetrySpec = RetrySpec()
-    control_plane: ControlPlaneSpec | None = None
 
 
-@register
 class AmbientMesh(ProxiedMesh):
     """Ztunnels on every node with pods; waypoints for the services that ask for L7."""
 
@@ -71,7 +62,9 @@ class AmbientMesh(ProxiedMesh):
         self._waypoint_balancers: dict[tuple[str, str], Balancer] = {}
         self._waypoints_made = False
 
-    def make_proxies(self, pods, clients, index: ConfigIndex):  # type: ignore[no-untyped-def]
+    def make_proxies(
+        self, pods: list[ServicePod], clients: list[ClientPod], index: ConfigIndex
+    ) -> list[tuple[Proxy, frozenset[str] | None]]:
         world = self.world
         made = []
         for pod in sorted([*pods, *clients], key=lambda p: p.node.name):

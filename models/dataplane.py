@@ -26,20 +26,21 @@ from __future__ import annotations
 from collections.abc import Generator
 from dataclasses import dataclass, field
 from types import GeneratorType
-from typing import TYPE_CHECKING, Annotated, Any, Protocol
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Protocol
 
 import simpy
 from pydantic import BaseModel, ConfigDict, Field
 
 from models.connections import Connection, ConnectionPool
-from models.control_plane import ControlPlane
+from models.control_plane import ControlPlane, ControlPlaneSpec
 from models.filters import PROTOCOLS, Listener, ListenerCost
+from models.loadbalancer import LbPolicy
 from models.mesh import Mesh, Parent
 from models.messages import Flags, Request, Response
 from models.proxy import Proxy, ProxySpec
 from models.router import Router
 from models.scoping import ConfigIndex, Scoping
-from models.world import Node, PodBase
+from models.world import Node, PodBase, World
 from sim.engine import Task, drive
 from sim.recorder import record_hop
 from sim.units import Duration
@@ -50,6 +51,8 @@ if TYPE_CHECKING:
 __all__ = [
     "Hop",
     "RetrySpec",
+    "ProxiedSpec",
+    "MtlsMode",
     "ProxiedMesh",
     "Exchange",
     "LocalResponder",
@@ -126,6 +129,30 @@ class RetrySpec(BaseModel):
     backoff_base: Duration = 0.025
 
 
+MtlsMode = Literal["STRICT", "PERMISSIVE", "DISABLE"]
+
+
+class ProxiedSpec(BaseModel):
+    """The fields every architecture with proxies has; each sets its own defaults.
+
+    Attributes:
+        mtls_mode: PeerAuthentication mode. ``PERMISSIVE`` accepts both, and meshed clients
+            use mTLS (Istio's auto mTLS), so it behaves as ``STRICT`` here; ``DISABLE`` for
+            none (Traefik Mesh has no mTLS).
+        load_balancer: the policy of the proxy that picks the endpoint.
+        retries: the picking proxy's retries on connect failures.
+        control_plane: the control plane that pushes configuration (and signs certificates);
+            None for a static configuration (no pushes, no certificates simulated).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    mtls_mode: MtlsMode = "STRICT"
+    load_balancer: LbPolicy = "least_request"
+    retries: RetrySpec = RetrySpec()
+    control_plane: ControlPlaneSpec | None = None
+
+
 @dataclass
 class DataPlaneStats:
     """Counts after the warm-up: what stale configuration and certificates cost."""
@@ -152,11 +179,11 @@ class ProxiedMesh(Mesh):
     certificate has expired fails (``UF``).
     """
 
-    retry: RetrySpec = RetrySpec()
+    spec: ProxiedSpec
 
-    def __init__(self, world: Any, spec: BaseModel) -> None:
+    def __init__(self, world: World, spec: ProxiedSpec) -> None:
         super().__init__(world, spec)
-        self.retry = getattr(spec, "retries", RetrySpec())
+        self.retry = spec.retries
         self.control_plane: ControlPlane | None = None
         self.dp_stats = DataPlaneStats()
         # The folded listeners of each proxy spec (the spec is held by self.spec, so its id
@@ -192,15 +219,16 @@ class ProxiedMesh(Mesh):
         if listeners is None:
             listeners = (Listener("outbound", spec.outbound), Listener("inbound", spec.inbound))
             self._listeners[id(spec)] = listeners
-        lb_policy = self.spec.load_balancer  # type: ignore[attr-defined]
-        proxy = Proxy(self.world, name, node, kind, spec, lb_policy, listeners, self.retry)
+        proxy = Proxy(
+            self.world, name, node, kind, spec, self.spec.load_balancer, listeners, self.retry
+        )
         proxy.scoping = scoping
         return proxy, proxy.recount(index, total_endpoints)
 
     def attach(self, pods: list[ServicePod], clients: list[ClientPod]) -> None:
         super().attach(pods, clients)
         made = self.make_proxies(pods, clients, self.config_index())
-        spec = getattr(self.spec, "control_plane", None)
+        spec = self.spec.control_plane
         if spec is not None:
             self.control_plane = ControlPlane(self.world, spec, self._snapshot())
         for proxy, hosts in made:

@@ -1,10 +1,10 @@
-"""The interface every mesh architecture implements, and their registry.
+"""The interface every mesh architecture implements.
 
 An architecture decides the hops of one call from a pod to a service: which proxies the
 request passes through, what each costs, and how an endpoint is chosen. Each architecture is
 one module with a spec (a pydantic model whose ``architecture`` field is its discriminator)
-and a :class:`Mesh` subclass, registered with :func:`register`; adding one touches that new
-module and a line in :mod:`models.architectures`.
+and a :class:`Mesh` subclass; adding one touches that new module and a row of the table in
+:mod:`models.architectures`, from which the spec union and the registry are derived.
 """
 
 from __future__ import annotations
@@ -23,9 +23,7 @@ from sim.engine import Task
 if TYPE_CHECKING:
     from models.service import ClientPod, ServicePod
 
-__all__ = ["Mesh", "Parent", "register", "mesh_class"]  # Parent: from models.messages
-
-_REGISTRY: dict[str, type[Mesh]] = {}
+__all__ = ["Mesh", "Parent"]  # Parent: from models.messages
 
 
 class _Answer(Task):
@@ -157,20 +155,3 @@ class Mesh:
     def memory_bytes(self) -> dict[str, float]:
         """Modelled memory per proxy scope, in bytes (none for no mesh)."""
         return {}
-
-
-def register(cls: type[Mesh]) -> type[Mesh]:
-    """Class decorator: make an architecture known by its ``architecture`` name."""
-    if not cls.architecture:
-        raise ValueError(f"{cls.__name__} has no architecture name")
-    _REGISTRY[cls.architecture] = cls
-    return cls
-
-
-def mesh_class(architecture: str) -> type[Mesh]:
-    """The registered :class:`Mesh` subclass for an architecture name."""
-    try:
-        return _REGISTRY[architecture]
-    except KeyError:
-        known = ", ".join(sorted(_REGISTRY))
-        raise ValueError(f"unknown architecture {architecture!r}; known: {known}") from None

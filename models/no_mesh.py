@@ -12,7 +12,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict
 
 from models.loadbalancer import Balancer, LbPolicy, make_balancer
-from models.mesh import Mesh, Parent, register
+from models.mesh import Mesh, Parent
 from models.messages import Flags, Request, Response
 from models.service import Visit
 from models.world import PodBase, World
@@ -35,7 +35,6 @@ class NoMeshSpec(BaseModel):
     load_balancer: LbPolicy = "random"
 
 
-@register
 class NoMesh(Mesh):
     """``app -> network -> app``."""
 

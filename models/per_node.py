@@ -7,24 +7,22 @@ Every pod on a node shares its proxy's workers, and its failure. Traefik Mesh ha
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-from pydantic import BaseModel, ConfigDict
-
-from models.control_plane import ControlPlaneSpec
-from models.dataplane import Hop, ProxiedMesh, RetrySpec
+from models.dataplane import Hop, MtlsMode, ProxiedMesh, ProxiedSpec
 from models.loadbalancer import LbPolicy
-from models.mesh import register
 from models.proxy import Proxy, ProxySpec
 from models.scoping import ConfigIndex
-from models.sidecar import MtlsMode
 from models.world import PodBase, World
+
+if TYPE_CHECKING:
+    from models.service import ClientPod, ServicePod
 
 __all__ = ["PerNodeSpec", "PerNodeMesh"]
 
 
-class PerNodeSpec(BaseModel):
-    """A proxy per node.
+class PerNodeSpec(ProxiedSpec):
+    """A proxy per node (and the shared fields of :class:`ProxiedSpec`).
 
     Attributes:
         proxy: the node proxy (its ``outbound`` chain runs for callers on its node, its
@@ -33,22 +31,16 @@ class PerNodeSpec(BaseModel):
         mtls_mode: ``DISABLE`` for Traefik Mesh (it has no mTLS).
         load_balancer: the node proxy's policy (Traefik: weighted round robin).
         retries: Traefik Mesh's ``retry-attempts`` (network errors only; none by default).
-        control_plane: the Maesh controller (``kind: maesh``), or None for a static
-            configuration.
+        control_plane: the Maesh controller (``kind: maesh``), or None.
     """
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     architecture: Literal["per_node"] = "per_node"
     proxy: ProxySpec = ProxySpec()
     server_side: bool = False
     mtls_mode: MtlsMode = "DISABLE"
     load_balancer: LbPolicy = "round_robin"
-    retries: RetrySpec = RetrySpec()
-    control_plane: ControlPlaneSpec | None = None
 
 
-@register
 class PerNodeMesh(ProxiedMesh):
     """One proxy on each node that has pods; it knows every service of the mesh."""
 
@@ -60,7 +52,9 @@ class PerNodeMesh(ProxiedMesh):
         self.mtls = spec.mtls_mode != "DISABLE"
         self.node_proxies: dict[str, Proxy] = {}
 
-    def make_proxies(self, pods, clients, index: ConfigIndex):  # type: ignore[no-untyped-def]
+    def make_proxies(
+        self, pods: list[ServicePod], clients: list[ClientPod], index: ConfigIndex
+    ) -> list[tuple[Proxy, frozenset[str] | None]]:
         made = []
         for pod in sorted([*pods, *clients], key=lambda p: p.node.name):
             if pod.node.name in self.node_proxies:

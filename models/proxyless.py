@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict
 
 from models.filters import Cost
 from models.loadbalancer import Balancer, LbPolicy, make_balancer
-from models.mesh import Mesh, Parent, register
+from models.mesh import Mesh, Parent
 from models.messages import Flags, Request, Response
 from models.proxy import MemorySpec
 from models.scoping import Scoping, known_config
@@ -24,7 +24,7 @@ from sim.engine import Task
 from sim.servers import CpuServer
 
 if TYPE_CHECKING:
-    from models.service import ServicePod
+    from models.service import ClientPod, ServicePod
 
 __all__ = ["ProxylessSpec", "ProxylessMesh"]
 
@@ -51,7 +51,6 @@ class ProxylessSpec(BaseModel):
     load_balancer: LbPolicy = "round_robin"
 
 
-@register
 class ProxylessMesh(Mesh):
     """No proxies; library CPU on both applications."""
 
@@ -65,7 +64,7 @@ class ProxylessMesh(Mesh):
         self._memory: dict[str, float] = {}
         self._in_flight: dict[str, dict[int, int]] = {}
 
-    def _attach_library(self, pods, clients) -> None:  # type: ignore[no-untyped-def]
+    def _attach_library(self, pods: list[ServicePod], clients: list[ClientPod]) -> None:
         """Each application's xDS client (its memory), and a CPU server for the load
         generator's library work."""
         for pod in pods:
@@ -98,11 +97,11 @@ class ProxylessMesh(Mesh):
         balancer.started(dst)
         _LibraryCall(self, src, dst, request, parent, slot, balancer).start()
 
-    def attach(self, pods, clients) -> None:  # type: ignore[no-untyped-def]
+    def attach(self, pods: list[ServicePod], clients: list[ClientPod]) -> None:
         super().attach(pods, clients)
         self._attach_library(pods, clients)
 
-    def add_pods(self, pods) -> None:  # type: ignore[no-untyped-def]
+    def add_pods(self, pods: list[ServicePod]) -> None:
         super().add_pods(pods)
         self._attach_library(pods, [])
 

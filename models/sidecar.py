@@ -7,52 +7,37 @@ connections to the server sidecars; each sidecar holds the configuration its sco
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict
-
-from models.control_plane import ControlPlaneSpec
-from models.dataplane import Hop, ProxiedMesh, RetrySpec
-from models.loadbalancer import LbPolicy
-from models.mesh import register
+from models.dataplane import Hop, MtlsMode, ProxiedMesh, ProxiedSpec, RetrySpec
 from models.mixer import Mixer, MixerSpec
 from models.proxy import Proxy, ProxySpec
 from models.scoping import ConfigIndex, Scoping
 from models.world import PodBase, World
 
+if TYPE_CHECKING:
+    from models.service import ClientPod, ServicePod
+
 __all__ = ["SidecarSpec", "SidecarMesh", "MtlsMode"]
 
-MtlsMode = Literal["STRICT", "PERMISSIVE", "DISABLE"]
 
-
-class SidecarSpec(BaseModel):
-    """A sidecar per pod.
+class SidecarSpec(ProxiedSpec):
+    """A sidecar per pod (and the shared fields of :class:`ProxiedSpec`).
 
     Attributes:
         proxy: the sidecar proxy.
-        mtls_mode: PeerAuthentication mode. ``PERMISSIVE`` accepts both, and meshed
-            clients use mTLS (Istio's auto mTLS), so it behaves as ``STRICT`` here.
         scoping: what each sidecar knows: ``mesh``, ``namespace`` or ``dependencies``.
-        load_balancer: the outbound router's policy.
         retries: the outbound router's retries (Istio's default: 2 on connect failures).
         mixer: Mixer (Istio 0.x to 1.4): checks and reports; None for telemetry v2.
-        control_plane: the control plane that pushes configuration and signs certificates;
-            None for a static configuration (no pushes, no certificates simulated).
     """
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     architecture: Literal["sidecar"] = "sidecar"
     proxy: ProxySpec = ProxySpec()
-    mtls_mode: MtlsMode = "STRICT"
     scoping: Scoping = "mesh"
-    load_balancer: LbPolicy = "least_request"
     retries: RetrySpec = RetrySpec(attempts=2)
     mixer: MixerSpec | None = None
-    control_plane: ControlPlaneSpec | None = None
 
 
-@register
 class SidecarMesh(ProxiedMesh):
     """A sidecar in every pod, the load generator's included (as in Istio's benchmark)."""
 
@@ -67,7 +52,7 @@ class SidecarMesh(ProxiedMesh):
         self._check_out: Mixer | None = None
         self._check_in: Mixer | None = None
 
-    def attach(self, pods, clients) -> None:  # type: ignore[no-untyped-def]
+    def attach(self, pods: list[ServicePod], clients: list[ClientPod]) -> None:
         if self.spec.mixer is not None:
             mixer = self.mixer = Mixer(self.world, self.spec.mixer)
             check_on = self.spec.mixer.check_on
@@ -75,7 +60,9 @@ class SidecarMesh(ProxiedMesh):
             self._check_in = mixer if check_on in ("inbound", "both") else None
         super().attach(pods, clients)
 
-    def make_proxies(self, pods, clients, index: ConfigIndex):  # type: ignore[no-untyped-def]
+    def make_proxies(
+        self, pods: list[ServicePod], clients: list[ClientPod], index: ConfigIndex
+    ) -> list[tuple[Proxy, frozenset[str] | None]]:
         made = []
         entry = self.world.topology.call_graph.entry
         total = index.total_endpoints
@@ -126,7 +113,7 @@ class SidecarMesh(ProxiedMesh):
     def proxies(self) -> list[Proxy]:
         return list(self.sidecars.values())
 
-    def retire_proxies(self, pods) -> list[Proxy]:  # type: ignore[no-untyped-def]
+    def retire_proxies(self, pods: list[ServicePod]) -> list[Proxy]:
         return [self.sidecars[pod.name] for pod in pods]
 
     def set_fault(self, kind: str, active: bool) -> None:

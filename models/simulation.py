@@ -13,10 +13,10 @@ from typing import Any, cast
 import simpy
 from pydantic import BaseModel
 
-import models.architectures  # noqa: F401  (registers every architecture)
+from models.architectures import mesh_class
 from models.control_plane import ConfigChangeSpec
 from models.faults import FaultSpec, schedule_faults
-from models.mesh import Mesh, mesh_class
+from models.mesh import Mesh
 from models.service import ClientPod, ServicePod
 from models.workload import ClosedLoopSpec, OpenLoopSpec, Workload, WorkloadStats
 from models.world import ServiceStats, World
