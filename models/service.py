@@ -84,6 +84,12 @@ class ServicePod(PodBase):
         self.app = world.cpu_server(spec.workers, f"{self.scope}.app", "app", node)
         self._work = spec.service_time.sampler(self.rng)
         self._steps = compile_steps(spec, world)
+        # Without a parallel step, the calls in order (the common case, walked by index).
+        self._sequence: tuple[Call, ...] | None = (
+            None
+            if any(step.parallel for step in self._steps)
+            else tuple(call for step in self._steps for call in step.calls)
+        )
         # Its stream for call decisions, made only when some call is not certain.
         uncertain = any(c.probability < 1.0 for step in self._steps for c in step.calls)
         self._chance: Callable[[], float] = self.uniform() if uncertain else _never
@@ -138,10 +144,30 @@ class Visit(Task):
             return
         pod = self.pod
         pod._queue_sink.add_visit(pod._cpu_sink, res, self.request.trace)
-        if pod._steps:
-            self._steps()
+        if pod._sequence is not None:
+            self._call_next()
         else:
-            self._answer()
+            self._steps()
+
+    def _call_next(self) -> None:
+        """Without parallel steps: make the next call in order, or answer."""
+        pod = self.pod
+        calls = pod._sequence
+        assert calls is not None
+        i = self.call
+        n = len(calls)
+        while i < n:
+            call = calls[i]
+            i += 1
+            if call.probability < 1.0 and pod._chance() >= call.probability:
+                continue
+            self.call = i
+            mesh = pod.mesh
+            assert mesh is not None, "the pod is not connected to a mesh"
+            request = call.request(self.env._now, self.request.trace)  # type: ignore[attr-defined]
+            mesh.send(pod, call.host, request, self, -1)
+            return
+        self._answer()
 
     def _steps(self) -> None:
         """Make the next call (or fan out the next parallel step), or answer."""
@@ -183,8 +209,10 @@ class Visit(Task):
             if response.status >= 400:  # Response.ok, inline on the hot path
                 self.failed = response
                 self._answer()
-                return
-            self._steps()
+            elif self.pod._sequence is not None:
+                self._call_next()
+            else:
+                self._steps()
             return
         replies = self.replies
         assert replies is not None

@@ -6,6 +6,7 @@ The experiments layer turns the :class:`SimulationOutput` into a user-facing res
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Generator
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -20,6 +21,7 @@ from models.mesh import Mesh
 from models.service import ClientPod, ServicePod
 from models.workload import ClosedLoopSpec, OpenLoopSpec, Workload, WorkloadStats
 from models.world import ServiceStats, World
+from sim.engine import run_until
 from sim.recorder import Recorder
 from sim.servers import CpuServer
 from topologies import ServiceSpec, TopologySpec
@@ -176,17 +178,33 @@ class Simulation:
         return made
 
     def run(self) -> SimulationOutput:
-        """Run to the end of the duration and collect."""
+        """Run to the end of the duration and collect.
+
+        The objects built so far live for the whole run: they are frozen out of the garbage
+        collector's sweeps while it runs (``gc.freeze``; about 5 to 10 % faster, measured by
+        ``benchmarks/build.py``) and unfrozen after. Nothing is frozen if the caller froze
+        objects of its own already: unfreezing would release theirs too.
+        """
+        freeze = gc.get_freeze_count() == 0
+        if freeze:
+            gc.freeze()
+        try:
+            return self._run()
+        finally:
+            if freeze:
+                gc.unfreeze()
+
+    def _run(self) -> SimulationOutput:
         self.workload.start()
         schedule_faults(self.env, self.mesh, self.faults)
         if self.changes:
             self.env.process(self._change_schedule())
         if self.warmup_s > 0:
-            self.env.run(until=self.warmup_s)
+            run_until(self.env, self.world.runner, self.warmup_s)
             self.world.reset_stats()
             self.mesh.reset_stats()
             self.workload.stats.in_flight.reset(self.env.now)
-        self.env.run(until=self.duration_s)
+        run_until(self.env, self.world.runner, self.duration_s)
         return SimulationOutput(
             measured_s=self.duration_s - self.warmup_s,
             workload=self.workload.stats,
