@@ -104,3 +104,46 @@ def test_mm1_mean_in_system_matches_littles_law_after_reset():
     rate = len(sojourns) / 300.0
     assert server.mean_in_system() == pytest.approx(rate * np.mean(sojourns), rel=0.02)
     assert server.mean_in_system() == pytest.approx(0.6 / 0.4, rel=0.05)  # rho / (1 - rho)
+
+
+def _fifo_by_arrival(bookings, workers):
+    """Brute force: FIFO in arrival order (ties: booking order), earliest free worker."""
+    import heapq
+
+    free = [0.0] * workers
+    out = {}
+    for arrival, seq, work in sorted(bookings):
+        start = max(arrival, free[0])
+        heapq.heapreplace(free, start + work)
+        out[seq] = (start, start + work)
+    return out
+
+
+@pytest.mark.parametrize("trial", range(60))
+def test_ahead_bookings_are_fifo_by_arrival(trial):
+    # Visits booked before they arrive (a network transfer first), some at once, in an order
+    # that differs from their arrival order: the timeline must equal FIFO by arrival.
+    rng = np.random.default_rng(trial)
+    workers = int(rng.integers(1, 4))
+    env = simpy.Environment()
+    server = FifoServer(env, workers, "s", "app")
+    plan, t = [], 0.0
+    for seq in range(40):
+        t += rng.exponential(0.2)
+        lag = 0.0 if rng.random() < 0.3 else rng.uniform(0.0, 0.5)
+        plan.append((t, t + lag, seq, rng.exponential(0.3)))
+    got = {}
+
+    def book():
+        for booked_at, arrival, seq, work in plan:
+            yield env.timeout(booked_at - env.now)
+            got[seq] = server.reserve(arrival, work)
+
+    env.process(book())
+    env.run()
+    expected = _fifo_by_arrival([(a, s, w) for _, a, s, w in plan], workers)
+    for seq, (start, end) in expected.items():
+        assert got[seq][2] == pytest.approx(start, abs=1e-12)
+        assert got[seq][3] == pytest.approx(end, abs=1e-12)
+    env.run(until=max(end for _, end in expected.values()) + 1.0)  # every visit done
+    assert server.cpu_s == pytest.approx(sum(w for *_, w in plan))
