@@ -30,6 +30,7 @@ typecheck: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.chain
 	$(BIN)/python -m benchmarks.convergence
+	$(BIN)/python -m benchmarks.build
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache results

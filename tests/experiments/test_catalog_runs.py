@@ -10,9 +10,9 @@ from experiments.runner import run_experiment
 from experiments.spec import spec_from_dict
 from topologies import CATALOG
 
-# random_dag's default graph sends up to ~8 calls per request to one single-worker service
-# of ~3 ms: about 80 % busy at 100 rps. 20 rps keeps every catalog topology far from
-# saturation.
+# A request makes a few visits per service at most (random_dag's defaults: 1.75 visits per
+# request in all, topologies.visits), on single-worker services of up to ~3 ms; 20 rps keeps
+# every catalog topology far from saturation.
 RATE_RPS = 20
 
 
