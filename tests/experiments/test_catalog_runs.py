@@ -10,7 +10,7 @@ from experiments.runner import run_experiment
 from experiments.spec import spec_from_dict
 from topologies import CATALOG
 
-# A request makes a few visits per service at most (random_dag's defaults: 1.75 visits per
+# A request makes a few visits per service at most (random_dag's defaults: 2.4 visits per
 # request in all, topologies.visits), on single-worker services of up to ~3 ms; 20 rps keeps
 # every catalog topology far from saturation.
 RATE_RPS = 20
