@@ -14,8 +14,9 @@ in each repeat so that they share the machine's noise, the median of ``--repeat`
 * ``gc.freeze``: ``mesh_scale`` with 10,000 pods under Istio 1.8's sidecars (10,000 proxies
   and istiod), built, then run for a short simulated time, with and without ``gc.freeze()``
   right after the build (it moves every object the build made out of the cyclic garbage
-  collector's reach, so later collections do not walk them again). Only measured here;
-  meshsim does not call it (it made no difference beyond noise).
+  collector's reach, so later collections do not walk them again). Where ``Simulation`` has
+  ``gc_tuning`` (it pauses the collector while building and freezes while running), "without"
+  turns it off and "with" is meshsim's default; in older checkouts, "with" freezes here.
 
 The ``build`` rows with the collector "on" are meshsim's default: where ``Simulation`` has
 ``gc_tuning``, it pauses the collector while it builds, whatever the caller's setting.
@@ -29,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import inspect
 import json
 import statistics
 import time
@@ -79,9 +81,12 @@ def freeze_case(pods: int, freeze: bool, duration_s: float) -> dict[str, float]:
     mesh = resolve_mesh("istio-1.8", {})
     workload = OpenLoopSpec(kind="open_loop", rate_rps=100)
 
+    tuned = "gc_tuning" in inspect.signature(Simulation).parameters
+    options = {"gc_tuning": freeze} if tuned else {}
+
     def build() -> Simulation:
-        simulation = Simulation(mesh_scale(pods=pods), mesh, workload, SEED, duration_s)
-        if freeze:
+        simulation = Simulation(mesh_scale(pods=pods), mesh, workload, SEED, duration_s, **options)
+        if freeze and not tuned:
             gc.freeze()
         return simulation
 
