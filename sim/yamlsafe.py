@@ -436,7 +436,7 @@ class _GuardedLoader(
             return super().construct_object(node, deep)
         except (YamlInputError, yaml.YAMLError):
             raise
-        except (ValueError, KeyError, TypeError, OverflowError) as error:
+        except (ValueError, LookupError, TypeError, ArithmeticError) as error:
             text = node.value if isinstance(node, ScalarNode) else type(node).__name__
             shown = text if len(text) <= 40 else text[:37] + "..."
             raise YamlInputError(
