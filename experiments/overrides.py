@@ -38,8 +38,11 @@ def parse_assignment(text: str) -> tuple[list[str], Any]:
         value = parse_yaml(raw).data
     except YamlInputError as error:
         shown = raw if len(raw) <= 60 else raw[:57] + "..."
+        # A value is one line: its column says where; a line past it means "at the end".
+        where = f" at column {error.column}" if error.line == 1 else ""
         raise ValueError(
-            f"--set {'.'.join(keys)}: the value {shown!r} is not plain YAML: {error}"
+            f"--set {'.'.join(keys)}: the value {shown!r} is not plain YAML ({error.what}"
+            f"{where}): {error.problem}"
         ) from None
     return keys, value
 

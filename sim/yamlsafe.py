@@ -24,7 +24,7 @@ from __future__ import annotations
 import codecs
 import re
 import stat
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -56,6 +56,10 @@ through anchors costs a few thousand; an alias bomb costs billions."""
 MAX_FILE_BYTES = 16 * 1024 * 1024
 """The largest file read (16 MiB): a topology of 10,000 services takes a few MiB; what is
 bigger is not a spec (``/dev/zero``, a disk image) and would take minutes to parse."""
+
+USE_LIBYAML = True
+"""Read events with libyaml when PyYAML has it (the tests turn it off to check the other way).
+Either way the composing, and so every guard, is the same Python code."""
 
 Mark = tuple[int, int]
 """A place in the text: (line, column), both counted from 1."""
@@ -257,7 +261,7 @@ def parse_yaml(
             the message gives the line and column.
     """
     _check_printable(text)
-    loader = _GuardedLoader(text, max_depth=max_depth, max_alias_nodes=max_alias_nodes)
+    loader = _loader(text, max_depth, max_alias_nodes)
     try:
         node = loader.get_single_node()
         if node is None:
@@ -269,6 +273,15 @@ def parse_yaml(
     except yaml.MarkedYAMLError as error:
         mark = error.problem_mark or error.context_mark
         problem = " ".join(part for part in (error.context, error.problem) if part) or str(error)
+        if mark is not None and "maximum nesting depth" in problem:
+            # libyaml's own bound on flow nesting (1000), met while it looks ahead for keys,
+            # before the composer sees the level past ours.
+            raise YamlInputError(
+                "YAML refused",
+                f"nested more than {max_depth} levels deep (a spec needs a few)",
+                mark.line + 1,
+                mark.column + 1,
+            ) from None
         if mark is None:
             raise YamlInputError("invalid YAML", problem) from None
         raise YamlInputError("invalid YAML", problem, mark.line + 1, mark.column + 1) from None
@@ -293,26 +306,32 @@ class _PlainResolver(yaml.resolver.Resolver):
     }
 
 
-class _GuardedLoader(
-    yaml.reader.Reader,
-    yaml.scanner.Scanner,
-    yaml.parser.Parser,
-    yaml.composer.Composer,
-    yaml.constructor.SafeConstructor,
-    _PlainResolver,
-):
-    """PyYAML's safe loader, with the depth, aliases, keys and tags checked while composing.
+def _libyaml_parser() -> Any:
+    """libyaml's parser, which PyYAML's wheels bring (scanner and parser in C), or None."""
+    try:
+        from yaml._yaml import CParser
+    except ImportError:  # pragma: no cover (a PyYAML built without libyaml)
+        return None
+    return CParser
 
-    PyYAML's scanner and parser keep their state in lists, not on the stack; only the
-    composer recurses, once per level, so bounding the depth there is enough. The depth and
-    the size count aliases as what they stand for: an alias of a deep block, placed deep,
-    makes the data as deep as both together.
+
+_CParser: Any = _libyaml_parser()
+
+
+class _Guards(yaml.composer.Composer, yaml.constructor.SafeConstructor, _PlainResolver):
+    """PyYAML's composer and safe constructor, with the depth, aliases, keys and tags checked
+    while composing. A parser (PyYAML's, or libyaml's through ``CParser``) supplies the events.
+
+    Only the composer recurses, once per level, so bounding the depth there is enough. The
+    depth and the size count aliases as what they stand for: an alias of a deep block, placed
+    deep, makes the data as deep as both together.
     """
 
-    def __init__(self, text: str, *, max_depth: int, max_alias_nodes: int) -> None:
-        yaml.reader.Reader.__init__(self, text)
-        yaml.scanner.Scanner.__init__(self)
-        yaml.parser.Parser.__init__(self)
+    # Supplied by the parser (PyYAML's Parser or libyaml's CParser).
+    peek_event: Callable[[], Any]
+    dispose: Callable[[], None]
+
+    def _guard(self, max_depth: int, max_alias_nodes: int) -> None:
         yaml.composer.Composer.__init__(self)
         yaml.constructor.SafeConstructor.__init__(self)
         _PlainResolver.__init__(self)
@@ -324,6 +343,10 @@ class _GuardedLoader(
         # (levels of nesting below it). The nodes live as long as the loader, so ids stay theirs.
         self._sizes: dict[int, int] = {}
         self._heights: dict[int, int] = {}
+
+    def get_single_node(self) -> Node | None:
+        # The composer here, not libyaml's (CParser has its own, recursive and unguarded).
+        return yaml.composer.Composer.get_single_node(self)
 
     def _refuse(self, problem: str, mark: yaml.Mark) -> YamlInputError:
         return YamlInputError("YAML refused", problem, mark.line + 1, mark.column + 1)
@@ -368,22 +391,8 @@ class _GuardedLoader(
         )
         return node
 
-    def fetch_flow_collection_start(self, TokenClass: Any) -> None:  # noqa: N803 (PyYAML's)
-        """PyYAML's, refusing flow nesting (``[[[...``) beyond the bound while scanning.
-
-        The scanner looks up to 1024 characters ahead for a possible key at each ``[`` or
-        ``{``, over every open one: 10,000 of them cost half a second before the composer
-        sees the first; counted here, they cost nothing.
-        """
-        if self.flow_level >= self._max_depth:
-            raise self._refuse(
-                f"nested more than {self._max_depth} levels deep (a spec needs a few)",
-                self.get_mark(),
-            )
-        super().fetch_flow_collection_start(TokenClass)
-
     def _compose(self, parent: Node | None, index: Any) -> Node:
-        node = super().compose_node(parent, index)
+        node = yaml.composer.Composer.compose_node(self, parent, index)
         assert node is not None  # compose_node is called only where a node starts
         return node
 
@@ -433,7 +442,7 @@ class _GuardedLoader(
         """PyYAML's, with the place of a scalar its constructor cannot read (``!!int abc``,
         an integer of more digits than Python converts) instead of a bare ValueError."""
         try:
-            return super().construct_object(node, deep)
+            return yaml.constructor.SafeConstructor.construct_object(self, node, deep)
         except (YamlInputError, yaml.YAMLError):
             raise
         except (ValueError, LookupError, TypeError, ArithmeticError) as error:
@@ -447,7 +456,56 @@ class _GuardedLoader(
             ) from None
 
 
-def _marks(loader: _GuardedLoader, root: Node) -> dict[tuple[str, ...], Mark]:
+class _PyLoader(yaml.reader.Reader, yaml.scanner.Scanner, yaml.parser.Parser, _Guards):
+    """The guards over PyYAML's own scanner and parser (pure Python: slower, always there).
+
+    They keep their state in lists, not on the stack, but the scanner looks up to 1024
+    characters ahead for a possible key at each ``[`` or ``{``, over every open one: 10,000
+    of them cost half a second before the composer sees the first, so flow nesting is
+    bounded here too.
+    """
+
+    def __init__(self, text: str, *, max_depth: int, max_alias_nodes: int) -> None:
+        yaml.reader.Reader.__init__(self, text)
+        yaml.scanner.Scanner.__init__(self)
+        yaml.parser.Parser.__init__(self)
+        self._guard(max_depth, max_alias_nodes)
+
+    def fetch_flow_collection_start(self, TokenClass: Any) -> None:  # noqa: N803 (PyYAML's)
+        """PyYAML's, refusing flow nesting (``[[[...``) beyond the bound while scanning.
+
+        The open block collections (one indentation each, at most) and flow ones count: never
+        more than the composer will count, so this refuses only what it would refuse.
+        """
+        if len(self.indents) + self.flow_level >= self._max_depth:
+            raise self._refuse(
+                f"nested more than {self._max_depth} levels deep (a spec needs a few)",
+                self.get_mark(),
+            )
+        super().fetch_flow_collection_start(TokenClass)
+
+
+if _CParser is not None:
+
+    class _CLoader(_Guards, _CParser):  # type: ignore[misc]
+        """The guards over libyaml's scanner and parser (C: three to four times faster on a
+        large file). libyaml bounds flow nesting itself (at 1000), in C, in no time."""
+
+        def __init__(self, text: str, *, max_depth: int, max_alias_nodes: int) -> None:
+            _CParser.__init__(self, text)
+            self._guard(max_depth, max_alias_nodes)
+
+        def dispose(self) -> None:
+            _CParser.dispose(self)
+
+
+def _loader(text: str, max_depth: int, max_alias_nodes: int) -> _Guards:
+    if _CParser is not None and USE_LIBYAML:
+        return _CLoader(text, max_depth=max_depth, max_alias_nodes=max_alias_nodes)
+    return _PyLoader(text, max_depth=max_depth, max_alias_nodes=max_alias_nodes)
+
+
+def _marks(loader: _Guards, root: Node) -> dict[tuple[str, ...], Mark]:
     """Where each field of the document is: its key's place, or a list item's own."""
     marks: dict[tuple[str, ...], Mark] = {}
     stack: list[tuple[tuple[str, ...], Node]] = [((), root)]

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 from pathlib import Path
 from typing import Any
 
@@ -236,7 +237,9 @@ def test_a_topology_file_gets_the_same_care(tmp_path):
     spec = {**SMALL, "topology": "topology.yaml"}
     message = user_error(invoke("validate", write(tmp_path, yaml.safe_dump(spec))))
     assert "topology" in message
-    assert "topology.yaml: YAML refused at line 1, column 74: nested more than 64" in message
+    assert re.search(
+        r"topology.yaml: YAML refused at line 1, column \d+: nested more than 64", message
+    )
 
 
 def test_a_topology_file_in_latin1(tmp_path):
@@ -302,9 +305,10 @@ def test_go_durations_and_kubernetes_sizes_in_a_spec(tmp_path):
 @pytest.mark.parametrize(
     ("assignment", "expected"),
     [
-        ("workload.rate_rps=[1, 2", "invalid YAML at line 1, column 6"),
+        ("workload.rate_rps=[1, 2", "not plain YAML (invalid YAML): while parsing a flow"),
+        ("workload.rate_rps=[1, 2]]", "not plain YAML (invalid YAML at column 7)"),
         ("workload.rate_rps={a: 1", "invalid YAML"),
-        ("workload.rate_rps=a: b: c", "invalid YAML"),
+        ("workload.rate_rps=a: b: c", "(invalid YAML at column 5): mapping values are not"),
         ("workload.rate_rps=!!python/object/apply:os.system [ls]", "tag !!python/object"),
         ("workload.rate_rps=!foo 3", "tag !foo is not allowed"),
         ("workload.rate_rps=" + "[" * 5000, "nested more than 64 levels deep"),

@@ -1,4 +1,8 @@
-"""Tests of sim.yamlsafe: YAML read safely, refused with a line and column when it is not."""
+"""Tests of sim.yamlsafe: YAML read safely, refused with a line and column when it is not.
+
+Every test runs twice: with libyaml's parser (the default where PyYAML has it) and with
+PyYAML's own, pure Python one; the guards are the same code over either.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import sim.yamlsafe
 from sim.yamlsafe import (
     MAX_FILE_BYTES,
     YamlInputError,
@@ -17,6 +22,14 @@ from sim.yamlsafe import (
     parse_yaml,
     read_yaml_file,
 )
+
+
+@pytest.fixture(autouse=True, params=["libyaml", "python"])
+def parser(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    if request.param == "libyaml" and sim.yamlsafe._CParser is None:
+        pytest.skip("PyYAML without libyaml")
+    monkeypatch.setattr(sim.yamlsafe, "USE_LIBYAML", request.param == "libyaml")
+    return str(request.param)
 
 
 def refused(text: str, **bounds: int) -> YamlInputError:
@@ -53,6 +66,24 @@ def test_the_depth_bound_is_exact(depth):
     else:
         error = refused(text)
         assert (error.line, error.column) == (1, 65)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "[" * 10_000,
+        "{a: " * 10_000,
+        "a:\n  b: " + "[" * 10_000,
+        "- " * 10_000,
+        "a: '" + "[" * 10_000 + "'\n" + "[" * 10_000,
+    ],
+)
+def test_nesting_10000_deep_is_refused_whatever_its_form(text):
+    assert "nested more than 64 levels deep" in str(refused(text))
+
+
+def test_brackets_in_a_string_are_not_nesting():
+    assert parse_yaml("a: '" + "[" * 10_000 + "'\n").data == {"a": "[" * 10_000}
 
 
 def test_a_block_nested_too_deep():
@@ -204,7 +235,11 @@ YAML_CHARS = st.sampled_from(
 )
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(
+    max_examples=400,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
 @given(raw=st.binary(max_size=200))
 def test_any_bytes_give_data_or_a_clear_error(raw: bytes):
     try:
@@ -213,7 +248,11 @@ def test_any_bytes_give_data_or_a_clear_error(raw: bytes):
         assert str(error)
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(
+    max_examples=400,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
 @given(text=st.lists(YAML_CHARS, max_size=80).map("".join))
 def test_any_yaml_punctuation_gives_data_or_a_clear_error(text: str):
     try:
