@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 import sys
+import tempfile
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, NoReturn, Optional
 
 import typer
 
@@ -13,11 +14,13 @@ from experiments.calibration import calibrate as run_calibration
 from experiments.calibration import format_calibration
 from experiments.compare import compare
 from experiments.profiles import list_profiles, load_profile
+from experiments.results import finite_or_none
 from experiments.runner import run_experiment, run_sweep
-from experiments.spec import ExperimentSpec, SpecError, load_spec
+from experiments.spec import MAX_SEED, ExperimentSpec, SpecError, load_spec
 from experiments.specs import shipped_specs
 from experiments.sweep import sweep_table
 from experiments.tables import run_tables
+from sim.units import parse_duration, parse_rate
 from topologies import CATALOG
 
 app = typer.Typer(
@@ -33,9 +36,48 @@ SetOption = Annotated[
 ]
 
 
-def _fail(message: str, code: int = 2) -> None:
+def _fail(message: str, code: int = 2) -> NoReturn:
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(code)
+
+
+def _json(data: Any) -> str:
+    """Strict JSON: a figure that was not measured (NaN) is ``null``, never a bare ``NaN``."""
+    return json.dumps(finite_or_none(data), indent=1, allow_nan=False)
+
+
+def _duration(option: str, text: str) -> float:
+    """A duration option (``20``, ``"20s"``, ``"1m30s"``), in seconds, or exit 2 naming it."""
+    try:
+        return parse_duration(text)
+    except ValueError as error:
+        _fail(f"{option}: {error}")
+
+
+def _seed(option: str, value: int) -> int:
+    if not 0 <= value <= MAX_SEED:
+        _fail(f"{option} must be an integer from 0 to 2**63 - 1, got {value}")
+    return value
+
+
+def _check_out_dir(option: str, path: Path) -> None:
+    """Make sure ``path`` is, or can be made, a directory we can write in; else exit 2.
+
+    Checked before any run, so that a bad ``--out`` costs nothing and loses no results.
+    """
+    if path.exists() and not path.is_dir():
+        _fail(f"{option} {path}: is a file, not a directory")
+    existing = next((p for p in [path, *path.parents] if p.exists()), Path("."))
+    if not existing.is_dir():
+        _fail(f"{option} {path}: {existing} is a file, so no directory can be made under it")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        # Permissions alone do not tell (root ignores them; a read-only mount does not):
+        # write a file and remove it.
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as error:
+        _fail(f"{option} {path}: cannot write there ({error.strerror or error})")
 
 
 def _load(path: Path, sets: list[str] | None) -> ExperimentSpec:
@@ -43,7 +85,6 @@ def _load(path: Path, sets: list[str] | None) -> ExperimentSpec:
         return load_spec(path, overrides=sets or [])
     except SpecError as error:
         _fail(str(error))
-        raise  # unreachable: _fail exits
 
 
 @app.command()
@@ -65,7 +106,7 @@ def run(
                 }
                 for p in points
             ]
-            typer.echo(json.dumps(payload, indent=1))
+            typer.echo(_json(payload))
         else:
             typer.echo(sweep_table(points))
         if any(p.error for p in points):
@@ -75,9 +116,8 @@ def run(
         result = run_experiment(experiment)
     except ValueError as error:  # a spec the validation let through but the model refused
         _fail(f"{spec}: the run stopped: {error}", code=1)
-        return
     if json_out:
-        typer.echo(result.model_dump_json(indent=1))
+        typer.echo(_json(result.model_dump(mode="json")))
     else:
         typer.echo(run_tables(result))
 
@@ -99,41 +139,54 @@ def validate(
 @app.command("compare")
 def compare_command(
     topology: Annotated[str, typer.Option(help="A catalog topology.")] = "bookinfo",
-    rps: Annotated[float, typer.Option(help="Open-loop arrival rate, requests/s.")] = 200.0,
+    rps: Annotated[
+        str, typer.Option(help="Open-loop arrival rate, requests/s (200, 200rps).")
+    ] = "200",
     profile: Annotated[
         Optional[list[str]],  # noqa: UP045
         typer.Option("--profile", "-p", help="A profile to compare (repeat); default: all."),
     ] = None,
-    duration: Annotated[float, typer.Option(help="Simulated seconds per run.")] = 20.0,
-    warmup: Annotated[float, typer.Option(help="Warm-up seconds cut from statistics.")] = 2.0,
+    duration: Annotated[str, typer.Option(help="Simulated time per run (20, 20s, 1m30s).")] = "20s",
+    warmup: Annotated[str, typer.Option(help="Warm-up cut from statistics (2, 2s).")] = "2s",
     seed: Annotated[int, typer.Option(help="Root seed, shared by every run.")] = 1,
     nodes: Annotated[Optional[int], typer.Option(help="Cluster size (flat).")] = None,  # noqa: UP045
     out: Annotated[Path, typer.Option(help="Output directory.")] = Path("meshsim-report"),
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON, not tables.")] = False,
 ) -> None:
     """Compare the architectures on one topology, with the same arrivals for each."""
-    if rps <= 0:
-        _fail(f"--rps must be > 0, got {rps:g}")
-    if not 0 <= warmup < duration:
-        _fail(f"--warmup must be >= 0 and shorter than --duration ({duration:g} s), got {warmup:g}")
+    try:
+        rate_rps = parse_rate(rps)
+    except ValueError as error:
+        _fail(f"--rps: {error}")
+    if rate_rps <= 0:
+        _fail(f"--rps must be > 0, got {rps}")
+    duration_s = _duration("--duration", duration)
+    warmup_s = _duration("--warmup", warmup)
+    if duration_s <= 0:
+        _fail(f"--duration must be > 0, got {duration}")
+    if warmup_s >= duration_s:
+        _fail(f"--warmup ({warmup}) must be shorter than --duration ({duration})")
+    _seed("--seed", seed)
+    if nodes is not None and nodes < 1:
+        _fail(f"--nodes must be >= 1, got {nodes}")
     if topology not in CATALOG:
         _fail(f"unknown topology {topology!r}; known: {', '.join(sorted(CATALOG))}")
+    _check_out_dir("--out", out)
     try:
         result = compare(
             topology=topology,
-            rate_rps=rps,
+            rate_rps=rate_rps,
             profiles=profile,
-            duration_s=duration,
-            warmup_s=warmup,
+            duration_s=duration_s,
+            warmup_s=warmup_s,
             seed=seed,
             nodes=nodes,
             out_dir=out,
         )
     except SpecError as error:
         _fail(str(error))
-        return
     if json_out:
-        typer.echo(json.dumps({k: v.model_dump(mode="json") for k, v in result.results.items()}))
+        typer.echo(_json({k: v.model_dump(mode="json") for k, v in result.results.items()}))
     else:
         typer.echo(result.table())
         if result.json_path is not None:
@@ -150,16 +203,21 @@ def calibrate(
         Optional[list[str]],  # noqa: UP045
         typer.Option("--profile", "-p", help="A profile to calibrate (repeat); default: all."),
     ] = None,
-    duration: Annotated[float, typer.Option(help="Simulated seconds per run.")] = 30.0,
+    duration: Annotated[str, typer.Option(help="Simulated time per run (30, 30s, 1m).")] = "30s",
     seed: Annotated[int, typer.Option(help="Root seed.")] = 1,
 ) -> None:
     """Run Istio's benchmark set-up for each profile: published figures against simulated."""
     unknown = [p for p in profile or [] if p not in list_profiles()]
     if unknown:
         _fail(f"unknown profile(s) {', '.join(unknown)}; known: {', '.join(list_profiles())}")
-    if duration <= 0:
-        _fail(f"--duration must be > 0, got {duration:g}")
-    rows, _ = run_calibration(profile or None, duration_s=duration, seed=seed)
+    duration_s = _duration("--duration", duration)
+    if duration_s <= 0:
+        _fail(f"--duration must be > 0, got {duration}")
+    _seed("--seed", seed)
+    try:
+        rows, _ = run_calibration(profile or None, duration_s=duration_s, seed=seed)
+    except SpecError as error:
+        _fail(str(error))
     typer.echo(format_calibration(rows))
     if any(row.within is False for row in rows):
         raise typer.Exit(1)

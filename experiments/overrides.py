@@ -6,20 +6,45 @@ import copy
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-import yaml
+from sim.yamlsafe import MAX_DEPTH, YamlInputError, parse_yaml
 
 __all__ = ["apply_overrides", "deep_merge", "parse_assignment", "set_path"]
 
 
 def parse_assignment(text: str) -> tuple[list[str], Any]:
-    """Split ``a.b.c=value`` into a path and a YAML-parsed value."""
+    """Split ``a.b.c=value`` into a path and a YAML-parsed value.
+
+    The value is read as the spec file is (:func:`sim.yamlsafe.parse_yaml`): plain data only,
+    no tags, bounded depth and aliases.
+
+    Raises:
+        ValueError: If there is no ``=``, the path is empty or longer than
+            :data:`sim.yamlsafe.MAX_DEPTH` keys, or the value is not plain YAML; the message
+            names the path.
+    """
     if "=" not in text:
         raise ValueError(f"override {text!r} must look like path.to.field=value")
     path, _, raw = text.partition("=")
     keys = [k for k in path.strip().split(".") if k]
     if not keys:
         raise ValueError(f"override {text!r} has an empty path")
-    return keys, yaml.safe_load(raw) if raw.strip() else ""
+    if len(keys) > MAX_DEPTH:
+        raise ValueError(
+            f"override {path[:60]!r}...: a path of {len(keys)} keys, more than {MAX_DEPTH}"
+        )
+    if not raw.strip():
+        return keys, ""
+    try:
+        value = parse_yaml(raw).data
+    except YamlInputError as error:
+        shown = raw if len(raw) <= 60 else raw[:57] + "..."
+        # A value is one line: its column says where; a line past it means "at the end".
+        where = f" at column {error.column}" if error.line == 1 else ""
+        raise ValueError(
+            f"--set {'.'.join(keys)}: the value {shown!r} is not plain YAML ({error.what}"
+            f"{where}): {error.problem}"
+        ) from None
+    return keys, value
 
 
 def deep_merge(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:

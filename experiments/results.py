@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, BeforeValidator, ConfigDict, PlainSerializer, field_serializer
 
 from sim.stats import LatencyHistogram
 
 __all__ = [
+    "Measure",
+    "finite_or_none",
     "LatencySummary",
     "ServiceResult",
     "CpuResult",
@@ -20,6 +22,35 @@ __all__ = [
     "RunResult",
 ]
 
+
+def _none_is_nan(value: Any) -> Any:
+    return math.nan if value is None else value
+
+
+def _finite_or_none(value: float) -> float | None:
+    return value if math.isfinite(value) else None
+
+
+def finite_or_none(data: Any) -> Any:
+    """``data`` with every NaN or infinite float (nested in dicts and lists) replaced by None,
+    so that it serialises to strict JSON (``null``, never a bare ``NaN``)."""
+    if isinstance(data, float):
+        return _finite_or_none(data)
+    if isinstance(data, dict):
+        return {key: finite_or_none(value) for key, value in data.items()}
+    if isinstance(data, list | tuple):
+        return [finite_or_none(item) for item in data]
+    return data
+
+
+Measure = Annotated[
+    float,
+    BeforeValidator(_none_is_nan),
+    PlainSerializer(_finite_or_none, return_type=float | None, when_used="json"),
+]
+"""A measured figure: NaN in Python when nothing was measured (an empty histogram's mean),
+``null`` in JSON (JSON has no NaN: strict parsers refuse it), and NaN again when read back."""
+
 QUANTILES = {"p50_ms": 0.5, "p90_ms": 0.9, "p99_ms": 0.99, "p999_ms": 0.999}
 
 
@@ -29,12 +60,12 @@ class LatencySummary(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     count: int
-    mean_ms: float
-    p50_ms: float
-    p90_ms: float
-    p99_ms: float
-    p999_ms: float
-    max_ms: float
+    mean_ms: Measure
+    p50_ms: Measure
+    p90_ms: Measure
+    p99_ms: Measure
+    p999_ms: Measure
+    max_ms: Measure
 
     @classmethod
     def from_histogram(cls, histogram: LatencyHistogram) -> LatencySummary:
@@ -59,8 +90,8 @@ class ServiceResult(BaseModel):
 
     name: str
     requests: int
-    throughput_rps: float
-    error_rate: float
+    throughput_rps: Measure
+    error_rate: Measure
     latency: LatencySummary
 
 
@@ -78,11 +109,11 @@ class CpuResult(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    by_kind: dict[str, float]
-    by_component: dict[str, float]
-    by_node: dict[str, float]
-    per_1000_rps: dict[str, float]
-    per_proxy_per_1000_rps: dict[str, float] = {}
+    by_kind: dict[str, Measure]
+    by_component: dict[str, Measure]
+    by_node: dict[str, Measure]
+    per_1000_rps: dict[str, Measure]
+    per_proxy_per_1000_rps: dict[str, Measure] = {}
 
 
 class ProxyResult(BaseModel):
@@ -102,10 +133,10 @@ class ProxyResult(BaseModel):
 
     kind: str
     node: str
-    cores: float
-    rps: float
-    vcpu_per_1000_rps: float
-    memory_bytes: float
+    cores: Measure
+    rps: Measure
+    vcpu_per_1000_rps: Measure
+    memory_bytes: Measure
 
 
 class ChangeResult(BaseModel):
@@ -120,14 +151,14 @@ class ChangeResult(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    at_s: float
+    at_s: Measure
     kind: str
     service: str
     affected: int
     converged: int
-    p50_s: float
-    p99_s: float
-    max_s: float
+    p50_s: Measure
+    p99_s: Measure
+    max_s: Measure
 
 
 class ControlPlaneResult(BaseModel):
@@ -156,7 +187,7 @@ class ControlPlaneResult(BaseModel):
     pushes: int
     signatures: int
     signature_failures: int
-    memory_bytes: float
+    memory_bytes: Measure
     stale_connect_failures: int
     stale_failures: int
     retries: int
@@ -208,22 +239,27 @@ class RunResult(BaseModel):
     seed: int
     replication_seeds: list[int]
     version: str
-    wall_time_s: float
-    measured_s: float
+    wall_time_s: Measure
+    measured_s: Measure
     end_to_end: ServiceResult
     services: dict[str, ServiceResult]
-    hops_ms: dict[str, float]
+    hops_ms: dict[str, Measure]
     cpu: CpuResult
-    memory_bytes: dict[str, float]
+    memory_bytes: dict[str, Measure]
     proxies: dict[str, ProxyResult] = {}
     control_plane: ControlPlaneResult | None = None
     conservation: Conservation
-    in_flight_mean: float
+    in_flight_mean: Measure
     status_codes: dict[str, int]
     response_flags: dict[str, int]
     latency_histogram: dict[str, Any]
     extras: dict[str, Any] = {}
     error: str | None = None
+
+    @field_serializer("spec", "latency_histogram", "extras", when_used="json")
+    def _strict_json(self, value: dict[str, Any]) -> Any:
+        # Free-form data: no type to say "NaN is null", so say it here.
+        return finite_or_none(value)
 
     @property
     def memory_total_bytes(self) -> float:

@@ -9,12 +9,13 @@ so that ``meshsim validate`` reports every problem with the path of the field at
 from __future__ import annotations
 
 import json
+import numbers
 import re
+from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any
 
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -25,7 +26,7 @@ from pydantic import (
     model_validator,
 )
 
-from experiments.overrides import apply_overrides, deep_merge
+from experiments.overrides import apply_overrides, deep_merge, parse_assignment
 from experiments.profiles import ProfileError, list_profiles, resolve_mesh, validate_mesh
 from experiments.sweep import SweepSpec, sweep_points
 from models.architectures import ARCHITECTURES
@@ -33,6 +34,7 @@ from models.control_plane import ConfigChangeSpec
 from models.faults import FaultSpec
 from models.workload import WorkloadSpec
 from sim.units import Duration
+from sim.yamlsafe import Mark, YamlInputError, read_yaml_file
 from topologies import (
     ServiceSpec,
     TopologyError,
@@ -56,6 +58,10 @@ __all__ = [
 class SpecError(ValueError):
     """A spec that cannot be read or does not validate; the message is for the user."""
 
+
+MAX_SEED = 2**63 - 1
+"""The largest seed: seeds are integers in [0, 2**63), as numpy's seed sequences and every
+tool that stores them as a signed 64-bit integer take them."""
 
 MAX_VISITS_PER_REQUEST = 10_000
 """The most service visits one request may make on average (a chain of 10,000 services makes
@@ -189,7 +195,7 @@ class ExperimentSpec(BaseModel):
     workload: WorkloadSpec
     duration: Annotated[Duration, Field(gt=0)] = 30.0
     warmup: Duration = 2.0
-    seed: Annotated[int, Field(ge=0)] = 1
+    seed: Annotated[int, Field(ge=0, le=MAX_SEED)] = 1
     replications: Annotated[int, Field(ge=1)] = 1
     client_node: str | None = None
     trace_every: Annotated[int, Field(ge=0)] = 0
@@ -211,6 +217,19 @@ class ExperimentSpec(BaseModel):
                     f"sweep point {i} ({where}) is not valid:\n" + format_validation_error(error)
                 ) from None
         return self
+
+    @field_validator("seed", mode="before")
+    @classmethod
+    def _seed_is_an_integer(cls, value: Any) -> Any:
+        # Not pydantic's lax int: it reads ``true`` as 1 and ``2.0`` as 2, so a typo would
+        # run with a seed nobody chose.
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, numbers.Integral)
+            or not 0 <= value <= MAX_SEED
+        ):
+            raise ValueError(f"must be an integer from 0 to 2**63 - 1, got {value!r}")
+        return value
 
     @field_validator("workload", mode="before")
     @classmethod
@@ -369,19 +388,69 @@ def _check_visits(topology: TopologySpec, ref: TopologyRef) -> None:
     )
 
 
-def format_validation_error(error: ValidationError, prefix: str = "") -> str:
-    """One line per problem: ``field.path: message``."""
+def format_validation_error(
+    error: ValidationError, prefix: str = "", places: Places | None = None
+) -> str:
+    """One line per problem: ``field.path: message``, and where the field is in the file.
+
+    Args:
+        error: The validation error.
+        prefix: The path of the validated data inside the spec (``mesh.overrides``).
+        places: Where the fields are in the spec file, if it was read from one.
+    """
     lines = []
     for item in error.errors():
-        loc = ".".join(str(part) for part in item["loc"] if not _is_union_tag(part))
+        parts = [str(part) for part in item["loc"] if not _is_union_tag(part)]
         if prefix:
-            loc = f"{prefix}.{loc}" if loc else prefix
+            parts = [*prefix.split("."), *parts]
+        loc = ".".join(parts)
         message = item["msg"].removeprefix("Value error, ")
-        if not loc and _NAMES_A_FIELD.match(message):
-            lines.append(message)  # a check across fields: its message starts with the field
+        named = _NAMES_A_FIELD.match(message)
+        if not loc and named:
+            line = message  # a check across fields: its message starts with the field
+            parts = named.group(0).rstrip(":").split(".")
         else:
-            lines.append(f"{loc or '<spec>'}: {message}")
+            line = f"{loc or '<spec>'}: {message}"
+        lines.append(places.annotate(line, parts) if places is not None else line)
     return "\n".join(lines)
+
+
+class Places:
+    """Where the fields of a spec are in its YAML file, to point at them in errors.
+
+    Fields changed by ``--set`` are not where the file has them: an error about one of them
+    says so instead.
+
+    Args:
+        marks: line and column by path of keys (see :class:`sim.yamlsafe.YamlDocument`).
+        overridden: the paths set by ``--set``.
+    """
+
+    def __init__(
+        self, marks: Mapping[tuple[str, ...], Mark], overridden: list[list[str]] | None = None
+    ) -> None:
+        self._marks = marks
+        self._overridden = [tuple(keys) for keys in overridden or []]
+
+    def where(self, path: list[str]) -> str:
+        """``line 3, column 5`` for the field at ``path`` (or the nearest enclosing one that
+        the file has), ``set by --set`` for an overridden one, or "" if not known."""
+        key = tuple(path)
+        if any(key[: len(o)] == o for o in self._overridden):
+            return "set by --set"
+        for end in range(len(key), 0, -1):
+            mark = self._marks.get(key[:end])
+            if mark is not None:
+                return f"line {mark[0]}, column {mark[1]}"
+        return ""
+
+    def annotate(self, message: str, path: list[str]) -> str:
+        """``message`` with the place of the field appended to its first line."""
+        where = self.where(path)
+        if not where:
+            return message
+        first, newline, rest = message.partition("\n")
+        return f"{first} ({where}){newline}{rest}"
 
 
 def _is_union_tag(part: Any) -> bool:
@@ -397,37 +466,69 @@ _UNION_TAGS = {"open_loop", "closed_loop", *ARCHITECTURES}
 
 
 def spec_from_dict(
-    data: Any, base_dir: Path | None = None, overrides: list[str] | None = None
+    data: Any,
+    base_dir: Path | None = None,
+    overrides: list[str] | None = None,
+    marks: Mapping[tuple[str, ...], Mark] | None = None,
 ) -> ExperimentSpec:
-    """Validate a spec given as data; raise SpecError with one line per problem."""
+    """Validate a spec given as data; raise SpecError with one line per problem.
+
+    Args:
+        data: The spec's fields, as parsed from YAML or JSON.
+        base_dir: The directory that topology files are named relative to.
+        overrides: ``path=value`` assignments (``--set``), applied before validation.
+        marks: Where each field is in the file the data came from (line and column), to
+            point at it in the errors.
+    """
     if not isinstance(data, dict):
-        raise SpecError("an experiment spec must be a mapping of fields")
+        raise SpecError(
+            f"an experiment spec must be a mapping of fields (name, topology, mesh, workload, "
+            f"duration, ...), got {_kind_of(data)}"
+        )
     try:
         data = apply_overrides(data, overrides or [])
     except ValueError as error:
         raise SpecError(str(error)) from None
+    places = None
+    if marks is not None:
+        places = Places(marks, [parse_assignment(text)[0] for text in overrides or []])
     try:
         return ExperimentSpec.model_validate(data, context={"base_dir": base_dir})
     except ValidationError as error:
-        raise SpecError(format_validation_error(error)) from None
+        raise SpecError(format_validation_error(error, places=places)) from None
     except (TopologyError, ProfileError) as error:
         raise SpecError(str(error)) from None
 
 
+def _kind_of(data: Any) -> str:
+    if isinstance(data, list):
+        return "a list"
+    if isinstance(data, str):
+        return f"the text {data[:40]!r}"
+    return f"{data!r}"[:60]
+
+
 def load_spec(path: str | Path, overrides: list[str] | None = None) -> ExperimentSpec:
-    """Read and validate a YAML spec file; raise SpecError naming the file and the fields."""
+    """Read and validate a YAML spec file; raise SpecError naming the file and the fields.
+
+    The file is read with :func:`sim.yamlsafe.read_yaml_file`: anything but a plain UTF-8 YAML
+    text file (a binary file, Latin-1 or UTF-16 text, a directory, YAML nested too deep,
+    an alias bomb, a key given twice, a tag) is refused with its line and column.
+    """
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as error:
-        raise SpecError(f"{path}: cannot read the file ({error.strerror})") from None
+        document = read_yaml_file(path)
+    except YamlInputError as error:
+        raise SpecError(f"{path}: {error}") from None
+    if document.data is None:
+        raise SpecError(
+            f"{path}: the file holds no YAML document (it is empty, or only comments); an "
+            "experiment spec is a mapping of fields (name, topology, mesh, workload, "
+            "duration, ...)"
+        )
     try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise SpecError(f"{path}: not valid YAML{where}") from None
-    try:
-        return spec_from_dict(data, base_dir=path.parent, overrides=overrides)
+        return spec_from_dict(
+            document.data, base_dir=path.parent, overrides=overrides, marks=document.marks
+        )
     except SpecError as error:
         raise SpecError(f"{path}:\n{error}") from None

@@ -1,8 +1,10 @@
 """Parsing of quantities with units: durations, sizes, bandwidths and rates.
 
 Every parser accepts plain numbers (already in the base unit) and strings with a unit, as
-Istio's configuration does (``"25ms"``, ``"1.5s"``, ``"1KiB"``). Parse once, at validation:
-the pydantic annotated types at the end of this module do exactly that.
+Istio's configuration does (``"25ms"``, ``"1.5s"``, ``"1KiB"``). Durations may also be written
+as Go and Kubernetes write them, several parts in a row (``"1m30s"``, ``"1h2m3.5s"``), and
+sizes with Kubernetes' quantity suffixes (``"16Gi"``, ``"500M"``, ``"64k"``). Parse once, at
+validation: the pydantic annotated types at the end of this module do exactly that.
 
 Base units: seconds for durations, bytes for sizes, bytes per second for bandwidths and
 events per second for rates.
@@ -43,17 +45,23 @@ _DURATION_UNITS: dict[str, tuple[float, float]] = {
     "h": (3600.0, 1.0),
 }
 
+# A duration as Go's time.ParseDuration (and so Kubernetes) reads it: parts of a number and a
+# unit, one after another ("1h15m30.5s").
+_DURATION_PARTS = re.compile(r"(?:(?:\d+\.?\d*|\.\d+)(?:ns|us|µs|μs|ms|s|m|h))+")
+_DURATION_PART = re.compile(r"(\d+\.?\d*|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
+
+# Bytes with a unit: "KB" and "KiB" as IEC writes them, and Kubernetes' quantity suffixes
+# ("k", "M", "G", ... powers of 1000; "Ki", "Mi", "Gi", ... powers of 1024). Kubernetes'
+# "m" (milli) is left out: a thousandth of a byte is a typo for "M".
 _SIZE_UNITS: dict[str, int] = {
     "": 1,
     "B": 1,
-    "KB": 1000,
-    "MB": 1000**2,
-    "GB": 1000**3,
-    "TB": 1000**4,
-    "KiB": 1024,
-    "MiB": 1024**2,
-    "GiB": 1024**3,
-    "TiB": 1024**4,
+    "k": 1000,
+    "kB": 1000,
+    **{p + "B": 1000**i for i, p in enumerate("KMGTPE", start=1)},
+    **{p: 1000**i for i, p in enumerate("KMGTPE", start=1) if p != "K"},
+    **{p + "i": 1024**i for i, p in enumerate("KMGTPE", start=1)},
+    **{p + "iB": 1024**i for i, p in enumerate("KMGTPE", start=1)},
 }
 
 # Lower-case "bps" is bits per second, upper-case "Bps" and "B/s" bytes per second.
@@ -79,13 +87,26 @@ _BANDWIDTH_UNITS: dict[str, tuple[float, float]] = {
 _RATE_UNITS: dict[str, tuple[float, float]] = {"": (1.0, 1.0), "rps": (1.0, 1.0), "/s": (1.0, 1.0)}
 
 
-def _split(v: str | float | int, what: str, units: dict[str, Any]) -> tuple[float, Any]:
+_NOT_FINITE = {"nan", "inf", "infinity", ".nan", ".inf"}
+
+
+def _finite(value: float, what: str, v: object) -> float:
+    """``value``, if the product of a number and its unit did not overflow to infinity."""
+    if math.isinf(value):
+        raise ValueError(f"{what} {v!r} is too large")
+    return value
+
+
+def _split(
+    v: str | float | int, what: str, units: dict[str, Any], hint: str = ""
+) -> tuple[float, Any]:
     """Split a value into a non-negative finite number and its unit factor.
 
     Args:
         v: A number (base unit) or a string such as ``"2ms"``.
         what: Name of the quantity, for error messages.
         units: Accepted unit suffixes and their factors to the base unit.
+        hint: Appended to the message when the value cannot be parsed.
 
     Returns:
         The number and the factor of its unit.
@@ -99,10 +120,12 @@ def _split(v: str | float | int, what: str, units: dict[str, Any]) -> tuple[floa
         number, factor = float(v), units[""]
     elif isinstance(v, str):
         match = _NUMBER_UNIT.match(v)
+        if match is None and v.strip().lstrip("+-").lower() in _NOT_FINITE:
+            raise ValueError(f"{what} must be finite, got {v!r}")
         if match is None:
             accepted = ", ".join(repr(u) for u in units if u)
             raise ValueError(
-                f"cannot parse {what} {v!r}: expected a number followed by one of {accepted}"
+                f"cannot parse {what} {v!r}: expected a number followed by one of {accepted}" + hint
             )
         number = float(match.group(1))
         unit = match.group(2)
@@ -124,7 +147,9 @@ def parse_duration(v: str | float | int) -> float:
 
     Args:
         v: Seconds as a number or a numeric string, or a string with one of the units
-            ``ns``, ``us``, ``µs``, ``ms``, ``s``, ``m``, ``h`` (``"250ns"``, ``"1.5s"``).
+            ``ns``, ``us``, ``µs``, ``ms``, ``s``, ``m``, ``h`` (``"250ns"``, ``"1.5s"``), or
+            several such parts in a row, as Go and Kubernetes write durations (``"1m30s"``,
+            ``"1h2m3.5s"``).
 
     Returns:
         The duration in seconds.
@@ -132,16 +157,26 @@ def parse_duration(v: str | float | int) -> float:
     Raises:
         ValueError: If negative, not finite, malformed or with an unknown unit.
     """
-    number, (mul, div) = _split(v, "duration", _DURATION_UNITS)
-    return number * mul / div
+    if isinstance(v, str) and _DURATION_PARTS.fullmatch(v.strip()):
+        total = 0.0
+        for number, unit in _DURATION_PART.findall(v):
+            mul, div = _DURATION_UNITS[unit]
+            total += float(number) * mul / div
+        return _finite(total, "duration", v)
+    number, (mul, div) = _split(
+        v, "duration", _DURATION_UNITS, hint=", or such parts in a row ('1m30s')"
+    )
+    return _finite(number * mul / div, "duration", v)
 
 
 def parse_size(v: str | float | int) -> int:
     """Parse a size into bytes.
 
     Args:
-        v: Bytes as an integer, or a string with a unit: ``B``, decimal ``KB``/``MB``/``GB``/
-            ``TB`` (powers of 1000) or binary ``KiB``/``MiB``/``GiB``/``TiB`` (powers of 1024).
+        v: Bytes as an integer, or a string with a unit: ``B``, decimal ``KB``/``MB``/...
+            ``EB`` or Kubernetes' ``k``/``M``/``G``/``T``/``P``/``E`` (powers of 1000), or
+            binary ``KiB``/``MiB``/... ``EiB`` or Kubernetes' ``Ki``/``Mi``/``Gi``/``Ti``/
+            ``Pi``/``Ei`` (powers of 1024): ``"16Gi"``, ``"500M"``, ``"1KiB"``.
 
     Returns:
         The size in bytes, rounded to the nearest integer.
@@ -152,7 +187,7 @@ def parse_size(v: str | float | int) -> int:
     if isinstance(v, int) and not isinstance(v, bool) and v >= 0:
         return v  # exact, even beyond 2**53
     number, factor = _split(v, "size", _SIZE_UNITS)
-    return int(round(number * factor))
+    return int(round(_finite(number * factor, "size", v)))
 
 
 def parse_bandwidth(v: str | float | int) -> float:
@@ -170,7 +205,7 @@ def parse_bandwidth(v: str | float | int) -> float:
         ValueError: If negative, not finite, malformed or with an unknown unit.
     """
     number, (mul, div) = _split(v, "bandwidth", _BANDWIDTH_UNITS)
-    return number * mul / div
+    return _finite(number * mul / div, "bandwidth", v)
 
 
 def parse_rate(v: str | float | int) -> float:
@@ -186,7 +221,7 @@ def parse_rate(v: str | float | int) -> float:
         ValueError: If negative, not finite, malformed or with an unknown unit.
     """
     number, (mul, div) = _split(v, "rate", _RATE_UNITS)
-    return number * mul / div
+    return _finite(number * mul / div, "rate", v)
 
 
 def format_duration_ms(seconds: float) -> str:
@@ -218,10 +253,11 @@ def _rate(v: Any) -> float:
 
 
 Duration = Annotated[float, BeforeValidator(_duration)]
-"""A non-negative duration in seconds; accepts numbers and strings such as ``"2ms"``."""
+"""A non-negative duration in seconds; accepts numbers and strings such as ``"2ms"`` or
+``"1m30s"``."""
 
 Size = Annotated[int, BeforeValidator(_size)]
-"""A non-negative size in bytes; accepts integers and strings such as ``"1KiB"``."""
+"""A non-negative size in bytes; accepts integers and strings such as ``"1KiB"`` or ``"16Gi"``."""
 
 Bandwidth = Annotated[float, BeforeValidator(_bandwidth)]
 """A non-negative bandwidth in bytes per second; accepts numbers and strings such as ``"10Gbps"``."""
