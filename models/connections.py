@@ -145,14 +145,24 @@ class ConnectionPool:
         """The request on ``conn`` is done: hand the connection on, keep it, or close it."""
         conn.served += 1
         limit = self.spec.max_requests_per_connection
-        if limit and conn.served >= limit and conn.active <= 1:
+        # The requests this connection will have carried, the streams still on it included:
+        # at the limit it takes no more, and closes when its last stream ends.
+        if limit and conn.served + conn.active - 1 >= limit:
+            conn.active -= 1
+            if conn.active > 0:
+                return
             self._open.remove(conn)
             self._on_change(-1)
             if self._pending:
-                # A waiter takes the freed slot on a new connection (with its handshake).
+                # Waiters take the freed slot on a new connection (with its handshake): one
+                # for HTTP/1.1, as many as its streams and its request limit allow for HTTP/2.
                 conn = self._reserve()
-                waiter = self._pending.popleft()
-                drive(self.env, self._opener(None), lambda _: self._hand_over(conn, waiter))
+                share = min(self.spec.max_concurrent_streams, limit) if self.multiplexed else 1
+                waiters = [self._pending.popleft()]
+                while self._pending and len(waiters) < share:
+                    waiters.append(self._pending.popleft())
+                conn.active = len(waiters)
+                drive(self.env, self._opener(None), lambda _: self._hand_over(conn, waiters))
             return
         if self._pending:
             self._pending.popleft().succeed(conn)  # it keeps the stream / the connection
@@ -161,6 +171,7 @@ class ConnectionPool:
         if not self.multiplexed:
             self._idle.append(conn)
 
-    def _hand_over(self, conn: Connection, waiter: simpy.Event) -> None:
+    def _hand_over(self, conn: Connection, waiters: list[simpy.Event]) -> None:
         self._ready(conn)
-        waiter.succeed(conn)
+        for waiter in waiters:
+            waiter.succeed(conn)
