@@ -18,6 +18,9 @@ run: $(STAMP)
 	$(BIN)/meshsim compare
 
 test: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 	$(BIN)/python -m pytest
 
 lint: $(STAMP)
