@@ -151,7 +151,10 @@ class FifoServer(CpuServer):
             n += 1
         del ahead[:n]
         if not ahead:
-            self._base = None  # the timeline of final bookings is the whole timeline again
+            # The timeline of final bookings is the whole timeline again (the projection may
+            # differ from it in a worker free before every arrival it was built for; see book).
+            self._free = base
+            self._base = None
 
     def book(self, work_s: float, now: float | None = None) -> tuple[float, float]:
         """Book ``work_s`` now on the earliest free worker; return (wait, wait + work) seconds.
@@ -174,7 +177,12 @@ class FifoServer(CpuServer):
         self._booked += work_s
         self.visits += 1
         self._area += end - now
-        if ahead:  # the ahead bookings arrive after now: this one goes before them all
+        if ahead and end > ahead[0][0]:
+            # The ahead bookings arrive after now: this one goes before them all. Ending by
+            # the first ahead arrival, it changes none of their starts (each starts at its
+            # arrival or after a visit that is ahead too), and the projected timeline then
+            # differs only in one worker free before every ahead arrival: the same for any
+            # booking appended later. Otherwise the ahead bookings are re-sequenced.
             self._resequence()
         return start - now, end - now
 
