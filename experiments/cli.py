@@ -9,6 +9,17 @@ from typing import Annotated, Optional
 
 import typer
 
+from experiments.budget import (
+    DEFAULT_EVENTS,
+    DEFAULT_MEMORY_BYTES,
+    Budget,
+    ExperimentEstimate,
+    check_budget,
+    estimate_experiment,
+    format_bytes,
+    parse_events,
+    parse_memory,
+)
 from experiments.calibration import calibrate as run_calibration
 from experiments.calibration import format_calibration
 from experiments.compare import compare
@@ -51,9 +62,12 @@ def run(
     spec: Annotated[Path, typer.Argument(help="The experiment spec (YAML).")],
     set_: SetOption = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+    budget_events: BudgetEventsOption = None,
+    budget_memory: BudgetMemoryOption = None,
 ) -> None:
     """Run one experiment (or every point of its sweep) and print the result."""
     experiment = _load(spec, set_)
+    _within_budget(experiment, budget_events, budget_memory, "meshsim run")
     if experiment.sweep is not None:
         points = run_sweep(experiment)
         if json_out:
@@ -86,14 +100,18 @@ def run(
 def validate(
     spec: Annotated[Path, typer.Argument(help="The experiment spec (YAML).")],
     set_: SetOption = None,
+    budget_events: BudgetEventsOption = None,
+    budget_memory: BudgetMemoryOption = None,
 ) -> None:
-    """Check a spec: every problem is named by its field; exit 2 if there is one."""
+    """Check a spec and its size: every problem is named by its field; exit 2 if there is one."""
     experiment = _load(spec, set_)
+    estimate = _within_budget(experiment, budget_events, budget_memory, "meshsim validate")
     topology = experiment.resolve_topology()
     typer.echo(
         f"{spec}: valid ({experiment.name}: {len(topology.call_graph.services)} services, "
         f"{len(topology.cluster.nodes)} nodes, mesh {experiment.mesh.profile})"
     )
+    typer.echo(f"  {estimate.summary()}")
 
 
 @app.command("compare")
@@ -110,6 +128,8 @@ def compare_command(
     nodes: Annotated[Optional[int], typer.Option(help="Cluster size (flat).")] = None,  # noqa: UP045
     out: Annotated[Path, typer.Option(help="Output directory.")] = Path("meshsim-report"),
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON, not tables.")] = False,
+    budget_events: BudgetEventsOption = None,
+    budget_memory: BudgetMemoryOption = None,
 ) -> None:
     """Compare the architectures on one topology, with the same arrivals for each."""
     if rps <= 0:
@@ -128,6 +148,7 @@ def compare_command(
             seed=seed,
             nodes=nodes,
             out_dir=out,
+            budget=_budget(budget_events, budget_memory),
         )
     except SpecError as error:
         _fail(str(error))
@@ -179,6 +200,50 @@ def list_command() -> None:
     for path in shipped_specs():
         first = path.read_text(encoding="utf-8").splitlines()[0].lstrip("# ")
         typer.echo(f"  {path}\n      {first}")
+
+
+# --- the budget (experiments.budget): options of run, validate and compare ---------------------
+
+BudgetEventsOption = Annotated[
+    Optional[float],  # noqa: UP045
+    typer.Option(
+        "--budget-events",
+        parser=parse_events,
+        metavar="N",
+        help=f"Most simulated events, all runs together (default {DEFAULT_EVENTS:.0e}: about "
+        "25 minutes of CPU). Raise it for a longer run.",
+    ),
+]
+BudgetMemoryOption = Annotated[
+    Optional[float],  # noqa: UP045
+    typer.Option(
+        "--budget-memory",
+        parser=parse_memory,
+        metavar="SIZE",
+        help=f"Most estimated memory of a run (8GiB, 16Gi; default "
+        f"{format_bytes(DEFAULT_MEMORY_BYTES)}).",
+    ),
+]
+
+
+def _budget(events: float | None, memory: float | None) -> Budget:
+    return Budget(
+        events=DEFAULT_EVENTS if events is None else events,
+        memory_bytes=DEFAULT_MEMORY_BYTES if memory is None else memory,
+    )
+
+
+def _within_budget(
+    experiment: ExperimentSpec, events: float | None, memory: float | None, command: str
+) -> ExperimentEstimate:
+    """The estimate of ``experiment``'s runs; exit 2 with the reason if over the budget."""
+    try:
+        return check_budget(
+            estimate_experiment(experiment), _budget(events, memory), command=command
+        )
+    except SpecError as error:  # BudgetError
+        _fail(str(error))
+        raise  # unreachable: _fail exits
 
 
 @app.command()
