@@ -248,8 +248,10 @@ def _within_budget(
 
 @app.command()
 def schema() -> None:
-    """The JSON schema of an experiment spec (for editors)."""
-    typer.echo(json.dumps(ExperimentSpec.model_json_schema(), indent=1))
+    """The JSON Schema (Draft 2020-12) of an experiment spec, for editors and validators."""
+    from experiments.schema import experiment_schema  # loads only for this command
+
+    typer.echo(json.dumps(experiment_schema(), indent=1))
 
 
 def main() -> None:
