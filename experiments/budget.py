@@ -23,8 +23,10 @@ outage. An experiment makes that for each replication of each sweep point.
 
 **Memory.** Per replication, a cost per service, pod, node, proxy, worker slot (a pod's or a
 proxy's workers are slots of a timeline) and closed-loop connection; the replications of a
-point are all held until they are merged, so a point's memory is that times its
-replications, plus the interpreter's base. Sweep points run one after another, so an
+point are all held until they are merged (each one's output keeps its servers and recorder:
+``mesh_scale`` of 8,000 pods with istio-1.8 peaked at 368 MB resident with one replication
+and 1,171 MB with four), so a point's memory is that times its replications, plus the
+interpreter's base. Sweep points run one after another, so an
 experiment's memory is its largest point's.
 
 The constants are measurements, rounded up (an estimate should err on the large side), each
@@ -70,7 +72,7 @@ and the calibration fit in it; an overnight sweep raises it with ``--budget-even
 
 DEFAULT_MEMORY_BYTES = 4 * 2**30
 """Estimated memory a command may use by default (4 GiB): what a laptop can spare. The
-largest shipped run (10,000 pods with sidecars) is estimated at about 0.5 GiB."""
+largest shipped run (10,000 pods with sidecars) is estimated at 436 MiB; it peaks at 437 MiB resident."""
 
 EVENTS_PER_CPU_SECOND = 130_000.0
 """Events processed per CPU second, to turn an event count into a time for the user:
