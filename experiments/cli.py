@@ -10,6 +10,17 @@ from typing import Annotated, Any, NoReturn, Optional
 
 import typer
 
+from experiments.budget import (
+    DEFAULT_EVENTS,
+    DEFAULT_MEMORY_BYTES,
+    Budget,
+    ExperimentEstimate,
+    check_budget,
+    estimate_experiment,
+    format_bytes,
+    parse_events,
+    parse_memory,
+)
 from experiments.calibration import calibrate as run_calibration
 from experiments.calibration import format_calibration
 from experiments.compare import compare
@@ -92,9 +103,12 @@ def run(
     spec: Annotated[Path, typer.Argument(help="The experiment spec (YAML).")],
     set_: SetOption = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+    budget_events: BudgetEventsOption = None,
+    budget_memory: BudgetMemoryOption = None,
 ) -> None:
     """Run one experiment (or every point of its sweep) and print the result."""
     experiment = _load(spec, set_)
+    _within_budget(experiment, budget_events, budget_memory, "meshsim run")
     if experiment.sweep is not None:
         points = run_sweep(experiment)
         if json_out:
@@ -126,14 +140,18 @@ def run(
 def validate(
     spec: Annotated[Path, typer.Argument(help="The experiment spec (YAML).")],
     set_: SetOption = None,
+    budget_events: BudgetEventsOption = None,
+    budget_memory: BudgetMemoryOption = None,
 ) -> None:
-    """Check a spec: every problem is named by its field; exit 2 if there is one."""
+    """Check a spec and its size: every problem is named by its field; exit 2 if there is one."""
     experiment = _load(spec, set_)
+    estimate = _within_budget(experiment, budget_events, budget_memory, "meshsim validate")
     topology = experiment.resolve_topology()
     typer.echo(
         f"{spec}: valid ({experiment.name}: {len(topology.call_graph.services)} services, "
         f"{len(topology.cluster.nodes)} nodes, mesh {experiment.mesh.profile})"
     )
+    typer.echo(f"  {estimate.summary()}")
 
 
 @app.command("compare")
@@ -152,6 +170,8 @@ def compare_command(
     nodes: Annotated[Optional[int], typer.Option(help="Cluster size (flat).")] = None,  # noqa: UP045
     out: Annotated[Path, typer.Option(help="Output directory.")] = Path("meshsim-report"),
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON, not tables.")] = False,
+    budget_events: BudgetEventsOption = None,
+    budget_memory: BudgetMemoryOption = None,
 ) -> None:
     """Compare the architectures on one topology, with the same arrivals for each."""
     try:
@@ -182,6 +202,7 @@ def compare_command(
             seed=seed,
             nodes=nodes,
             out_dir=out,
+            budget=_budget(budget_events, budget_memory),
         )
     except SpecError as error:
         _fail(str(error))
@@ -239,10 +260,56 @@ def list_command() -> None:
         typer.echo(f"  {path}\n      {first}")
 
 
+# --- the budget (experiments.budget): options of run, validate and compare ---------------------
+
+BudgetEventsOption = Annotated[
+    Optional[float],  # noqa: UP045
+    typer.Option(
+        "--budget-events",
+        parser=parse_events,
+        metavar="N",
+        help=f"Most simulated events, all runs together (default {DEFAULT_EVENTS:.0e}: about "
+        "25 minutes of CPU). Raise it for a longer run.",
+    ),
+]
+BudgetMemoryOption = Annotated[
+    Optional[float],  # noqa: UP045
+    typer.Option(
+        "--budget-memory",
+        parser=parse_memory,
+        metavar="SIZE",
+        help=f"Most estimated memory of a run (8GiB, 16Gi; default "
+        f"{format_bytes(DEFAULT_MEMORY_BYTES)}).",
+    ),
+]
+
+
+def _budget(events: float | None, memory: float | None) -> Budget:
+    return Budget(
+        events=DEFAULT_EVENTS if events is None else events,
+        memory_bytes=DEFAULT_MEMORY_BYTES if memory is None else memory,
+    )
+
+
+def _within_budget(
+    experiment: ExperimentSpec, events: float | None, memory: float | None, command: str
+) -> ExperimentEstimate:
+    """The estimate of ``experiment``'s runs; exit 2 with the reason if over the budget."""
+    try:
+        return check_budget(
+            estimate_experiment(experiment), _budget(events, memory), command=command
+        )
+    except SpecError as error:  # BudgetError
+        _fail(str(error))
+        raise  # unreachable: _fail exits
+
+
 @app.command()
 def schema() -> None:
-    """The JSON schema of an experiment spec (for editors)."""
-    typer.echo(json.dumps(ExperimentSpec.model_json_schema(), indent=1))
+    """The JSON Schema (Draft 2020-12) of an experiment spec, for editors and validators."""
+    from experiments.schema import experiment_schema  # loads only for this command
+
+    typer.echo(json.dumps(experiment_schema(), indent=1))
 
 
 def main() -> None:

@@ -11,10 +11,12 @@ import json
 from pathlib import Path
 from typing import Any
 
+from experiments.budget import Budget, check_budget, estimate_experiment, total
 from experiments.comparison import BASELINE, Comparison
 from experiments.profiles import list_profiles
 from experiments.runner import run_experiment
 from experiments.spec import SpecError, spec_from_dict
+from topologies.callgraph import MAX_PODS
 
 __all__ = ["Comparison", "compare", "DEFAULT_PROFILES"]
 
@@ -33,6 +35,7 @@ def compare(
     replications: int = 1,
     nodes: int | None = None,
     out_dir: Path | None = None,
+    budget: Budget | None = None,
 ) -> Comparison:
     """Run ``topology`` under each profile with the same arrivals; see the module docstring.
 
@@ -48,6 +51,12 @@ def compare(
         replications: replications per profile.
         nodes: override the catalog's cluster size (a flat cluster of this many nodes).
         out_dir: where to write ``comparison.json`` (and the HTML report); None = nowhere.
+        budget: what the runs together may cost (:mod:`experiments.budget`); None for the
+            default budget. Checked before the first run.
+
+    Raises:
+        SpecError: for an unknown profile or a run that does not validate (before any run).
+        experiments.budget.BudgetError: if the runs together exceed the budget.
     """
     names = list(profiles) if profiles else list(DEFAULT_PROFILES)
     unknown = [p for p in names if p not in list_profiles()]
@@ -59,6 +68,8 @@ def compare(
         names.insert(0, BASELINE)
     params = dict(topology_params or {})
     if nodes is not None:
+        if not 1 <= nodes <= MAX_PODS:  # a node per pod at most; before listing them
+            raise SpecError(f"nodes must be between 1 and {MAX_PODS:,}, got {nodes:,}")
         params["cluster"] = {"nodes": [{"name": f"node-{i}"} for i in range(nodes)]}
     base = {
         "topology": {"catalog": topology, "params": params},
@@ -68,9 +79,14 @@ def compare(
         "seed": seed,
         "replications": replications,
     }
+    specs = {
+        name: spec_from_dict({**base, "name": f"{topology}@{rate_rps:g}rps", "mesh": name})
+        for name in names
+    }
+    estimates = (estimate_experiment(spec, label=name) for name, spec in specs.items())
+    check_budget(total(estimates), budget, command="meshsim compare")
     comparison = Comparison(results={})
-    for name in names:
-        spec = spec_from_dict({**base, "name": f"{topology}@{rate_rps:g}rps", "mesh": name})
+    for name, spec in specs.items():
         try:
             comparison.results[name] = run_experiment(spec)
         except Exception as error:  # one architecture failing must not lose the others

@@ -27,7 +27,25 @@ from sim.engine import Task
 from sim.stats import LatencyHistogram, TimeWeighted
 from sim.units import Rate, Size
 
-__all__ = ["OpenLoopSpec", "ClosedLoopSpec", "WorkloadSpec", "Workload", "WorkloadStats"]
+__all__ = [
+    "MAX_CONNECTIONS",
+    "MAX_RATE_RPS",
+    "OpenLoopSpec",
+    "ClosedLoopSpec",
+    "WorkloadSpec",
+    "Workload",
+    "WorkloadStats",
+]
+
+MAX_RATE_RPS = 1e9
+"""The highest arrival rate or ``qps`` (requests per second): a mean gap of 1 ns. Simulated
+time is a float, whose resolution after a day (86,400 s) is about 1.5e-11 s and after four
+months about 2e-9 s: shorter gaps would collapse onto the same instants. Runs below this are
+still refused when they are too large for the budget (``experiments.budget``)."""
+
+MAX_CONNECTIONS = 1_000_000
+"""The most closed-loop connections: each is a client with its own schedule and request in
+flight; fortio's ``-c`` is used with tens to thousands."""
 
 
 class OpenLoopSpec(BaseModel):
@@ -41,7 +59,7 @@ class OpenLoopSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     kind: Literal["open_loop"] = "open_loop"
-    rate_rps: Annotated[Rate, Field(gt=0)]
+    rate_rps: Annotated[Rate, Field(gt=0, le=MAX_RATE_RPS)]
     payload_bytes: Size | None = None
 
 
@@ -57,8 +75,8 @@ class ClosedLoopSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     kind: Literal["closed_loop"] = "closed_loop"
-    connections: Annotated[int, Field(ge=1)] = 16
-    qps: Annotated[Rate, Field(ge=0)] = 1000.0
+    connections: Annotated[int, Field(ge=1, le=MAX_CONNECTIONS)] = 16
+    qps: Annotated[Rate, Field(ge=0, le=MAX_RATE_RPS)] = 1000.0
     payload_bytes: Size | None = None
 
 

@@ -14,6 +14,9 @@ from .errors import TopologyError
 from .memo import cached_on
 
 __all__ = [
+    "MAX_PODS",
+    "MAX_REPLICAS",
+    "MAX_WORKERS",
     "CallGraphSpec",
     "CallSpec",
     "Protocol",
@@ -27,6 +30,17 @@ Protocol = Literal["http1", "http2", "grpc", "tcp"]
 
 NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 """DNS-label-like names for services and hosts (lower case, digits, inner dashes)."""
+
+MAX_PODS = 150_000
+"""The most pods in a topology, and so the most replicas of one workload: Kubernetes' own
+limit for one cluster ("Considerations for large clusters": no more than 150,000 pods)."""
+
+MAX_REPLICAS = MAX_PODS
+"""The most replicas of one workload (see :data:`MAX_PODS`)."""
+
+MAX_WORKERS = 1_000_000
+"""The most workers (app threads) of one pod. Each worker is a slot in its server's timeline
+(16 bytes, counted by ``experiments.budget``); a million is far beyond any thread pool."""
 
 
 class CallSpec(BaseModel):
@@ -114,8 +128,8 @@ class ServiceSpec(BaseModel):
     name: str = Field(pattern=NAME_PATTERN, max_length=63)
     host: str | None = Field(default=None, pattern=NAME_PATTERN, max_length=63)
     version: str = Field(default="v1", min_length=1)
-    replicas: int = Field(default=1, ge=1)
-    workers: int = Field(default=1, ge=1)
+    replicas: int = Field(default=1, ge=1, le=MAX_REPLICAS)
+    workers: int = Field(default=1, ge=1, le=MAX_WORKERS)
     service_time: DistributionSpec = Field(default=cast(Any, "1ms"))
     request_size_bytes: Size = Field(default=cast(Any, "1KiB"))
     response_size_bytes: Size = Field(default=cast(Any, "1KiB"))

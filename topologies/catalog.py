@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 from pydantic import ValidationError, validate_call
 
-from .callgraph import CallGraphSpec, ServiceSpec, StepSpec
+from .callgraph import MAX_PODS, CallGraphSpec, ServiceSpec, StepSpec
 from .cluster import ClusterSpec, flat_cluster, multi_zone_cluster
 from .errors import TopologyError
 from .placement import PlacementSpec
@@ -110,7 +110,7 @@ def chain(
     """A chain of services ``s0 -> s1 -> ... -> s{n-1}``, entry ``s0``.
 
     Args:
-        n: Number of services, at least 1.
+        n: Number of services, 1 to 10 000.
         service_time: CPU work per request of every service, in seconds: a distribution spec
             or mapping, a number, or a duration string such as ``"1ms"``.
         workers: Concurrent requests per pod, at least 1.
@@ -120,10 +120,10 @@ def chain(
         The topology, named ``chain``.
 
     Raises:
-        TopologyError: If ``n`` is less than 1.
+        TopologyError: If ``n`` is not between 1 and 10 000.
     """
-    if n < 1:
-        raise TopologyError(f"chain: n must be >= 1, got {n}")
+    if not 1 <= n <= _MAX_SERVICES:
+        raise TopologyError(f"chain: n must be between 1 and {_MAX_SERVICES}, got {n}")
     services = [
         ServiceSpec(
             name=f"s{i}",
@@ -220,9 +220,12 @@ def mesh_scale(
         pods_per_node: Pods per node.
 
     Raises:
-        TopologyError: If there are fewer than two services.
+        TopologyError: If there are fewer than two services, or more pods than a cluster
+            can hold (:data:`topologies.callgraph.MAX_PODS`).
     """
-    n_services = pods // replicas
+    if pods > MAX_PODS:  # before building a service per pair of them
+        raise TopologyError(f"mesh_scale: pods must be at most {MAX_PODS:,}, got {pods:,}")
+    n_services = pods // replicas if replicas >= 1 else 0
     if n_services < 2 or replicas < 1 or services_per_namespace < 1 or pods_per_node < 1:
         raise TopologyError(
             f"mesh_scale: needs at least 2 services of {replicas} pods, got {pods} pods"

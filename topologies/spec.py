@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from .callgraph import CallGraphSpec
+from .callgraph import MAX_PODS, CallGraphSpec
 from .cluster import ClusterSpec
 from .memo import cached_on
 from .placement import Placement, PlacementSpec, place
@@ -34,6 +34,14 @@ class TopologySpec(BaseModel):
 
     @model_validator(mode="after")
     def _check_placement(self) -> TopologySpec:
+        # Counted before placing them: placing is linear in pods, and a count beyond any
+        # cluster's would take minutes to place before being refused.
+        pods = sum(service.replicas for service in self.call_graph.services)
+        if pods > MAX_PODS:
+            raise ValueError(
+                f"call_graph: {pods:,} pods (the sum of the workloads' replicas), more than "
+                f"the {MAX_PODS:,} of Kubernetes' largest supported cluster"
+            )
         # place() raises TopologyError, a ValueError, which pydantic reports under this model.
         self.pods()
         return self
