@@ -123,6 +123,9 @@ def run(
             typer.echo(_json(payload))
         else:
             typer.echo(sweep_table(points))
+        for point in points:
+            for warning in point.result.warnings if point.result else []:
+                typer.echo(f"warning: {point.assignments}: {warning}", err=True)
         if any(p.error for p in points):
             raise typer.Exit(1)
         return
@@ -134,6 +137,8 @@ def run(
         typer.echo(_json(result.model_dump(mode="json")))
     else:
         typer.echo(run_tables(result))
+    for warning in result.warnings:
+        typer.echo(f"warning: {warning}", err=True)
 
 
 @app.command()

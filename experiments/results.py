@@ -230,6 +230,8 @@ class RunResult(BaseModel):
         status_codes / response_flags: counts over the measured requests.
         latency_histogram: the end-to-end histogram, serialised (mergeable).
         error: what went wrong, if the run failed.
+        warnings: what makes the figures hard to read: a component busy all the time (its
+            queue grows with the run: no steady state), no request measured.
     """
 
     model_config = ConfigDict(frozen=True)
@@ -255,6 +257,7 @@ class RunResult(BaseModel):
     latency_histogram: dict[str, Any]
     extras: dict[str, Any] = {}
     error: str | None = None
+    warnings: list[str] = []
 
     @field_serializer("spec", "latency_histogram", "extras", when_used="json")
     def _strict_json(self, value: dict[str, Any]) -> Any:

@@ -142,7 +142,38 @@ def summarise(
         latency_histogram=e2e.to_dict(),
         control_plane=_control_plane(outputs),
         extras=_merge_extras(outputs),
+        warnings=_warnings(outputs, measured),
     )
+
+
+OVERLOADED = 0.99  # busy this share of the time: the queue grows, there is no steady state
+
+
+def _warnings(outputs: list[SimulationOutput], measured: int) -> list[str]:
+    """What a newcomer should know before reading the figures (see RunResult.warnings)."""
+    found = []
+    if not measured:
+        found.append(
+            "no request was measured: nothing that started after the warm-up came back "
+            "before the end (make the run longer, or look for an overloaded component)"
+        )
+    busy: dict[str, float] = defaultdict(float)
+    workers: dict[str, int] = {}
+    kinds: dict[str, str] = {}
+    for out in outputs:
+        for server in out.servers:
+            busy[server.scope] += server.cpu_s / (server.workers * out.measured_s)
+            workers[server.scope] = server.workers
+            kinds[server.scope] = server.kind
+    for scope in sorted(busy):
+        utilisation = busy[scope] / len(outputs)
+        if utilisation >= OVERLOADED:
+            found.append(
+                f"{scope} ({kinds[scope]}, {workers[scope]} worker(s)) was busy "
+                f"{utilisation:.0%} of the time: overloaded, its queue grows with the run and "
+                "latencies there describe the run's length, not a steady state"
+            )
+    return found
 
 
 def _cpu(outputs: list[SimulationOutput], total_s: float, rps: float) -> CpuResult:
