@@ -20,7 +20,7 @@ from experiments.results import (
 from experiments.spec import ExperimentSpec, spec_from_dict
 from experiments.sweep import SweepPoint, sweep_points
 from models.control_plane import convergence_summary
-from models.simulation import SimulationOutput, simulate
+from models.simulation import Simulation, SimulationOutput
 from sim.random import replication_seeds
 from sim.stats import LatencyHistogram
 
@@ -41,25 +41,29 @@ def run_experiment(spec: ExperimentSpec) -> RunResult:
     depends only on the spec.
     """
     started = time.perf_counter()
-    topology = spec.resolve_topology()
-    mesh = spec.mesh.resolve()
     seeds = replication_seeds(spec.seed, spec.replications)
-    outputs = [
-        simulate(
-            topology,
-            mesh,
-            spec.workload,
-            seed,
-            spec.duration,
-            spec.warmup,
-            client_node=spec.client_node,
-            trace_every=spec.trace_every,
-            faults=spec.faults,
-            changes=spec.changes,
-        )
-        for seed in seeds
-    ]
+    outputs = [build_simulation(spec, seed).run() for seed in seeds]
     return summarise(spec, seeds, outputs, time.perf_counter() - started)
+
+
+def build_simulation(spec: ExperimentSpec, seed: int | None = None) -> Simulation:
+    """The simulation of one replication of ``spec``, built and not run (the spec's own
+    seed by default; :func:`run_experiment` gives each replication a spawned one).
+
+    Benchmarks and tools use it to time or instrument a run (``simulation.env``).
+    """
+    return Simulation(
+        spec.resolve_topology(),
+        spec.mesh.resolve(),
+        spec.workload,
+        spec.seed if seed is None else seed,
+        spec.duration,
+        spec.warmup,
+        client_node=spec.client_node,
+        trace_every=spec.trace_every,
+        faults=spec.faults,
+        changes=spec.changes,
+    )
 
 
 def summarise(

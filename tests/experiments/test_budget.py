@@ -31,10 +31,10 @@ from experiments.calibration import benchmark_spec
 from experiments.cli import app
 from experiments.compare import compare
 from experiments.profiles import list_profiles
+from experiments.runner import build_simulation
 from experiments.spec import ExperimentSpec, SpecError, load_spec, spec_from_dict
 from experiments.specs import shipped_specs
 from models.architectures import ARCHITECTURES
-from models.simulation import Simulation
 
 BIG = 2**64
 
@@ -324,18 +324,7 @@ def test_parse_memory(text, value):
 def counted_events(spec: ExperimentSpec) -> int:
     """Events one replication processes: the environment's steps, counted as
     ``benchmarks.chain`` counts them (the engine loop honours an instrumented ``step``)."""
-    simulation = Simulation(
-        spec.resolve_topology(),
-        spec.mesh.resolve(),
-        spec.workload,
-        spec.seed,
-        spec.duration,
-        spec.warmup,
-        client_node=spec.client_node,
-        trace_every=spec.trace_every,
-        faults=spec.faults,
-        changes=spec.changes,
-    )
+    simulation = build_simulation(spec)
     counter = [0]
     step = simulation.env.step
 
