@@ -449,7 +449,6 @@ class Exchange(Task):
         self.answered_at = -1
         self.held: list[tuple[int, ConnectionPool, Connection]] | None = None
         self.response: Response | None = None
-        self.res: list[float] = _NO_RES
         # Where the request (or the response) is: a pod or a proxy (node, net, net_sink); and
         # when the transfer to the next proxy left and reached it (its spans are recorded
         # with the visit; ``sent`` < 0: no transfer, the proxy answered itself).
@@ -730,6 +729,3 @@ class Exchange(Task):
             router.finished(self.dst)
         assert self.response is not None
         self.parent.on_reply(self.slot, self.response)
-
-
-_NO_RES = [0.0, 0.0, 0.0, 0.0]

@@ -211,7 +211,8 @@ class Simulation:
 
         With ``gc_tuning``, the objects built so far, which live for the whole run, are
         frozen out of the garbage collector's sweeps while it runs (``gc.freeze``: a run of
-        10,000 sidecars is about 1.4 times as fast) and unfrozen after. Nothing is frozen if
+        10,000 sidecars about 1.2 times as fast, ``python -m benchmarks.build``) and unfrozen
+        after. Nothing is frozen if
         the caller froze objects of its own already: unfreezing would release theirs too.
         """
         freeze = self.gc_tuning and gc.get_freeze_count() == 0

@@ -68,24 +68,14 @@ class Runner:
 
 
 def _fire(task: Task) -> None:
-    """SimPy's callback of a task that comes up on the queue: run it, then what it readied."""
-    runner = task.runner
-    if runner.running:  # a SimPy callback inside a task's step: queue it behind
-        runner.ready.append(task)
-        return
-    runner.running = True
-    try:
-        task._next()
-        ready = runner.ready
-        while ready:
-            ready.popleft()._next()
-    finally:
-        runner.running = False
+    """SimPy's callback of a task that comes up on the queue (when ``env.run`` or ``step``
+    processes it; :func:`run_until` runs tasks itself): run it, then what it readied."""
+    task.runner.run(task)
 
 
 # Every task's callbacks: SimPy iterates the list and never changes it. Code that schedules a
 # task itself (a server booking a visit) sets ``task.callbacks = TASK_CALLBACKS``.
-TASK_CALLBACKS = _FIRE = [_fire]
+TASK_CALLBACKS = [_fire]
 
 
 class Task:
@@ -112,7 +102,7 @@ class Task:
 
     def wake_at(self, when: float) -> None:
         """Run ``_next`` at simulated time ``when`` (>= now)."""
-        self.callbacks = _FIRE
+        self.callbacks = TASK_CALLBACKS
         runner = self.runner
         heappush(runner.queue, (when, NORMAL, next(runner.eid), self))  # type: ignore[misc]
 
