@@ -69,13 +69,13 @@ def _quantities() -> dict[Any, JsonSchemaValue]:
     The accepted units are read from :mod:`sim.units`, where the parsers take them from, so
     the schema accepts what the parsers accept.
     """
-    duration_units = _alternatives(units._DURATION_UNITS)
+    duration_units = _alternatives(units.DURATION_UNITS)
     one = rf"\+?{_NUMBER}\s*(?:{duration_units})?"
     # Go's and Kubernetes' way: parts of a number and a unit, one after another ("1m30s").
     parts = rf"(?:(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:{duration_units}))+"
-    size_units = _alternatives(units._SIZE_UNITS)
-    bandwidth_units = _alternatives(units._BANDWIDTH_UNITS)
-    rate_units = _alternatives(units._RATE_UNITS)
+    size_units = _alternatives(units.SIZE_UNITS)
+    bandwidth_units = _alternatives(units.BANDWIDTH_UNITS)
+    rate_units = _alternatives(units.RATE_UNITS)
     schemas = {
         units.Duration: _quantity(
             "seconds",

@@ -28,12 +28,16 @@ __all__ = [
     "parse_duration",
     "parse_rate",
     "parse_size",
+    "DURATION_UNITS",
+    "SIZE_UNITS",
+    "BANDWIDTH_UNITS",
+    "RATE_UNITS",
 ]
 
 _NUMBER_UNIT = re.compile(r"^\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*([A-Za-zµμ/]*)\s*$")
 
 # A unit is (multiplier, divisor) to the base unit; dividing keeps "20us" exactly 20 / 1e6.
-_DURATION_UNITS: dict[str, tuple[float, float]] = {
+DURATION_UNITS: dict[str, tuple[float, float]] = {
     "": (1.0, 1.0),
     "ns": (1.0, 1e9),
     "us": (1.0, 1e6),
@@ -53,7 +57,7 @@ _DURATION_PART = re.compile(r"(\d+\.?\d*|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
 # Bytes with a unit: "KB" and "KiB" as IEC writes them, and Kubernetes' quantity suffixes
 # ("k", "M", "G", ... powers of 1000; "Ki", "Mi", "Gi", ... powers of 1024). Kubernetes'
 # "m" (milli) is left out: a thousandth of a byte is a typo for "M".
-_SIZE_UNITS: dict[str, int] = {
+SIZE_UNITS: dict[str, int] = {
     "": 1,
     "B": 1,
     "k": 1000,
@@ -65,7 +69,7 @@ _SIZE_UNITS: dict[str, int] = {
 }
 
 # Lower-case "bps" is bits per second, upper-case "Bps" and "B/s" bytes per second.
-_BANDWIDTH_UNITS: dict[str, tuple[float, float]] = {
+BANDWIDTH_UNITS: dict[str, tuple[float, float]] = {
     "": (1.0, 1.0),
     "bps": (1.0, 8.0),
     "Kbps": (1e3, 8.0),
@@ -84,7 +88,7 @@ _BANDWIDTH_UNITS: dict[str, tuple[float, float]] = {
     "GiB/s": (1024.0**3, 1.0),
 }
 
-_RATE_UNITS: dict[str, tuple[float, float]] = {"": (1.0, 1.0), "rps": (1.0, 1.0), "/s": (1.0, 1.0)}
+RATE_UNITS: dict[str, tuple[float, float]] = {"": (1.0, 1.0), "rps": (1.0, 1.0), "/s": (1.0, 1.0)}
 
 
 _NOT_FINITE = {"nan", "inf", "infinity", ".nan", ".inf"}
@@ -160,11 +164,11 @@ def parse_duration(v: str | float | int) -> float:
     if isinstance(v, str) and _DURATION_PARTS.fullmatch(v.strip()):
         total = 0.0
         for number, unit in _DURATION_PART.findall(v):
-            mul, div = _DURATION_UNITS[unit]
+            mul, div = DURATION_UNITS[unit]
             total += float(number) * mul / div
         return _finite(total, "duration", v)
     number, (mul, div) = _split(
-        v, "duration", _DURATION_UNITS, hint=", or such parts in a row ('1m30s')"
+        v, "duration", DURATION_UNITS, hint=", or such parts in a row ('1m30s')"
     )
     return _finite(number * mul / div, "duration", v)
 
@@ -186,7 +190,7 @@ def parse_size(v: str | float | int) -> int:
     """
     if isinstance(v, int) and not isinstance(v, bool) and v >= 0:
         return v  # exact, even beyond 2**53
-    number, factor = _split(v, "size", _SIZE_UNITS)
+    number, factor = _split(v, "size", SIZE_UNITS)
     return int(round(_finite(number * factor, "size", v)))
 
 
@@ -204,7 +208,7 @@ def parse_bandwidth(v: str | float | int) -> float:
     Raises:
         ValueError: If negative, not finite, malformed or with an unknown unit.
     """
-    number, (mul, div) = _split(v, "bandwidth", _BANDWIDTH_UNITS)
+    number, (mul, div) = _split(v, "bandwidth", BANDWIDTH_UNITS)
     return _finite(number * mul / div, "bandwidth", v)
 
 
@@ -220,7 +224,7 @@ def parse_rate(v: str | float | int) -> float:
     Raises:
         ValueError: If negative, not finite, malformed or with an unknown unit.
     """
-    number, (mul, div) = _split(v, "rate", _RATE_UNITS)
+    number, (mul, div) = _split(v, "rate", RATE_UNITS)
     return _finite(number * mul / div, "rate", v)
 
 
