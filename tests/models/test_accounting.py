@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import simpy
 
-from experiments.runner import run_experiment
+from experiments.runner import build_simulation, run_experiment
 from experiments.spec import spec_from_dict
 from models.simulation import Simulation
 from sim.servers import FifoServer
@@ -39,15 +39,7 @@ def one_service(
 
 
 def simulation(data: dict[str, Any]) -> Simulation:
-    spec = spec_from_dict(data)
-    return Simulation(
-        spec.resolve_topology(),
-        spec.mesh.resolve(),
-        spec.workload,
-        seed=spec.seed,
-        duration_s=spec.duration,
-        warmup_s=spec.warmup,
-    )
+    return build_simulation(spec_from_dict(data))
 
 
 def busy_cores_within_workers(sim: Simulation, measured_s: float) -> dict[str, float]:

@@ -16,6 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from experiments.runner import build_simulation
 from experiments.spec import spec_from_dict
 from models import workload as workload_module
 from models.connections import ConnectionPool
@@ -24,17 +25,7 @@ from sim.engine import run_until
 
 
 def simulation(data: dict[str, Any]) -> Simulation:
-    spec = spec_from_dict(data)
-    return Simulation(
-        spec.resolve_topology(),
-        spec.mesh.resolve(),
-        spec.workload,
-        seed=spec.seed,
-        duration_s=spec.duration,
-        warmup_s=spec.warmup,
-        faults=spec.faults,
-        changes=spec.changes,
-    )
+    return build_simulation(spec_from_dict(data))
 
 
 def one_service(mesh: Any, workload: dict[str, Any], duration: float, **service: Any) -> dict:

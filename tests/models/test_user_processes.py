@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import pytest
 
+from experiments.runner import build_simulation
 from experiments.spec import spec_from_dict
 from models.messages import Request
-from models.simulation import Simulation
 
 
 @pytest.mark.parametrize("mesh", ["none", "istio-1.8", "maesh", "istio-ambient", "proxyless-grpc"])
@@ -26,9 +26,7 @@ def test_a_users_process_calls_through_the_mesh_beside_the_workload(mesh):
             "seed": 5,
         }
     )
-    sim = Simulation(
-        spec.resolve_topology(), spec.mesh.resolve(), spec.workload, seed=5, duration_s=2.0
-    )
+    sim = build_simulation(spec)
     env, mesh_ = sim.env, sim.mesh
     seen = []
 
