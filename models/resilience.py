@@ -391,8 +391,11 @@ class OutlierDetector:
     hosts removed take their ejection with them (``ejections_active`` drops).
 
     Ticks are processed lazily: :meth:`update` (and :meth:`record`, which calls it) applies
-    every tick up to ``now`` in order, so the state is exact whenever it is called. A tick at
-    the very instant of a response is applied first.
+    every tick up to ``now`` in order (and returns the hosts that came back), so the state is
+    exact whenever it is called. A tick at the very instant of a response is applied first.
+    Istio, for reference: ``consecutive5xxErrors`` / ``consecutiveGatewayErrors`` set the
+    threshold with enforcement 100 % (0 disables), the deprecated ``consecutiveErrors`` set the
+    gateway detector only, and ``minHealthPercent`` becomes the panic threshold (default 0).
 
     Attributes:
         ejections_active: hosts ejected now (gauge ``outlier_detection.ejections_active``).
