@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from sim.engine import drive
 
-__all__ = ["ConnectionPoolSpec", "ConnectionPool", "Connection"]
+__all__ = ["ConnectionPoolSpec", "ConnectionPool", "Connection", "PoolLimits"]
 
 UNLIMITED = 2**32 - 1
 
@@ -44,6 +44,27 @@ class ConnectionPoolSpec(BaseModel):
     max_pending_requests: Annotated[int, Field(ge=0)] = UNLIMITED
     max_requests_per_connection: Annotated[int, Field(ge=0)] = 0
     max_concurrent_streams: Annotated[int, Field(ge=1)] = 2**31 - 1
+
+
+class PoolLimits:
+    """The limits of one pool, or of every pool of one Envoy cluster, which share them: its
+    circuit breakers count connections and pending requests per cluster, not per endpoint.
+
+    Attributes:
+        max_connections: connections open or opening at once.
+        max_pending: requests waiting for a connection at once.
+        per_connection: requests one connection carries before it closes (0: unlimited).
+        connections, pending: the counts now.
+    """
+
+    __slots__ = ("max_connections", "max_pending", "per_connection", "connections", "pending")
+
+    def __init__(self, max_connections: int, max_pending: int, per_connection: int) -> None:
+        self.max_connections = max_connections
+        self.max_pending = max_pending
+        self.per_connection = per_connection
+        self.connections = 0
+        self.pending = 0
 
 
 class Connection:
@@ -68,6 +89,8 @@ class ConnectionPool:
         opener: a generator function that models opening a connection (handshakes); it gets
             the trace of the request that waits for it.
         on_change: called with +1/-1 as connections open and close (memory).
+        limits: limits shared with other pools (an Envoy cluster's); None: the pool's own,
+            from ``spec``.
     """
 
     def __init__(
@@ -77,9 +100,13 @@ class ConnectionPool:
         multiplexed: bool,
         opener: Callable[[list | None], Generator[simpy.Event, Any, None]],
         on_change: Callable[[int], None],
+        limits: PoolLimits | None = None,
     ) -> None:
         self.env = env
         self.spec = spec
+        self.limits = limits or PoolLimits(
+            spec.max_connections, spec.max_pending_requests, spec.max_requests_per_connection
+        )
         self.multiplexed = multiplexed
         self._opener = opener
         self._on_change = on_change
@@ -101,9 +128,10 @@ class ConnectionPool:
         Args:
             trace: the trace of the request, which records the handshake if it pays for one.
         """
+        limits = self.limits
         if self.multiplexed:
             limit = self.spec.max_concurrent_streams
-            per_conn = self.spec.max_requests_per_connection
+            per_conn = limits.per_connection
             for conn in self._open:
                 if conn.active < limit and not (per_conn and conn.served + conn.active >= per_conn):
                     conn.active += 1
@@ -113,24 +141,46 @@ class ConnectionPool:
             conn = self._idle.pop()
             conn.active = 1
             return conn
-        if len(self._open) < self.spec.max_connections:
+        if limits.connections < limits.max_connections:
             conn = self._reserve()
             ready = conn.ready
             assert ready is not None
             drive(self.env, self._opener(trace), lambda _: self._ready(conn))
             return ready
-        if len(self._pending) >= self.spec.max_pending_requests:
+        if limits.pending >= limits.max_pending:
             self.overflows += 1
             return None
         waiter = self.env.event()
         self._pending.append(waiter)
+        limits.pending += 1
         return waiter
+
+    def cancel(self, waiter: simpy.Event) -> bool:
+        """A request waiting for a connection gives up (its timeout fired): it leaves the
+        pending queue. False when ``waiter`` is not waiting there (its connection is being
+        opened: it is handed over, then released, when it is ready)."""
+        try:
+            self._pending.remove(waiter)
+        except ValueError:
+            return False
+        self.limits.pending -= 1
+        return True
+
+    def reset(self, conn: Connection) -> None:
+        """The request on ``conn`` is reset (its timeout fired): an HTTP/2 stream ends, an
+        HTTP/1.1 connection closes (Envoy cannot reuse one with a response half read)."""
+        if self.multiplexed:
+            self.release(conn)
+            return
+        conn.active -= 1
+        self._close(conn)
 
     def _reserve(self) -> Connection:
         """A new connection, counted at once (so nobody else opens past the limit)."""
         conn = Connection(self.env)
         conn.active = 1
         self._open.append(conn)
+        self.limits.connections += 1
         self.opened += 1
         self._on_change(1)
         return conn
@@ -144,32 +194,45 @@ class ConnectionPool:
     def release(self, conn: Connection) -> None:
         """The request on ``conn`` is done: hand the connection on, keep it, or close it."""
         conn.served += 1
-        limit = self.spec.max_requests_per_connection
+        limit = self.limits.per_connection
         # The requests this connection will have carried, the streams still on it included:
         # at the limit it takes no more, and closes when its last stream ends.
         if limit and conn.served + conn.active - 1 >= limit:
             conn.active -= 1
             if conn.active > 0:
                 return
-            self._open.remove(conn)
-            self._on_change(-1)
-            if self._pending:
-                # Waiters take the freed slot on a new connection (with its handshake): one
-                # for HTTP/1.1, as many as its streams and its request limit allow for HTTP/2.
-                conn = self._reserve()
-                share = min(self.spec.max_concurrent_streams, limit) if self.multiplexed else 1
-                waiters = [self._pending.popleft()]
-                while self._pending and len(waiters) < share:
-                    waiters.append(self._pending.popleft())
-                conn.active = len(waiters)
-                drive(self.env, self._opener(None), lambda _: self._hand_over(conn, waiters))
+            self._close(conn)
             return
         if self._pending:
+            self.limits.pending -= 1
             self._pending.popleft().succeed(conn)  # it keeps the stream / the connection
             return
         conn.active -= 1
         if not self.multiplexed:
             self._idle.append(conn)
+
+    def _close(self, conn: Connection) -> None:
+        """Close ``conn`` (no stream left on it); waiters take the freed slot on a new
+        connection (with its handshake): one for HTTP/1.1, as many as its streams and its
+        request limit allow for HTTP/2."""
+        self._open.remove(conn)
+        self.limits.connections -= 1
+        self._on_change(-1)
+        if not self._pending:
+            return
+        conn = self._reserve()
+        limit = self.limits.per_connection
+        share = (
+            min(self.spec.max_concurrent_streams, limit or self.spec.max_concurrent_streams)
+            if self.multiplexed
+            else 1
+        )
+        waiters = [self._pending.popleft()]
+        while self._pending and len(waiters) < share:
+            waiters.append(self._pending.popleft())
+        self.limits.pending -= len(waiters)
+        conn.active = len(waiters)
+        drive(self.env, self._opener(None), lambda _: self._hand_over(conn, waiters))
 
     def _hand_over(self, conn: Connection, waiters: list[simpy.Event]) -> None:
         self._ready(conn)

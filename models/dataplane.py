@@ -24,12 +24,12 @@ round trips). A pool that overflows answers 503 ``UO`` from that hop.
 from __future__ import annotations
 
 from collections.abc import Generator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import GeneratorType
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Protocol
 
 import simpy
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from models.connections import Connection, ConnectionPool
 from models.control_plane import ControlPlane, ControlPlaneSpec
@@ -38,7 +38,10 @@ from models.loadbalancer import LbPolicy
 from models.mesh import Mesh, Parent
 from models.messages import Flags, Request, Response
 from models.proxy import Proxy, ProxySpec
+from models.defaults import ISTIO, Outcome, parse_retry_on
+from models.resilience import envoy_backoff
 from models.router import Router
+from models.routing import EMPTY_POLICIES, NO_RETRY, Action, Cluster, PolicySet, RetryPolicy
 from models.scoping import ConfigIndex, Scoping
 from models.world import Node, PodBase, World
 from sim.engine import Task, drive
@@ -51,6 +54,7 @@ if TYPE_CHECKING:
 __all__ = [
     "Hop",
     "RetrySpec",
+    "ISTIO_RETRIES",
     "ProxiedSpec",
     "MtlsMode",
     "ProxiedMesh",
@@ -114,19 +118,50 @@ class TelemetryReport(Protocol):
 
 
 class RetrySpec(BaseModel):
-    """Retries of the router that picks the endpoint (Istio's mesh default: 2 attempts on
-    connect failures, 25 ms base back-off, previously tried hosts avoided).
+    """The retries of the router that picks the endpoint, for routes without their own
+    (Istio's mesh default, ``defaultHttpRetryPolicy``: 2 attempts on connect failures and
+    503, 25 ms base back-off, previously tried hosts avoided).
 
     Attributes:
         attempts: retries after the first try (0 = none).
-        backoff_base: the first back-off's upper bound; each next one doubles (fully
-            jittered, as Envoy does).
+        retry_on: what is retried, in Envoy's ``retryOn`` words (``connect-failure``,
+            ``5xx``, ``gateway-error``, ``retriable-status-codes``, ...).
+        retriable_status_codes: the statuses ``retriable-status-codes`` retries.
+        backoff_base: Envoy's base back-off interval (the maximum is 10 times it; fully
+            jittered).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    attempts: Annotated[int, Field(ge=0)] = 0
-    backoff_base: Duration = 0.025
+    attempts: Annotated[int, Field(ge=0, le=1000)] = 0
+    retry_on: str = "connect-failure"
+    retriable_status_codes: list[Annotated[int, Field(ge=100, le=599)]] = []
+    backoff_base: Annotated[Duration, Field(gt=0)] = 0.025
+
+    @field_validator("retry_on")
+    @classmethod
+    def _words(cls, value: str) -> str:
+        parse_retry_on(value)
+        return value
+
+    def policy(self) -> RetryPolicy:
+        """The router's retry policy these settings make."""
+        return RetryPolicy(
+            self.attempts,
+            parse_retry_on(self.retry_on, tuple(self.retriable_status_codes)),
+            None,
+            self.backoff_base,
+            self.backoff_base * 10,
+        )
+
+
+ISTIO_RETRIES = RetrySpec(
+    attempts=ISTIO["retries.attempts"],
+    retry_on=ISTIO["retries.retryOn"],
+    retriable_status_codes=list(ISTIO["retries.retriableStatusCodes"]),
+    backoff_base=ISTIO["retries.backoffBase"],
+)
+"""Istio's mesh-wide default retry policy."""
 
 
 MtlsMode = Literal["STRICT", "PERMISSIVE", "DISABLE"]
@@ -180,10 +215,14 @@ class ProxiedMesh(Mesh):
     """
 
     spec: ProxiedSpec
+    refused: Response  # what the picking proxy answers when a connection fails
 
     def __init__(self, world: World, spec: ProxiedSpec) -> None:
         super().__init__(world, spec)
-        self.retry = spec.retries
+        self.retry = spec.retries.policy()
+        self.refused = CONNECT_FAILED
+        # The experiment's traffic policies, compiled (set before ``attach``).
+        self.policies: PolicySet = EMPTY_POLICIES
         self.control_plane: ControlPlane | None = None
         self.dp_stats = DataPlaneStats()
         # The folded listeners of each proxy spec (the spec is held by self.spec, so its id
@@ -223,6 +262,7 @@ class ProxiedMesh(Mesh):
             self.world, name, node, kind, spec, self.spec.load_balancer, listeners, self.retry
         )
         proxy.scoping = scoping
+        proxy.policies = self.policies
         return proxy, proxy.recount(index, total_endpoints)
 
     def attach(self, pods: list[ServicePod], clients: list[ClientPod]) -> None:
@@ -308,6 +348,39 @@ class ProxiedMesh(Mesh):
         if self.env.now >= self.world.warmup_s:
             setattr(self.dp_stats, name, getattr(self.dp_stats, name) + 1)
 
+    def use_policies(self, policies: PolicySet) -> None:
+        self.policies = policies
+
+    def inbound_local(self, pod: PodBase, proxy: Proxy, mixer: Any = None) -> Any:
+        """What may answer at ``pod``'s inbound proxy: its authorization policies, its rate
+        limit, then Mixer's check (``mixer``); None when nothing."""
+        if self.policies.empty:
+            return mixer
+        return self.policies.inbound(pod, proxy.counters, self.env, mixer)
+
+    def acl_denied(
+        self, proxy: Proxy, src: PodBase, host: str, request: Request
+    ) -> Response | None:
+        """SMI access control in Traefik Mesh's ACL mode, at the node proxy: a service no
+        TrafficTarget names has no router (404); a caller whose service account no
+        TrafficTarget of the service's lists, for this request, is refused (403)."""
+        acl = self.policies.acl
+        assert acl is not None
+        endpoints = self.endpoints.get(host) or []
+        accounts = {(getattr(p, "namespace", "default"), getattr(p, "service_account", "")) for p in endpoints}
+        rules = [r for r in acl if r.destination in accounts]
+        if not rules:
+            proxy.counters.acl_denied += 1
+            return ACL_NO_ROUTE
+        caller = (getattr(src, "namespace", "default"), getattr(src, "service_account", ""))
+        for rule in rules:
+            if caller in rule.sources and (
+                not rule.matches or any(m(request) for m in rule.matches)
+            ):
+                return None
+        proxy.counters.acl_denied += 1
+        return ACL_FORBIDDEN
+
     def no_route(self, host: str, proxy: Proxy) -> Response:
         """The picking proxy knows no endpoint of ``host``: 404 ``NR`` for a service it does
         not know, 503 ``UH`` for one with no endpoint."""
@@ -316,46 +389,28 @@ class ProxiedMesh(Mesh):
             return Response(404, 0, Flags.NO_ROUTE)
         return Response(503, 0, Flags.NO_HEALTHY_UPSTREAM)
 
-    def connect_failed(
-        self, router: Router, dst: PodBase
-    ) -> Generator[simpy.Event, Any, tuple[PodBase, Response | None]]:
-        """The endpoint is gone: a refused connection after a round trip, then the router's
-        retries (Envoy's back-off, fully jittered; previously tried hosts avoided). Returns
-        the endpoint to go on to, or the response that ends the try."""
-        env = self.env
-        proxy = router.proxy
-        retry = router.retry
-        tried = [dst]
-        for attempt in range(retry.attempts + 1):
-            self.count("stale_connect_failures")
-            start = env.now
-            yield env.timeout(proxy.net.rtt(self.world.link(proxy.node, dst.node)))
-            self.world.sink(proxy.scope, "connect_failure").add(start, env.now, False, None)
-            if attempt == retry.attempts:
-                self.count("stale_failures")
-                flag = Flags.UPSTREAM_RETRY_LIMIT if attempt else Flags.UPSTREAM_CONNECT_FAILURE
-                return dst, Response(503, 0, flag)
-            self.count("retries")
-            yield env.timeout(retry.backoff_base * 2**attempt * proxy.jitter())
-            router.finished(dst)
-            dst = router.pick_untried(tried)
-            router.started(dst)
-            tried.append(dst)
-            if dst.alive:
-                return dst, None
-        raise AssertionError("unreachable")
-
     def pool(
-        self, hop: Hop, target: Proxy | None, dst: PodBase | None, request: Request
+        self,
+        hop: Hop,
+        target: Proxy | None,
+        dst: PodBase | None,
+        request: Request,
+        cluster: Cluster | None = None,
     ) -> ConnectionPool:
         """The pool of ``hop``'s proxy towards the next hop, or the app ``dst`` when no proxy
         follows. Once per pooled hop of every request: the lookup comes first, the pool is
-        made only the first time."""
+        made only the first time. A cluster with connection-pool limits has pools of its own,
+        which share its limits (Envoy's circuit breakers count per cluster)."""
         proxy = hop.proxy
         multiplexed = hop.multiplexed or request.protocol in ("http2", "grpc")
         peer = target if target is not None else dst
         assert peer is not None, "a pool towards the app is held after the endpoint is picked"
-        key = (peer.name, multiplexed)
+        limits = cluster.limits if cluster is not None else None
+        key: tuple = (
+            (peer.name, multiplexed)
+            if limits is None
+            else (peer.name, multiplexed, cluster.host, cluster.subset)  # type: ignore[union-attr]
+        )
         found = proxy.pools.get(key)
         if found is not None:
             return found
@@ -364,7 +419,7 @@ class ProxiedMesh(Mesh):
         def opener(trace: list | None) -> Generator[simpy.Event, Any, None]:
             yield from self._handshake(proxy, target, peer_node, hop.mtls, trace)
 
-        return proxy.pool(key, multiplexed, opener, target)
+        return proxy.pool(key, multiplexed, opener, target, limits)
 
     def _handshake(
         self, proxy: Proxy, peer: Proxy | None, peer_node: Any, mtls: bool, trace: list | None
@@ -399,11 +454,20 @@ class Exchange(Task):
     """One call through a proxied mesh, as a state machine (see the module docstring).
 
     On the way out, each hop is one booking on its proxy's workers that covers the transfer
-    to it (network, then the proxy's io delay) and its listener's request side; at the
-    picking hop the router chooses the endpoint; a pooled hop holds a connection. The app's
-    visit follows. On the way back, each hop's response side, then the work after the
-    response and the telemetry report; a pooled hop releases its connection when the
-    response reaches it. A hop that answers locally turns the exchange around there.
+    to it (network, then the proxy's io delay) and its listener's request side. At the
+    picking hop the router runs: the route (match, split, fault, mirror), the cluster, the
+    endpoint; a pooled hop holds a connection. The app's visit follows. On the way back, each
+    hop's response side, then the work after the response and the telemetry report; a pooled
+    hop releases its connection when the response reaches it. A hop that answers locally
+    turns the exchange around there.
+
+    **Tries.** The picking hop sees each try's outcome when the response (or the failure)
+    reaches it, and its retry policy decides: another try after Envoy's back-off, on a host
+    not tried yet; or the answer goes back. A route with a timeout (the route's or a try's)
+    runs each try as a separate exchange (an *attempt*, whose ``owner`` is this one), so
+    that a timer can give up on it: the attempt is abandoned (its connection reset), and
+    whatever it still does upstream (the app's work) happens but answers nobody. Without a
+    timeout, the exchange makes its tries itself: no extra object per request.
     """
 
     __slots__ = (
@@ -425,6 +489,16 @@ class Exchange(Task):
         "here",
         "sent",
         "reached_at",
+        "owner",
+        "action",
+        "cluster",
+        "tries",
+        "tried",
+        "flags",
+        "phase",
+        "attempt",
+        "abandoned",
+        "timer",
     )
 
     def __init__(
@@ -433,7 +507,7 @@ class Exchange(Task):
         src: PodBase,
         host: str,
         request: Request,
-        parent: Parent,
+        parent: Parent | None,
         slot: int,
     ) -> None:
         super().__init__(mesh.env, mesh.world.runner)
@@ -447,7 +521,7 @@ class Exchange(Task):
         self.dst: PodBase | None = None
         self.reached = 0
         self.answered_at = -1
-        self.held: list[tuple[int, ConnectionPool, Connection]] | None = None
+        self.held: list[tuple[int, ConnectionPool, Connection | None]] | None = None
         self.response: Response | None = None
         # Where the request (or the response) is: a pod or a proxy (node, net, net_sink); and
         # when the transfer to the next proxy left and reached it (its spans are recorded
@@ -455,6 +529,8 @@ class Exchange(Task):
         self.here: Any = src
         self.sent = -1.0
         self.reached_at = 0.0
+        # The exchange this one is an attempt of (None: it is the exchange itself).
+        self.owner: Exchange | None = None
 
     # --- out -------------------------------------------------------------------------------
 
@@ -533,35 +609,212 @@ class Exchange(Task):
         else:
             self._hold()
 
+    # --- the picking hop: route, cluster, endpoint, tries ------------------------------------
+
     def _route(self) -> None:
-        """At the picking hop, the router chooses the endpoint."""
+        """At the picking hop, the router runs."""
         proxy = self.hops[self.i].proxy
         router = self.router = proxy.router(self.host)
         if router is None:
             self._answer(self.mesh.no_route(self.host, proxy))
             return
-        dst = self.dst = router.pick()
-        router.started(dst)
-        if not dst.alive:
-            self._next = self._after_connect
-            drive(self.env, self.mesh.connect_failed(router, dst), self._resume)
+        self.tries = 0
+        self.tried = None
+        self.flags = ""
+        if router.plain:
+            self.action = router.action
+            self._try(router.default)  # type: ignore[arg-type]
+            return
+        self._policy_route(router, proxy)
+
+    def _policy_route(self, router: Router, proxy: Proxy) -> None:
+        """A host with policies: access control, Traefik's limits, the route's match."""
+        request = self.request
+        now = self.env._now  # type: ignore[attr-defined]
+        if proxy.policies.acl is not None:
+            denied = self.mesh.acl_denied(proxy, self.src, self.host, request)
+            if denied is not None:
+                self._answer(denied)
+                return
+        traefik = router.traefik
+        if traefik is not None:
+            wait = traefik.rate_wait(self.src, now)
+            if wait is None:
+                self._answer(TRAEFIK_RATE_LIMITED)
+                return
+            if wait > 0.0:  # Traefik's limiter holds a request that a token soon frees
+                self._next = self._breaker
+                self.wake_at(now + wait)
+                return
+        self._breaker()
+
+    def _breaker(self) -> None:
+        """Traefik's circuit breaker of the service, then the route's match."""
+        router = self.router
+        assert router is not None
+        proxy = router.proxy
+        now = self.env._now  # type: ignore[attr-defined]
+        self.sent = now  # when the node proxy starts forwarding (the breaker's latency)
+        traefik = router.traefik
+        if traefik is not None and traefik.breaker is not None:
+            if not traefik.breaker.allow(now):
+                traefik.stats.circuit_breaker_open += 1
+                self._answer(TRAEFIK_BREAKER_OPEN)
+                return
+        request = self.request
+        action = router.action if router.routes is None else router.routes.action(request)
+        if action is None:
+            router.stats().no_route += 1
+            self._answer(Response(404, 0, Flags.NO_ROUTE))
+            return
+        self.action = action
+        fault = action.fault
+        if fault is not None and fault.delay_share > 0.0:
+            if fault.delay_share >= 1.0 or proxy.chance() < fault.delay_share:
+                proxy.counters.fault_delays_injected += 1
+                self.flags = Flags.DELAY_INJECTED
+                self._next = self._delayed
+                self.wake_at(now + fault.delay_s)
+                return
+        self._delayed()
+
+    def _delayed(self) -> None:
+        action = self.action
+        proxy = self.hops[self.picker].proxy
+        fault = action.fault
+        if fault is not None and fault.abort_share > 0.0:
+            if fault.abort_share >= 1.0 or proxy.chance() < fault.abort_share:
+                proxy.counters.fault_aborts_injected += 1
+                self._answer(Response(fault.abort_status, 0, Flags.FAULT_INJECTED))
+                return
+        # With a client-side fault on the route, its timeout and retries are off (Istio's
+        # note on fault injection).
+        self.phase = 0
+        self.timer = None
+        if fault is None and action.timeout is not None:
+            timer = self.timer = _Timer(self, -1)
+            timer.wake_at(self.env._now + action.timeout)  # type: ignore[attr-defined]
+        if action.mirror is not None and (
+            action.mirror_share >= 1.0 or proxy.chance() < action.mirror_share
+        ):
+            self._mirror(action.mirror, proxy)
+        host, subset = action.target(proxy.chance)
+        cluster = self.router.cluster(host, subset)  # type: ignore[union-attr]
+        if cluster is None:
+            self.mesh.count("no_route")
+            self._finish(NO_UPSTREAM, self.flags, False)
+            return
+        self._try(cluster)
+
+    def _timed(self) -> bool:
+        """Whether this exchange's tries run as attempts (a timeout may give up on them)."""
+        action = self.action
+        if action.fault is not None:
+            return False
+        if action.timeout is not None:
+            return True
+        retry = action.retry or self.router.retry  # type: ignore[union-attr]
+        return retry.per_try_timeout is not None
+
+    def _try(self, cluster: Cluster) -> None:
+        """One try: circuit breaker, endpoint, then the way to it."""
+        self.cluster = cluster
+        stats = cluster.stats
+        if cluster.active >= cluster.max_requests:  # http2MaxRequests
+            stats.upstream_rq_pending_overflow += 1
+            self._finish(OVERFLOWED, self.flags, False)
+            return
+        retry = self.action.retry or self.router.retry  # type: ignore[union-attr]
+        dst = cluster.pick(self.request, self.src, self.tried, retry.host_attempts)
+        if dst is None:
+            self.mesh.count("no_route")
+            self._finish(NO_UPSTREAM, self.flags, False)
+            return
+        cluster.started(dst)
+        stats.upstream_rq_total += 1
+        if self.owner is None and self.action is not self.router.action and self._timed():  # type: ignore[union-attr]
+            self._attempt(dst)
+            return
+        self.dst = dst
+        if not dst.alive:  # the pod is gone: its node refuses the connection
+            proxy = self.hops[self.picker].proxy
+            self.sent = self.env._now  # type: ignore[attr-defined]
+            self._next = self._refused
+            self.wake_at(
+                self.env._now  # type: ignore[attr-defined]
+                + proxy.net.rtt(self.mesh.world.link(proxy.node, dst.node))
+            )
             return
         self._picked()
 
-    def _after_connect(self) -> None:
-        self.dst, response = self._value
-        if response is not None:
-            self._answer(response)
+    def _attempt(self, dst: PodBase) -> None:
+        """Run this try as an attempt that a timer can give up on."""
+        attempt = Exchange.__new__(Exchange)
+        attempt.env = self.env
+        attempt.runner = self.runner
+        attempt.mesh = self.mesh
+        attempt.src = self.src
+        attempt.host = self.host
+        attempt.request = self.request
+        attempt.parent = self.parent
+        attempt.slot = self.slot
+        attempt.hops = self.hops[: self.picker + 1]
+        attempt.picker = self.picker
+        attempt.router = self.router
+        attempt.action = self.action
+        attempt.cluster = self.cluster
+        attempt.dst = dst
+        attempt.i = self.picker
+        attempt.reached = self.picker + 1
+        attempt.answered_at = -1
+        attempt.held = None
+        attempt.response = None
+        attempt.here = self.here
+        attempt.sent = -1.0
+        attempt.reached_at = 0.0
+        attempt.owner = self
+        attempt.abandoned = False
+        attempt.tries = self.tries
+        attempt.tried = self.tried
+        attempt.flags = ""
+        self.attempt = attempt
+        self.dst = dst
+        self.phase = 1
+        retry = self.action.retry or self.router.retry  # type: ignore[union-attr]
+        if retry.per_try_timeout is not None:
+            # Envoy starts a try's timer when the connection is ready; this starts it when
+            # the endpoint is picked (the same unless the pool makes the try wait).
+            _Timer(self, self.tries).wake_at(self.env._now + retry.per_try_timeout)  # type: ignore[attr-defined]
+        if not dst.alive:
+            proxy = self.hops[self.picker].proxy
+            attempt.sent = self.env._now  # type: ignore[attr-defined]
+            attempt._next = attempt._refused
+            attempt.wake_at(
+                self.env._now  # type: ignore[attr-defined]
+                + proxy.net.rtt(self.mesh.world.link(proxy.node, dst.node))
+            )
             return
-        self._picked()
+        attempt._picked()
+
+    def _refused(self) -> None:
+        """The connection to a pod that is gone was refused (after a round trip)."""
+        if self.owner is not None and self.abandoned:
+            return
+        proxy = self.hops[self.picker].proxy
+        self.mesh.count("stale_connect_failures")
+        self.cluster.stats.upstream_cx_connect_fail += 1
+        now = self.env._now  # type: ignore[attr-defined]
+        # The span of the refused connection (its round trip), as a failed one.
+        self.mesh.world.sink(proxy.scope, "connect_failure").add(self.sent, now, False, None)
+        self._outcome("connect_failure", 0, self.mesh.refused)
 
     def _picked(self) -> None:
         hops = self.hops
         picker = self.picker
         assert self.dst is not None
         tail = self.mesh.tail_hops(hops[picker].proxy, self.dst)
-        if tail:
-            self.hops = hops[: picker + 1] + tail
+        self.hops = hops[: picker + 1] + tail if tail else hops[: picker + 1]
+        self.i = picker
         self._next = self._certified
         self._certified()
 
@@ -576,7 +829,7 @@ class Exchange(Task):
                     return
                 if proxy.cert_expires_s <= now:
                     self.mesh.count("tls_failures")
-                    self._answer(Response(503, 0, Flags.UPSTREAM_CONNECT_FAILURE))
+                    self._outcome("connect_failure", 0, self.mesh.refused)
                     return
         self._hold()
 
@@ -587,11 +840,19 @@ class Exchange(Task):
         if not hop.pooled:
             self._forward()
             return
+        if self.owner is not None and self.abandoned:
+            return
         target = self.hops[i + 1].proxy if i + 1 < len(self.hops) else None
-        pool = self.mesh.pool(hop, target, self.dst, self.request)
+        # The picking hop's pool is the cluster's (its limits are the cluster's).
+        cluster = self.cluster if i == self.picker else None
+        pool = self.mesh.pool(hop, target, self.dst, self.request, cluster)
         got = pool.acquire(self.request.trace)
         if got is None:  # the pool overflowed: this proxy answers
-            self._answer(Response(503, 0, Flags.UPSTREAM_OVERFLOW))
+            if i == self.picker:
+                self.cluster.stats.upstream_rq_pending_overflow += 1
+                self._outcome("overflow", 503, OVERFLOWED)
+            else:
+                self._answer(OVERFLOWED)
             return
         if self.held is None:
             self.held = []
@@ -599,13 +860,18 @@ class Exchange(Task):
             self.held.append((i, pool, got))
             self._forward()
             return
-        self.held.append((i, pool, None))  # type: ignore[arg-type]
+        self.held.append((i, pool, None))
+        self._value = got
         self._next = self._connected
         self.wait_for(got)  # type: ignore[arg-type]
 
     def _connected(self) -> None:
         assert self.held is not None
         i, pool, _ = self.held[-1]
+        if self.owner is not None and self.abandoned:  # given up while it waited
+            self.held.pop()
+            pool.release(self._value)
+            return
         self.held[-1] = (i, pool, self._value)
         self._forward()
 
@@ -625,10 +891,32 @@ class Exchange(Task):
         here.net_sink.add(now, now + network, True, request.trace)
         dst.serve(request, self, now + network)  # type: ignore[attr-defined]
 
+    def _mirror(self, target: tuple[str, str | None], proxy: Proxy) -> None:
+        """Send a copy of the request to ``target`` from this hop; nobody waits for its
+        answer (Envoy's request mirroring)."""
+        cluster = self.router.cluster(*target)  # type: ignore[union-attr]
+        if cluster is None:
+            return
+        proxy.counters.rq_mirrored += 1
+        copy = replace(self.request, host=target[0], trace=None)
+        shadow = Exchange(self.mesh, self.src, target[0], copy, None, 0)
+        shadow.hops = self.hops[: self.picker + 1]
+        shadow.picker = shadow.i = self.picker
+        shadow.reached = self.picker + 1
+        shadow.here = self.here
+        shadow.router = self.router
+        shadow.action = MIRROR_ACTION
+        shadow.tries = 0
+        shadow.tried = None
+        shadow.flags = ""
+        shadow._try(cluster)
+
     # --- back ------------------------------------------------------------------------------
 
     def on_reply(self, slot: int, response: Response) -> None:
         """The app has answered."""
+        if self.owner is not None and self.abandoned:
+            return  # the try was given up: its connection was reset, nobody reads this
         self.response = response
         self.here = self.dst
         self._back(self.reached - 1)
@@ -668,6 +956,15 @@ class Exchange(Task):
             reached = self.reached_at = now + network
             self.sent = now
             arrival = reached + proxy.io()
+            if i == self.picker:
+                # The try's outcome is known when the response reaches the picking proxy;
+                # its connection is released then.
+                self._next = self._at_picker
+                if arrival > now:
+                    self.wake_at(arrival)
+                else:
+                    self._at_picker()
+                return
             held = self.held
             if held is not None and held[-1][0] == i and arrival > now:
                 # Its connection is released when the response reaches the proxy.
@@ -679,10 +976,178 @@ class Exchange(Task):
     def _released(self) -> None:
         self._respond(self.env._now)  # type: ignore[attr-defined]
 
+    def _at_picker(self) -> None:
+        """A try's response has reached the picking proxy."""
+        if self.owner is not None and self.abandoned:
+            return
+        held = self.held
+        if held is not None and held and held[-1][0] == self.i:
+            _, pool, conn = held.pop()
+            pool.release(conn)
+        response = self.response
+        assert response is not None
+        cluster = self.cluster
+        if (
+            response.status < 400
+            and self.router.plain  # type: ignore[union-attr]
+            and not self.tries
+            and self.owner is None
+            and self.parent is not None
+        ):
+            # The common case: a success of a first try, nobody else to tell.
+            cluster.finished(self.dst)
+            self._respond(self.env._now)  # type: ignore[attr-defined]
+            return
+        self._outcome("response", response.status, response)
+
+    def _outcome(self, outcome: Outcome | str, status: int, response: Response) -> None:
+        """A try ended (a response, a connect failure, a pool overflow): on an attempt, its
+        owner decides; here, retry or answer."""
+        owner = self.owner
+        if owner is not None:
+            if self.abandoned:
+                return
+            owner.here = self.here
+            owner.sent = self.sent
+            owner.reached_at = self.reached_at
+            owner.response = response
+            owner._ended(outcome, status, response, from_upstream=outcome == "response")
+            return
+        self._ended(outcome, status, response, from_upstream=outcome == "response")
+
+    def _ended(
+        self, outcome: Outcome | str, status: int, response: Response, from_upstream: bool
+    ) -> None:
+        """The picking proxy's decision after a try: retry, or answer with ``response``."""
+        cluster = self.cluster
+        dst = self.dst
+        cluster.finished(dst)
+        self.phase = 0
+        stats = cluster.stats
+        if self.tries and cluster.retries is not None:
+            cluster.retries.finished()
+        if cluster.outlier is not None and outcome != "overflow":
+            cluster.record(dst, status if outcome in ("response", "timeout") else 0)
+        traefik = self.router.traefik  # type: ignore[union-attr]
+        if traefik is not None and traefik.breaker is not None:
+            now = self.env._now  # type: ignore[attr-defined]
+            traefik.breaker.record(now, status, now - self.sent)
+        if from_upstream and status >= 500:
+            stats.upstream_rq_5xx += 1
+        action = self.action
+        retry = action.retry or self.router.retry  # type: ignore[union-attr]
+        flags = self.flags
+        if (
+            outcome != "overflow"
+            and self.parent is not None
+            and retry.on.retries(outcome, status, self.request.protocol == "grpc")  # type: ignore[arg-type]
+        ):
+            if self.tries < retry.attempts:
+                budget = cluster.retries
+                if budget is None or budget.allow(cluster.active, _pending(cluster)):
+                    self.tries += 1
+                    stats.upstream_rq_retry += 1
+                    self.mesh.count("retries")
+                    if budget is not None:
+                        budget.started()
+                    if self.tried is None:
+                        self.tried = [dst]
+                    else:
+                        self.tried.append(dst)
+                    jitter = self.hops[self.picker].proxy.jitter
+                    wait = (
+                        envoy_backoff(self.tries, retry.backoff_base, retry.backoff_max, jitter)
+                        if retry.backoff_base > 0.0
+                        else 0.0
+                    )
+                    self.phase = 2
+                    when = self.env._now + wait  # type: ignore[attr-defined]
+                    if self.action is not self.router.action and self._timed():  # type: ignore[union-attr]
+                        # A timer may give up during the back-off: wait on a separate task.
+                        _Timer(self, -2).wake_at(when)
+                    else:
+                        self._next = self._retry
+                        self.wake_at(when)
+                    return
+                stats.upstream_rq_retry_overflow += 1
+            elif retry.attempts:
+                stats.upstream_rq_retry_limit_exceeded += 1
+                flags = _join(flags, Flags.UPSTREAM_RETRY_LIMIT)
+        if outcome == "connect_failure" and dst is not None and not dst.alive:
+            self.mesh.count("stale_failures")
+        self._finish(response, flags, from_upstream)
+
+    def _retry(self) -> None:
+        """After the back-off: the next try, on the same cluster (Envoy picks a request's
+        cluster once; a retry picks another endpoint of it)."""
+        if self.phase != 2:
+            return
+        self.i = self.picker
+        self._try(self.cluster)
+
+    def _finish(self, response: Response, flags: str, from_upstream: bool) -> None:
+        """The picking proxy answers the caller with ``response`` (and the flags it adds)."""
+        timer = getattr(self, "timer", None) if self.owner is None else None
+        if timer is not None:
+            self.timer = None
+        if self.parent is None:  # a mirrored request: its answer is dropped here
+            return
+        if flags:
+            response = Response(response.status, response.size_bytes, _join(flags, response.flags))
+        self.i = self.picker
+        if from_upstream:
+            self.response = response
+            self._respond(self.env._now)  # type: ignore[attr-defined]
+        else:
+            self._answer(response)
+
+    def _timed_out(self, which: int) -> None:
+        """A timer fired: ``which`` is the try number of a per-try timeout, -1 for the
+        route's timeout, -2 for the end of a back-off."""
+        if which == -2:
+            if self.phase == 2:
+                self._retry()
+            return
+        if which == -1:
+            if self.timer is None or self.phase == 0:
+                return
+            self.timer = None
+        elif self.phase != 1 or self.tries != which:
+            return
+        proxy_stats = self.cluster.stats
+        if self.phase == 1:
+            self.attempt.abandon()
+        if which == -1:
+            proxy_stats.upstream_rq_timeout += 1
+            if self.phase == 1:
+                self.cluster.finished(self.dst)
+                if self.tries and self.cluster.retries is not None:
+                    self.cluster.retries.finished()
+            self.phase = 0
+            self._finish(TIMED_OUT, self.flags, False)
+            return
+        proxy_stats.upstream_rq_per_try_timeout += 1
+        self._ended("timeout", 504, TIMED_OUT, from_upstream=False)
+
+    def abandon(self) -> None:
+        """This attempt is given up: its stream is reset (an HTTP/1.1 connection closes, an
+        HTTP/2 stream ends), a pending request leaves the queue."""
+        self.abandoned = True
+        held = self.held
+        if held and held[-1][0] == self.picker:
+            _, pool, conn = held[-1]
+            if conn is None:
+                if pool.cancel(self._value):
+                    held.pop()
+                # else: its connection is being opened; _connected gives it back
+            else:
+                held.pop()
+                pool.reset(conn)
+
     def _respond(self, arrival: float) -> None:
         i = self.i
         held = self.held
-        if held is not None and held[-1][0] == i:
+        if held is not None and held and held[-1][0] == i:
             _, pool, conn = held.pop()
             pool.release(conn)
         hop = self.hops[i]
@@ -724,8 +1189,56 @@ class Exchange(Task):
         self._back(i - 1)
 
     def _deliver(self) -> None:
-        router = self.router
-        if router is not None and self.dst is not None:
-            router.finished(self.dst)
-        assert self.response is not None
+        assert self.response is not None and self.parent is not None
         self.parent.on_reply(self.slot, self.response)
+
+
+class _Timer(Task):
+    """A timeout of an exchange (a try's, the route's) or the end of a back-off between
+    attempts: when it fires, the exchange decides whether it still matters."""
+
+    __slots__ = ("exchange", "which")
+
+    def __init__(self, exchange: Exchange, which: int) -> None:
+        self.env = exchange.env
+        self.runner = exchange.runner
+        self.exchange = exchange
+        self.which = which
+        self._next = self._fire
+
+    def _fire(self) -> None:
+        self.exchange._timed_out(self.which)
+
+
+def _join(first: str, second: str) -> str:
+    """Envoy's response flags, comma-joined in the order Envoy writes them (``UF,URX``;
+    ``ResponseFlagUtils::toShortString``); ``-`` is none."""
+    flags = {f for f in (*first.split(","), *second.split(",")) if f and f != Flags.NONE}
+    if not flags:
+        return Flags.NONE
+    return ",".join(sorted(flags, key=lambda f: _FLAG_ORDER.get(f, len(_FLAG_ORDER))))
+
+
+_FLAG_ORDER = {
+    f: i
+    for i, f in enumerate(
+        ["LH", "UH", "UT", "LR", "UR", "UF", "UC", "UO", "NR", "DI", "FI", "RL", "UAEX", "RLSE",
+         "DC", "URX"]
+    )
+}
+
+
+def _pending(cluster: Cluster) -> int:
+    limits = cluster.limits
+    return limits.pending if limits is not None else 0
+
+
+CONNECT_FAILED = Response(503, 0, Flags.UPSTREAM_CONNECT_FAILURE)
+NO_UPSTREAM = Response(503, 0, Flags.NO_HEALTHY_UPSTREAM)
+OVERFLOWED = Response(503, 0, Flags.UPSTREAM_OVERFLOW)
+TIMED_OUT = Response(504, 24, Flags.UPSTREAM_TIMEOUT)  # "upstream request timeout"
+ACL_NO_ROUTE = Response(404, 19)  # "404 page not found": Traefik has no router for it
+ACL_FORBIDDEN = Response(403, 9)  # "Forbidden", from the IP allow-list middleware
+TRAEFIK_RATE_LIMITED = Response(429, 17)  # "Too Many Requests"
+TRAEFIK_BREAKER_OPEN = Response(503, 19)  # "Service Unavailable"
+MIRROR_ACTION = Action((("", None),), (1.0,), retry=NO_RETRY)

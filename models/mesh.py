@@ -59,6 +59,13 @@ class Mesh:
         self.spec = spec
         self.endpoints: dict[str, list[ServicePod]] = {}
 
+    def use_policies(self, policies: Any) -> None:
+        """The experiment's traffic policies, compiled (``models.routing.PolicySet``), before
+        :meth:`attach`. A mesh without proxies has nothing to run them: only an empty set
+        (``models.policy_check`` refuses the others before a run)."""
+        if not policies.empty:
+            raise ValueError(f"the {self.architecture} mesh runs no traffic policies")
+
     def attach(self, pods: list[ServicePod], clients: list[ClientPod]) -> None:
         """Connect the pods (and the load generator's) to this mesh; build its proxies."""
         pod: PodBase

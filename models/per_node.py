@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Literal
 
 from models.dataplane import Hop, MtlsMode, ProxiedMesh, ProxiedSpec
 from models.loadbalancer import LbPolicy
+from models.messages import Response
 from models.proxy import Proxy, ProxySpec
 from models.scoping import ConfigIndex
 from models.world import PodBase, World
@@ -32,6 +33,8 @@ class PerNodeSpec(ProxiedSpec):
         load_balancer: the node proxy's policy (Traefik: weighted round robin).
         retries: Traefik Mesh's ``retry-attempts`` (network errors only; none by default).
         control_plane: the Maesh controller (``kind: maesh``), or None.
+        acl: Traefik Mesh's ACL mode (its Helm value ``acl``): SMI TrafficTargets decide who
+            may call whom, and what none allows is denied.
     """
 
     architecture: Literal["per_node"] = "per_node"
@@ -39,6 +42,7 @@ class PerNodeSpec(ProxiedSpec):
     server_side: bool = False
     mtls_mode: MtlsMode = "DISABLE"
     load_balancer: LbPolicy = "round_robin"
+    acl: bool = False
 
 
 class PerNodeMesh(ProxiedMesh):
@@ -51,6 +55,8 @@ class PerNodeMesh(ProxiedMesh):
         super().__init__(world, spec)
         self.mtls = spec.mtls_mode != "DISABLE"
         self.node_proxies: dict[str, Proxy] = {}
+        # Traefik answers a failed connection with 502 Bad Gateway (no Envoy flags).
+        self.refused = Response(502, 11)
 
     def make_proxies(
         self, pods: list[ServicePod], clients: list[ClientPod], index: ConfigIndex

@@ -18,10 +18,19 @@ from typing import Annotated, Any, Literal
 import simpy
 from pydantic import BaseModel, ConfigDict, Field
 
-from models.connections import ConnectionPool, ConnectionPoolSpec
+from models.connections import ConnectionPool, ConnectionPoolSpec, PoolLimits
 from models.filters import FilterSpec, Listener
-from models.loadbalancer import LbPolicy, make_balancer
-from models.router import Router
+from models.loadbalancer import LbPolicy
+from models.router import PLAIN, Router
+from models.routing import (
+    EMPTY_POLICIES,
+    NO_RETRY,
+    Cluster,
+    Counters,
+    PolicySet,
+    RetryPolicy,
+    TraefikService,
+)
 from models.scoping import ConfigIndex, Scoping, known_config
 from models.world import Node, World
 from sim.distributions import DistributionSpec, UniformDist
@@ -108,7 +117,7 @@ class Proxy:
         kind: the component kind CPU is charged to (``sidecar``, ``node_proxy``, ...).
         spec: the validated proxy spec.
         lb_policy: how its router picks an endpoint.
-        retry: its routers' retry policy.
+        retry: its routers' retry policy (a route's own ``retries`` replace it).
         listeners: its (outbound, inbound) listeners, when the mesh has folded them already
             for ``spec`` (every proxy of one spec shares them); None folds them here.
     """
@@ -122,7 +131,7 @@ class Proxy:
         spec: ProxySpec,
         lb_policy: LbPolicy,
         listeners: tuple[Listener, Listener] | None = None,
-        retry: Any = None,
+        retry: RetryPolicy | None = None,
     ) -> None:
         self.world = world
         self.env = world.env
@@ -143,10 +152,18 @@ class Proxy:
         # The router's streams are made when first used: many proxies never pick or retry.
         self._uniform: Callable[[], float] | None = None
         self._jitter: Callable[[], float] | None = None
+        self._chance: Callable[[], float] | None = None
         self._lb_policy = lb_policy
-        self._retry = retry
+        self._retry = retry if retry is not None else NO_RETRY
         self._routers: dict[str, Router] = {}
         self._in_flight: dict[int, int] = {}  # per endpoint, across configurations
+        # Traffic policies (set by the mesh), the clusters made from them, which outlive
+        # configurations, and the counters of the proxy's own answers.
+        self.policies: PolicySet = EMPTY_POLICIES
+        self.clusters: dict[tuple[str, str | None], Cluster] = {}
+        self.counters = Counters()
+        self._host_counters: dict[str, Counters] = {}
+        self._traefik: dict[str, TraefikService] = {}
         # The configuration it routes on (host -> endpoints) and its version; the mesh sets
         # the live endpoints, a control plane replaces them as it pushes.
         self.view: dict[str, Any] = {}
@@ -173,17 +190,70 @@ class Proxy:
         self.net_sink = world.sink(self.scope, "network")
 
     def router(self, host: str) -> Router | None:
-        """This proxy's router for ``host`` (an Envoy cluster) over the endpoints of its
-        configuration, made on first use; None when it knows no endpoint of ``host``."""
+        """This proxy's router for ``host`` on its current configuration, made on first use;
+        None when it knows no endpoint of ``host``."""
         found = self._routers.get(host)
         if found is None:
-            endpoints = self.view.get(host)
-            if not endpoints:
+            if not self.view.get(host):
                 return None
+            policies = self.policies
+            traefik = self.traefik_service(host)
+            retry = traefik.retry if traefik is not None and traefik.retry else self._retry
+            found = self._routers[host] = Router(
+                self, host, retry, policies.routes.get(host), traefik
+            )
+        return found
+
+    def cluster(self, host: str, subset: str | None) -> Cluster | None:
+        """The cluster of (host, subset) with the endpoints of the current configuration;
+        None when there is no such subset or no endpoint."""
+        key = (host, subset)
+        found = self.clusters.get(key)
+        if found is not None and found.version == self.config_version:
+            return found
+        endpoints = self.view.get(host)
+        policy = self.policies.clusters.get(key)
+        if policy is None:
+            if subset is not None:
+                return None  # a subset no DestinationRule defines: no cluster
+            policy = PLAIN
+        if not endpoints:
+            return None
+        if found is None:
             if self._uniform is None:
                 self._uniform = self._sampler("lb")
-            balancer = make_balancer(self._lb_policy, endpoints, self._uniform, self._in_flight)
-            found = self._routers[host] = Router(self, host, balancer, self._retry)
+            found = self.clusters[key] = Cluster(
+                self,
+                host,
+                subset,
+                policy,
+                endpoints,
+                self._lb_policy,
+                self._uniform,
+                self._in_flight,
+                self.host_counters(host) if subset is None else Counters(),
+            )
+        else:
+            found.set_endpoints(endpoints)
+        found.version = self.config_version
+        return found
+
+    def host_counters(self, host: str) -> Counters:
+        """The counters of this proxy's cluster of ``host`` (made on first use)."""
+        found = self._host_counters.get(host)
+        if found is None:
+            found = self._host_counters[host] = Counters()
+        return found
+
+    def traefik_service(self, host: str) -> TraefikService | None:
+        """The Traefik Mesh state of ``host`` at this proxy (its annotations' breaker and
+        rate limiters), kept across configurations; None without annotations."""
+        config = self.policies.traefik.get(host)
+        if config is None:
+            return None
+        found = self._traefik.get(host)
+        if found is None:
+            found = self._traefik[host] = TraefikService(config, self.host_counters(host))
         return found
 
     def jitter(self) -> float:
@@ -191,6 +261,14 @@ class Proxy:
         if self._jitter is None:
             self._jitter = self._sampler("retry")
         return self._jitter()
+
+    def chance(self) -> float:
+        """A uniform draw in [0, 1) for routing decisions (weighted splits, injected faults,
+        mirroring, a breaker's recovery ramp), on a stream of their own: a mesh without
+        policies never makes it."""
+        if self._chance is None:
+            self._chance = self._sampler("route")
+        return self._chance()
 
     def _sampler(self, purpose: str) -> Callable[[], float]:
         return UniformDist(low=0.0, high=1.0).sampler(self.world.rng(f"{self.name}.{purpose}"))
@@ -226,9 +304,10 @@ class Proxy:
         multiplexed: bool,
         opener: Callable[[list | None], Generator[simpy.Event, Any, None]],
         peer: Proxy | None,
+        limits: PoolLimits | None = None,
     ) -> ConnectionPool:
-        """The pool of connections to upstream ``key`` (its name, multiplexed or not), made
-        on first use."""
+        """The pool of connections to upstream ``key`` (its name, multiplexed or not, and
+        the cluster when it has limits of its own: ``limits``), made on first use."""
         found = self.pools.get(key)
         if found is None:
 
@@ -238,7 +317,7 @@ class Proxy:
                     peer.connection_changed(delta)
 
             found = self.pools[key] = ConnectionPool(
-                self.env, self.spec.connection_pool, multiplexed, opener, changed
+                self.env, self.spec.connection_pool, multiplexed, opener, changed, limits
             )
         return found
 
@@ -261,3 +340,9 @@ class Proxy:
 
     def reset_stats(self) -> None:
         self.requests = 0
+        self.counters.reset()
+        for counters in self._host_counters.values():
+            counters.reset()
+        for cluster in self.clusters.values():
+            if cluster.subset is not None:
+                cluster.stats.reset()

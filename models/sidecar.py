@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Literal
 
-from models.dataplane import Hop, MtlsMode, ProxiedMesh, ProxiedSpec, RetrySpec
+from models.dataplane import ISTIO_RETRIES, Hop, MtlsMode, ProxiedMesh, ProxiedSpec, RetrySpec
 from models.mixer import Mixer, MixerSpec
 from models.proxy import Proxy, ProxySpec
 from models.scoping import ConfigIndex, Scoping
@@ -27,14 +27,15 @@ class SidecarSpec(ProxiedSpec):
     Attributes:
         proxy: the sidecar proxy.
         scoping: what each sidecar knows: ``mesh``, ``namespace`` or ``dependencies``.
-        retries: the outbound router's retries (Istio's default: 2 on connect failures).
+        retries: the outbound router's retries for routes without their own (Istio's mesh
+            default: 2 on connect failures and 503).
         mixer: Mixer (Istio 0.x to 1.4): checks and reports; None for telemetry v2.
     """
 
     architecture: Literal["sidecar"] = "sidecar"
     proxy: ProxySpec = ProxySpec()
     scoping: Scoping = "mesh"
-    retries: RetrySpec = RetrySpec(attempts=2)
+    retries: RetrySpec = ISTIO_RETRIES
     mixer: MixerSpec | None = None
 
 
@@ -105,8 +106,9 @@ class SidecarMesh(ProxiedMesh):
         hops = self._routes.get(key)
         if hops is None:
             into = self.sidecars[dst.name]
+            local = self.inbound_local(dst, into, self._check_in)
             hops = self._routes[key] = [
-                Hop(into, into.inbound, self.mtls, local=self._check_in, telemetry=self.mixer)
+                Hop(into, into.inbound, self.mtls, local=local, telemetry=self.mixer)
             ]
         return hops
 

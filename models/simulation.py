@@ -18,6 +18,7 @@ from models.architectures import mesh_class
 from models.control_plane import ConfigChangeSpec
 from models.faults import FaultSpec, schedule_faults
 from models.mesh import Mesh
+from models.routing import compile_policies
 from models.service import ClientPod, ServicePod
 from models.workload import ClosedLoopSpec, OpenLoopSpec, Workload, WorkloadStats
 from models.world import ServiceStats, World
@@ -71,6 +72,8 @@ class Simulation:
         trace_every: keep the whole trace of one request in this many (0 = none).
         faults: the fault schedule.
         changes: configuration changes during the run (scale, deploy, routes, services).
+        policies: traffic policies (``models.policies`` objects, checked against the
+            topology and the mesh by ``models.policy_check.check_policies``).
         gc_tuning: pause Python's cyclic garbage collector while building (its full
             collections walk everything built so far: building 10,000 sidecars takes half
             the time without them) and freeze what was built out of its reach while running
@@ -90,6 +93,7 @@ class Simulation:
         trace_every: int = 0,
         faults: list[FaultSpec] | None = None,
         changes: list[ConfigChangeSpec] | None = None,
+        policies: list[Any] | None = None,
         gc_tuning: bool = True,
     ) -> None:
         self.gc_tuning = gc_tuning
@@ -98,7 +102,15 @@ class Simulation:
             gc.disable()
         try:
             self._build(
-                topology, mesh, workload, seed, duration_s, warmup_s, client_node, trace_every
+                topology,
+                mesh,
+                workload,
+                seed,
+                duration_s,
+                warmup_s,
+                client_node,
+                trace_every,
+                policies or [],
             )
         finally:
             if paused:
@@ -116,6 +128,7 @@ class Simulation:
         warmup_s: float,
         client_node: str | None,
         trace_every: int,
+        policies: list[Any],
     ) -> None:
         if warmup_s >= duration_s:
             raise ValueError(
@@ -135,6 +148,7 @@ class Simulation:
             raise ValueError(f"client node {node_name!r} is not a node of the cluster")
         self.client = ClientPod(world, CLIENT_POD, world.nodes[node_name])
         self.mesh: Mesh = mesh_class(cast(Any, mesh).architecture)(world, mesh)
+        self.mesh.use_policies(compile_policies(policies, topology.call_graph))
         self.mesh.attach(self.pods, [self.client])
         self._specs = specs
         self._next_index = {name: spec.replicas for name, spec in specs.items()}
