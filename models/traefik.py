@@ -762,8 +762,10 @@ class CircuitBreaker:
       recovering one. Fallback answers are not recorded.
     - recovering: a request strictly after ``until`` moves it to standby and goes through.
       Otherwise ``ratioController.allowRequest``: it goes through if (allowed + 1) /
-      (allowed + denied + 1) < 0.5 * (now - start) / recovery_s, so the share let through
-      ramps from 0 to one half (not to 1), deterministically (no random draw). Responses are
+      (allowed + denied + 1) < 0.5 * (now - start) / recovery_s: the cumulative share let
+      through since the ramp began follows a target that grows linearly from 0 to 1/2, so under
+      steady traffic the share let through at a given moment grows from 0 to about 1, and half
+      of the ramp's requests get through in all. Deterministic: no random draw. Responses are
       recorded and checked as in standby, so the condition can trip it again.
 
     Args:
