@@ -9,6 +9,8 @@ from __future__ import annotations
 import builtins
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from models.traefik import (
     FALLBACK_STATUS,
@@ -256,6 +258,45 @@ def test_parsing_never_executes_anything(monkeypatch: pytest.MonkeyPatch) -> Non
         with pytest.raises(ExpressionError):
             parse_expression(text)
     assert parse_expression(_VALID).evaluate(RollingMetrics(), 0.0) is False
+
+
+_PIECES = st.sampled_from(
+    [
+        "NetworkErrorRatio()",
+        "ResponseCodeRatio(500, 600, 0, 600)",
+        "LatencyAtQuantileMS(50.0)",
+        "RequestThreshold()",
+        "(",
+        ")",
+        "&&",
+        "||",
+        ">",
+        ">=",
+        "==",
+        "!=",
+        "0.5",
+        "7",
+        ",",
+        " ",
+        "\n",
+        "!",
+        "-",
+        "x",
+    ]
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(st.lists(_PIECES, max_size=12).map("".join), st.text(max_size=40)))
+def test_any_text_parses_or_fails_with_a_column_inside_it(text: str) -> None:
+    # Property: never another exception, and the column points inside the text (or just past
+    # its end, for an expression that ends too early).
+    try:
+        expression = parse_expression(text)
+    except ExpressionError as e:
+        assert 1 <= e.column <= len(text) + 1
+    else:
+        assert isinstance(expression.evaluate(RollingMetrics(), 0.0), bool)
 
 
 # ---------------------------------------------------------------------------------------------
