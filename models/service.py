@@ -5,22 +5,41 @@ application does with one request: CPU work on one of the pod's workers (queuein
 are all busy), then the downstream calls of its call-graph steps, in order (a parallel step
 fans out and waits for every call), then the response. The workers are held only while the
 application computes, as in an asynchronous server.
+
+A workload may misbehave on its own (its spec's ``misbehaviour``): its pods serve with a
+:class:`MisbehavingVisit`, which decides each request's fate when its CPU work ends. The
+pods of a well-behaved workload serve with the plain :class:`Visit`, whose path has no
+misbehaviour branch and draws from no misbehaviour stream.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any
 
 import simpy
 
 from models.messages import EventParent, Parent, Request, Response
 from models.world import Node, PodBase, World
+from sim.distributions import UniformDist
 from sim.engine import Task
-from topologies import ServiceSpec
+from topologies import MisbehaviourSpec, ServiceSpec
 
-__all__ = ["ServicePod", "ClientPod", "Call", "Step", "Visit"]
+__all__ = [
+    "LOADGEN_WORKLOAD",
+    "ServicePod",
+    "ClientPod",
+    "Call",
+    "Step",
+    "Visit",
+    "MisbehavingVisit",
+    "Misbehaviour",
+]
+
+LOADGEN_WORKLOAD = "loadgen"
+"""The load generator's workload name, namespace ``default`` and service account ``loadgen``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,16 +51,26 @@ class Call:
     request_size_bytes: int
     response_size_bytes: int
     protocol: str
+    method: str = "GET"
+    path: str = "/"
 
-    def request(self, now: float, trace: list | None) -> Request:
-        """The request this call sends at ``now``."""
+    def request(self, now: float, incoming: Request) -> Request:
+        """The request this call sends at ``now`` while its pod serves ``incoming``.
+
+        It carries the incoming request's trace and headers (the same mapping, not a copy):
+        Bookinfo's services forward ``end-user`` and the tracing headers to the services they
+        call, and we forward them all.
+        """
         return Request(
             self.host,
             self.request_size_bytes,
             self.response_size_bytes,
             self.protocol,
             now,
-            trace,
+            incoming.trace,
+            self.method,
+            self.path,
+            incoming.headers,
         )
 
 
@@ -68,17 +97,60 @@ def compile_steps(spec: ServiceSpec, world: World) -> tuple[Step, ...]:
                     request_size_bytes=call.request_size_bytes or callee.request_size_bytes,
                     response_size_bytes=call.response_size_bytes or callee.response_size_bytes,
                     protocol=callee.protocol,
+                    method=call.method,
+                    path=call.path,
                 )
             )
         steps.append(Step(tuple(calls), step.parallel and len(calls) > 1))
     return tuple(steps)
 
 
+class Misbehaviour:
+    """A workload's misbehaviour, compiled for one pod (see :class:`MisbehaviourSpec`).
+
+    Its draws come from the pod's own stream ``<pod>.misbehaviour``: one uniform per request
+    for its fate (none when both ratios are 0), and ``extra_latency`` for a request that goes
+    on (none when it is a constant).
+
+    Args:
+        spec: the workload's misbehaviour.
+        stream: the pod's ``.misbehaviour`` random stream.
+    """
+
+    __slots__ = ("error", "error_below", "hang_below", "chance", "delay")
+
+    def __init__(self, spec: MisbehaviourSpec, stream: Any) -> None:
+        # What the app's own error looks like to _answer: a failed "dependency" whose status
+        # it answers with (one immutable response, shared).
+        self.error = Response(spec.error_status, 0)
+        # One uniform u in [0, 1) decides: u < error_ratio an error, then u < error_ratio +
+        # hang_ratio a hang, else the request goes on (a ratio of 1 always, 0 never).
+        self.error_below = spec.error_ratio
+        self.hang_below = spec.error_ratio + spec.hang_ratio
+        self.chance: Callable[[], float] | None = (
+            UniformDist(low=0.0, high=1.0).sampler(stream) if self.hang_below > 0.0 else None
+        )
+        self.delay: Callable[[], float] = spec.extra_latency.sampler(stream)
+
+
 class ServicePod(PodBase):
-    """One pod of a workload at run time."""
+    """One pod of a workload at run time.
+
+    Its identity is its workload's: workload name, namespace, service account (the
+    ``default`` one when the spec names none) and labels (``app``, ``version`` and the
+    spec's, one mapping shared by the workload's pods).
+    """
 
     def __init__(self, world: World, name: str, node: Node, spec: ServiceSpec) -> None:
-        super().__init__(world, name, node)
+        super().__init__(
+            world,
+            name,
+            node,
+            workload=spec.name,
+            namespace=spec.namespace,
+            service_account=spec.service_account_name,
+            labels=spec.pod_labels(),
+        )
         self.spec = spec
         self.host = spec.host_name
         self.app = world.cpu_server(spec.workers, f"{self.scope}.app", "app", node)
@@ -98,11 +170,19 @@ class ServicePod(PodBase):
         self._stats = world.service_stats[spec.name]
         self._ok: dict[int, Response] = {}
         self.runner = world.runner
+        # Its misbehaviour and its stream, made only for a misbehaving workload, so that a
+        # well-behaved pod's visits neither branch on it nor draw from it.
+        self._misbehaviour: Misbehaviour | None = None
+        self._visit: type[Visit] = Visit
+        if spec.misbehaviour is not None:
+            stream = world.rng(f"{name}.misbehaviour")
+            self._misbehaviour = Misbehaviour(spec.misbehaviour, stream)
+            self._visit = MisbehavingVisit
 
     def serve(self, request: Request, parent: Parent, arrival_s: float) -> None:
         """Take ``request``, which arrives at ``arrival_s`` (>= now); its response goes to
         ``parent.on_reply(0, response)``."""
-        visit = Visit(self, request, parent)
+        visit = self._visit(self, request, parent)
         self.app.visit(visit, arrival_s, self._work())
 
     def handle(self, request: Request) -> Generator[simpy.Event, Any, Response]:
@@ -164,7 +244,7 @@ class Visit(Task):
             self.call = i
             mesh = pod.mesh
             assert mesh is not None, "the pod is not connected to a mesh"
-            request = call.request(self.env._now, self.request.trace)  # type: ignore[attr-defined]
+            request = call.request(self.env._now, self.request)  # type: ignore[attr-defined]
             mesh.send(pod, call.host, request, self, -1)
             return
         self._answer()
@@ -176,7 +256,7 @@ class Visit(Task):
         mesh = pod.mesh
         assert mesh is not None, "the pod is not connected to a mesh"
         chance = pod._chance
-        trace = self.request.trace
+        incoming = self.request
         while self.step < len(steps):
             step = steps[self.step]
             if step.parallel:
@@ -188,7 +268,7 @@ class Visit(Task):
                 self.replies = [None for _ in calls]
                 now = self.env._now  # type: ignore[attr-defined]
                 for slot, call in enumerate(calls):
-                    mesh.send(pod, call.host, call.request(now, trace), self, slot)
+                    mesh.send(pod, call.host, call.request(now, incoming), self, slot)
                 return
             calls_ = step.calls
             while self.call < len(calls_):
@@ -197,7 +277,7 @@ class Visit(Task):
                 if call.probability < 1.0 and chance() >= call.probability:
                     continue
                 now = self.env._now  # type: ignore[attr-defined]
-                mesh.send(pod, call.host, call.request(now, trace), self, -1)
+                mesh.send(pod, call.host, call.request(now, incoming), self, -1)
                 return
             self.step += 1
             self.call = 0
@@ -263,9 +343,81 @@ class Visit(Task):
         self.parent.on_reply(0, self._value)
 
 
+class MisbehavingVisit(Visit):
+    """A visit to a pod of a misbehaving workload (see :class:`Misbehaviour`).
+
+    When its CPU work ends, it draws the request's fate: an injected error is answered at
+    once, without the downstream calls (and without the extra latency); a hang is counted and
+    never answered (nothing is scheduled, the worker is free: only a caller's timeout ends the
+    request); otherwise the visit goes on as a plain one and, after its calls, waits the extra
+    latency before it answers, as one timed wake-up and without holding a worker.
+    """
+
+    __slots__ = ()
+
+    def _computed(self) -> None:
+        # Visit._computed, then the fate (repeated here, so that Visit's stays branch-free).
+        res = self.res
+        if res[3] > self.env._now:  # type: ignore[attr-defined]
+            self.wake_at(res[3])
+            return
+        pod = self.pod
+        pod._queue_sink.add_visit(pod._cpu_sink, res, self.request.trace)
+        misbehaviour = pod._misbehaviour
+        assert misbehaviour is not None
+        chance = misbehaviour.chance
+        if chance is not None:
+            u = chance()
+            if u < misbehaviour.hang_below:
+                stats = pod._stats
+                counted = res[0] >= stats.warmup_s  # after the warm-up only, as _answer counts
+                if u < misbehaviour.error_below:
+                    if counted:
+                        stats.injected_errors += 1
+                    self.failed = misbehaviour.error
+                    Visit._answer(self)  # at once: no calls, no extra latency
+                else:
+                    if counted:
+                        stats.hangs += 1
+                return
+        if pod._sequence is not None:
+            self._call_next()
+        else:
+            self._steps()
+
+    def _answer(self) -> None:
+        delay = self.pod._misbehaviour.delay()  # type: ignore[union-attr]
+        if delay > 0.0:
+            self._next = self._late_answer
+            self.wake_at(self.env._now + delay)  # type: ignore[attr-defined]
+            return
+        Visit._answer(self)
+
+    def _late_answer(self) -> None:
+        Visit._answer(self)
+
+
 def _never() -> float:
     raise AssertionError("a call decision was drawn for a service whose calls are all certain")
 
 
 class ClientPod(PodBase):
-    """The load generator's pod (fortio's client): it only sends requests."""
+    """The load generator's pod (fortio's client): it only sends requests.
+
+    Its identity: workload ``loadgen`` in namespace ``default``, service account ``loadgen``,
+    labels ``app: loadgen``.
+    """
+
+    def __init__(self, world: World, name: str, node: Node) -> None:
+        super().__init__(
+            world,
+            name,
+            node,
+            workload=LOADGEN_WORKLOAD,
+            namespace="default",
+            service_account=LOADGEN_WORKLOAD,
+            labels=_LOADGEN_LABELS,
+        )
+
+
+_LOADGEN_LABELS = MappingProxyType({"app": LOADGEN_WORKLOAD})
