@@ -6,10 +6,9 @@ are all busy), then the downstream calls of its call-graph steps, in order (a pa
 fans out and waits for every call), then the response. The workers are held only while the
 application computes, as in an asynchronous server.
 
-A workload may misbehave on its own (its spec's ``misbehaviour``): its pods serve with a
-:class:`MisbehavingVisit`, which decides each request's fate when its CPU work ends. The
-pods of a well-behaved workload serve with the plain :class:`Visit`, whose path has no
-misbehaviour branch and draws from no misbehaviour stream.
+A workload may misbehave on its own (its spec's ``misbehaviour``): its pods' :class:`Misbehaviour`
+decides each request's fate when its CPU work ends. A well-behaved pod has none: its visits
+pay one ``is None`` check and draw from no misbehaviour stream.
 """
 
 from __future__ import annotations
@@ -17,13 +16,13 @@ from __future__ import annotations
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any
+from typing import Any, cast
 
 import simpy
 
 from models.messages import EventParent, Parent, Request, Response
 from models.world import Node, PodBase, World
-from sim.distributions import UniformDist
+from sim.distributions import ConstantDist, UniformDist
 from sim.engine import Task
 from topologies import MisbehaviourSpec, ServiceSpec
 
@@ -34,7 +33,6 @@ __all__ = [
     "Call",
     "Step",
     "Visit",
-    "MisbehavingVisit",
     "Misbehaviour",
 ]
 
@@ -117,7 +115,7 @@ class Misbehaviour:
         stream: the pod's ``.misbehaviour`` random stream.
     """
 
-    __slots__ = ("error", "error_below", "hang_below", "chance", "delay")
+    __slots__ = ("error", "error_below", "hang_below", "chance", "delay", "delays")
 
     def __init__(self, spec: MisbehaviourSpec, stream: Any) -> None:
         # What the app's own error looks like to _answer: a failed "dependency" whose status
@@ -131,6 +129,31 @@ class Misbehaviour:
             UniformDist(low=0.0, high=1.0).sampler(stream) if self.hang_below > 0.0 else None
         )
         self.delay: Callable[[], float] = spec.extra_latency.sampler(stream)
+        # Whether a request that goes on may wait (not for a constant 0: no class change).
+        self.delays = not (
+            isinstance(spec.extra_latency, ConstantDist) and spec.extra_latency.value == 0
+        )
+
+    def intercept(self, visit: Visit) -> bool:
+        """Decide the fate of ``visit``, whose CPU work has just ended; True if it is
+        settled here (an error answered at once, or a hang), False if it goes on."""
+        chance = self.chance
+        if chance is not None:
+            u = chance()
+            if u < self.hang_below:
+                stats = visit.pod._stats
+                counted = visit.res[0] >= stats.warmup_s  # after the warm-up, as _answer counts
+                if u < self.error_below:
+                    if counted:
+                        stats.injected_errors += 1
+                    visit.failed = self.error
+                    visit._answer()  # at once: no calls, no extra latency
+                elif counted:
+                    stats.hangs += 1  # never answered: nothing is scheduled
+                return True
+        if self.delays:
+            visit.__class__ = _with_extra_latency(type(visit))
+        return False
 
 
 class ServicePod(PodBase):
@@ -173,16 +196,14 @@ class ServicePod(PodBase):
         # Its misbehaviour and its stream, made only for a misbehaving workload, so that a
         # well-behaved pod's visits neither branch on it nor draw from it.
         self._misbehaviour: Misbehaviour | None = None
-        self._visit: type[Visit] = Visit
         if spec.misbehaviour is not None:
             stream = world.rng(f"{name}.misbehaviour")
             self._misbehaviour = Misbehaviour(spec.misbehaviour, stream)
-            self._visit = MisbehavingVisit
 
     def serve(self, request: Request, parent: Parent, arrival_s: float) -> None:
         """Take ``request``, which arrives at ``arrival_s`` (>= now); its response goes to
         ``parent.on_reply(0, response)``."""
-        visit = self._visit(self, request, parent)
+        visit = Visit(self, request, parent)
         self.app.visit(visit, arrival_s, self._work())
 
     def handle(self, request: Request) -> Generator[simpy.Event, Any, Response]:
@@ -224,6 +245,8 @@ class Visit(Task):
             return
         pod = self.pod
         pod._queue_sink.add_visit(pod._cpu_sink, res, self.request.trace)
+        if pod._misbehaviour is not None and pod._misbehaviour.intercept(self):
+            return  # answered with an error, or hung
         if pod._sequence is not None:
             self._call_next()
         else:
@@ -343,58 +366,41 @@ class Visit(Task):
         self.parent.on_reply(0, self._value)
 
 
-class MisbehavingVisit(Visit):
-    """A visit to a pod of a misbehaving workload (see :class:`Misbehaviour`).
-
-    When its CPU work ends, it draws the request's fate: an injected error is answered at
-    once, without the downstream calls (and without the extra latency); a hang is counted and
-    never answered (nothing is scheduled, the worker is free: only a caller's timeout ends the
-    request); otherwise the visit goes on as a plain one and, after its calls, waits the extra
-    latency before it answers, as one timed wake-up and without holding a worker.
-    """
+class _ExtraLatency:
+    """Mixed into a visit's class (see :func:`_with_extra_latency`): the answer waits the
+    workload's extra latency first, as one timed wake-up, holding no worker."""
 
     __slots__ = ()
 
-    def _computed(self) -> None:
-        # Visit._computed, then the fate (repeated here, so that Visit's stays branch-free).
-        res = self.res
-        if res[3] > self.env._now:  # type: ignore[attr-defined]
-            self.wake_at(res[3])
-            return
-        pod = self.pod
-        pod._queue_sink.add_visit(pod._cpu_sink, res, self.request.trace)
-        misbehaviour = pod._misbehaviour
-        assert misbehaviour is not None
-        chance = misbehaviour.chance
-        if chance is not None:
-            u = chance()
-            if u < misbehaviour.hang_below:
-                stats = pod._stats
-                counted = res[0] >= stats.warmup_s  # after the warm-up only, as _answer counts
-                if u < misbehaviour.error_below:
-                    if counted:
-                        stats.injected_errors += 1
-                    self.failed = misbehaviour.error
-                    Visit._answer(self)  # at once: no calls, no extra latency
-                else:
-                    if counted:
-                        stats.hangs += 1
-                return
-        if pod._sequence is not None:
-            self._call_next()
-        else:
-            self._steps()
-
     def _answer(self) -> None:
-        delay = self.pod._misbehaviour.delay()  # type: ignore[union-attr]
+        visit = cast(Visit, self)
+        delay = visit.pod._misbehaviour.delay()  # type: ignore[union-attr]
         if delay > 0.0:
-            self._next = self._late_answer
-            self.wake_at(self.env._now + delay)  # type: ignore[attr-defined]
+            visit._next = self._answer_now
+            visit.wake_at(visit.env._now + delay)  # type: ignore[attr-defined]
             return
-        Visit._answer(self)
+        self._answer_now()
 
-    def _late_answer(self) -> None:
-        Visit._answer(self)
+    def _answer_now(self) -> None:
+        super()._answer()  # type: ignore[misc]  # the visit class's own answer
+
+
+_LATE_CLASSES: dict[type, type] = {}
+
+
+def _with_extra_latency(cls: type[Visit]) -> type[Visit]:
+    """``cls`` with :class:`_ExtraLatency` mixed in (one class per visit class, made once).
+
+    Its instances have ``cls``'s layout (the mixin adds no slot), so a visit of ``cls`` can
+    become one by ``__class__`` assignment; this covers every kind of visit (a mesh's own,
+    such as the no-mesh direct visit) without each knowing about misbehaviour.
+    """
+    found = _LATE_CLASSES.get(cls)
+    if found is None:
+        found = _LATE_CLASSES[cls] = type(
+            f"{cls.__name__}WithExtraLatency", (_ExtraLatency, cls), {"__slots__": ()}
+        )
+    return found
 
 
 def _never() -> float:

@@ -254,15 +254,17 @@ class ServiceSpec(BaseModel):
 
     def pod_labels(self) -> Mapping[str, str]:
         """The labels of this workload's pods: ``app: <host>``, ``version: <version>`` and
-        ``labels`` (which win). Read-only, built once and shared by every pod."""
-        return cached_on(
+        ``labels`` (which win), as a read-only view of one dict built once per spec (the
+        pods of a workload share it)."""
+        # The cache is a plain dict: a spec is copied and pickled with its caches, and a
+        # mappingproxy can be neither.
+        labels = cached_on(
             self,
             "pod_labels",
             (self.labels, self.host, self.version),
-            lambda: MappingProxyType(
-                {"app": self.host_name, "version": self.version, **self.labels}
-            ),
+            lambda: {"app": self.host_name, "version": self.version, **self.labels},
         )
+        return MappingProxyType(labels)
 
     def callees(self) -> list[str]:
         """Return the distinct hosts this workload calls, sorted."""
