@@ -179,7 +179,8 @@ def test_the_workload_mix_shares_are_within_sampling_error():
     assert all(r.headers is NO_HEADERS for r in drawn if r.path != "/c")
     assert "workload.requests" in sim.world.streams
     # Same seed, same sequence; the mix is drawn on its own stream.
-    again = _mix_sim([{"weight": w, "path": p} for w, p in zip(weights, "/a /b /c".split())])
+    paths = ["/a", "/b", "/c"]
+    again = _mix_sim([{"weight": w, "path": p} for w, p in zip(weights, paths, strict=True)])
     assert [r.path for r in drawn[:200]] == [again.workload.new_request().path for _ in range(200)]
 
 
