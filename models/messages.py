@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Generator
+from collections.abc import Generator, Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any, Protocol
 
 import simpy
 
 from sim.recorder import Span
 
-__all__ = ["Request", "Response", "Flags", "Parent", "EventParent", "Sender"]
+__all__ = ["NO_HEADERS", "Request", "Response", "Flags", "Parent", "EventParent", "Sender"]
+
+NO_HEADERS: Mapping[str, str] = MappingProxyType({})
+"""The headers of a request that has none: one shared, read-only empty mapping."""
 
 
 class Flags:
@@ -30,7 +34,7 @@ class Flags:
     UNAUTHORIZED = "UAEX"
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class Request:
     """One request on its way to ``host``.
 
@@ -41,6 +45,18 @@ class Request:
         protocol: ``http1``, ``http2``, ``grpc`` or ``tcp``.
         start_s: when the request was created (simulated seconds).
         trace: the spans of this request when it is traced, else None.
+        method: the HTTP method (``GET``); what a route or an authorization rule matches.
+        path: the request's path (``/productpage``), starting with ``/``.
+        headers: its headers, names in lower case (as HTTP/2 writes them), values strings.
+            A read-only mapping shared, never copied: by every request a workload draws
+            from one entry of its mix, and by every call a service makes while it serves a
+            request (services propagate their caller's headers, as Bookinfo's do with
+            ``end-user`` and the tracing headers).
+
+    The attributes added after ``trace`` have defaults, so the hot path builds a request
+    positionally from its first five fields, as before. ``__init__`` is written out because
+    ``dataclass`` refuses a ``mappingproxy`` default (unhashable on Python 3.11, so taken for
+    mutable), and a ``default_factory`` would cost a call per request.
     """
 
     host: str
@@ -48,7 +64,32 @@ class Request:
     response_size_bytes: int
     protocol: str
     start_s: float
-    trace: list[Span] | None = None
+    trace: list[Span] | None
+    method: str
+    path: str
+    headers: Mapping[str, str]
+
+    def __init__(
+        self,
+        host: str,
+        size_bytes: int,
+        response_size_bytes: int,
+        protocol: str,
+        start_s: float,
+        trace: list[Span] | None = None,
+        method: str = "GET",
+        path: str = "/",
+        headers: Mapping[str, str] = NO_HEADERS,
+    ) -> None:
+        self.host = host
+        self.size_bytes = size_bytes
+        self.response_size_bytes = response_size_bytes
+        self.protocol = protocol
+        self.start_s = start_s
+        self.trace = trace
+        self.method = method
+        self.path = path
+        self.headers = headers
 
 
 @dataclass(frozen=True, slots=True)

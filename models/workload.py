@@ -7,6 +7,10 @@
   ``qps: 0`` means as fast as they can). Each connection sends on its own schedule, one
   request every ``connections / qps`` seconds; a connection that falls behind sends at once.
 
+Each request is ``GET /`` with no headers, unless the spec gives a request mix
+(``requests``): then each request is drawn from its entries by weight (for example 90 %
+``GET /productpage`` and 10 % the same with the header ``end-user: jason``).
+
 Both record the end-to-end latency of the requests that start after the warm-up, the
 requests in flight as a time-weighted level, and counts for the conservation check:
 every request sent is completed, failed, or still in flight.
@@ -14,22 +18,29 @@ every request sent is completed, failed, or still in flight.
 
 from __future__ import annotations
 
-from collections.abc import Generator
+from bisect import bisect_right
+from collections.abc import Callable, Generator, Mapping
+from itertools import accumulate
+from types import MappingProxyType
 from typing import Annotated, Any, Literal, Union
 
 import simpy
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from models.messages import Request, Response
+from models.messages import NO_HEADERS, Request, Response
 from models.service import ClientPod
-from sim.distributions import exponential
+from sim.distributions import UniformDist, exponential
 from sim.engine import Task
 from sim.stats import LatencyHistogram, TimeWeighted
 from sim.units import Rate, Size
+from topologies import HttpMethod, HttpPath
 
 __all__ = [
     "MAX_CONNECTIONS",
     "MAX_RATE_RPS",
+    "MAX_REQUEST_MIX",
+    "MAX_HEADERS",
+    "RequestMixEntry",
     "OpenLoopSpec",
     "ClosedLoopSpec",
     "WorkloadSpec",
@@ -48,12 +59,63 @@ MAX_CONNECTIONS = 1_000_000
 flight; fortio's ``-c`` is used with tens to thousands."""
 
 
+MAX_REQUEST_MIX = 1000
+"""The most entries of a workload's request mix."""
+
+MAX_HEADERS = 32
+"""The most headers of one entry of a request mix."""
+
+_HEADER_NAME = r"^[!#$%&'*+.^_`|~0-9a-z-]+$"
+"""A header name once lower-cased: an HTTP token (RFC 9110, section 5.6.2)."""
+
+HeaderName = Annotated[str, Field(pattern=_HEADER_NAME, max_length=256)]
+HeaderValue = Annotated[str, Field(pattern=r"^[^\r\n\x00]*$", max_length=8192)]
+"""A header value: any text without CR, LF or NUL (which would end or split the header)."""
+
+
+class RequestMixEntry(BaseModel):
+    """One kind of request in a workload's mix.
+
+    Attributes:
+        weight: Relative weight (> 0): the entry's share is its weight over the sum.
+        method: The HTTP method, upper case.
+        path: The path, starting with ``/``.
+        headers: Header names (lower-cased here, as HTTP/2 writes them) to values; at most
+            32. Two names that differ only in case are refused.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    weight: float = Field(default=1.0, gt=0, allow_inf_nan=False)
+    method: HttpMethod = "GET"
+    path: HttpPath = "/"
+    headers: dict[HeaderName, HeaderValue] = Field(default_factory=dict, max_length=MAX_HEADERS)
+
+    @field_validator("headers", mode="before")
+    @classmethod
+    def _lower_case_names(cls, headers: Any) -> Any:
+        if not isinstance(headers, Mapping):
+            return headers  # pydantic refuses it, naming the field
+        lowered: dict[Any, Any] = {}
+        for name, value in headers.items():
+            key = name.lower() if isinstance(name, str) else name
+            if key in lowered:
+                raise ValueError(f"header {key!r} is given twice (names ignore case)")
+            lowered[key] = value
+        return lowered
+
+
+RequestMix = Annotated[list[RequestMixEntry], Field(max_length=MAX_REQUEST_MIX)]
+
+
 class OpenLoopSpec(BaseModel):
     """Poisson arrivals at a fixed rate.
 
     Attributes:
         rate_rps: mean arrival rate, requests per second.
         payload_bytes: request size; None = the entry service's default.
+        requests: the request mix (see :class:`RequestMixEntry`); empty = every request
+            ``GET /`` with no headers.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -61,6 +123,7 @@ class OpenLoopSpec(BaseModel):
     kind: Literal["open_loop"] = "open_loop"
     rate_rps: Annotated[Rate, Field(gt=0, le=MAX_RATE_RPS)]
     payload_bytes: Size | None = None
+    requests: RequestMix = Field(default_factory=list)
 
 
 class ClosedLoopSpec(BaseModel):
@@ -70,6 +133,8 @@ class ClosedLoopSpec(BaseModel):
         connections: fortio's ``-c``.
         qps: fortio's ``-qps``, the target total rate; 0 = no pacing.
         payload_bytes: request size; None = the entry service's default.
+        requests: the request mix (see :class:`RequestMixEntry`); empty = every request
+            ``GET /`` with no headers.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -78,6 +143,7 @@ class ClosedLoopSpec(BaseModel):
     connections: Annotated[int, Field(ge=1, le=MAX_CONNECTIONS)] = 16
     qps: Annotated[Rate, Field(ge=0, le=MAX_RATE_RPS)] = 1000.0
     payload_bytes: Size | None = None
+    requests: RequestMix = Field(default_factory=list)
 
 
 WorkloadSpec = Annotated[Union[OpenLoopSpec, ClosedLoopSpec], Field(discriminator="kind")]  # noqa: UP007
@@ -137,6 +203,20 @@ class Workload:
         self.warmup_s = warmup_s
         self.stats = WorkloadStats(self.env, warmup_s)
         self._rng = client.world.rng("workload.arrivals")
+        # (method, path, headers) of every request, or a draw from the mix's entries (its
+        # stream made only for 2 entries or more, so a run without a mix draws as before).
+        kinds = [
+            (e.method, e.path, MappingProxyType(dict(e.headers)) if e.headers else NO_HEADERS)
+            for e in spec.requests
+        ]
+        self._kind: tuple[str, str, Mapping[str, str]] = kinds[0] if kinds else _GET_ROOT
+        self._pick: Callable[[], tuple[str, str, Mapping[str, str]]] | None = None
+        if len(kinds) > 1:
+            self._pick = _picker(
+                kinds,
+                [e.weight for e in spec.requests],
+                UniformDist(low=0.0, high=1.0).sampler(client.world.rng("workload.requests")),
+            )
 
     def start(self) -> None:
         """Start the arrival processes."""
@@ -160,6 +240,7 @@ class Workload:
         stats.sent += 1
         stats.in_flight_now += 1
         stats.in_flight.add(start, 1.0)
+        method, path, headers = self._kind if self._pick is None else self._pick()
         return Request(
             self.entry,
             self.request_size_bytes,
@@ -167,6 +248,9 @@ class Workload:
             self.protocol,
             start,
             self.client.world.recorder.new_trace(),
+            method,
+            path,
+            headers,
         )
 
     def done(self, request: Request, response: Response) -> None:
@@ -195,6 +279,28 @@ class Workload:
         response: Response = yield self.client.mesh.request(self.client, self.entry, request)
         self.done(request, response)
         return response
+
+
+_GET_ROOT: tuple[str, str, Mapping[str, str]] = ("GET", "/", NO_HEADERS)
+"""A request when the workload has no mix."""
+
+
+def _picker(
+    kinds: list[tuple[str, str, Mapping[str, str]]],
+    weights: list[float],
+    uniform: Callable[[], float],
+) -> Callable[[], tuple[str, str, Mapping[str, str]]]:
+    """A draw of one of ``kinds`` with probabilities proportional to ``weights`` (one
+    uniform draw and a binary search over the cumulative weights)."""
+    bounds = list(accumulate(weights))
+    total = bounds[-1]
+    last = len(kinds) - 1
+
+    def pick() -> tuple[str, str, Mapping[str, str]]:
+        # min(): u * total can round up to the total itself.
+        return kinds[min(bisect_right(bounds, uniform() * total), last)]
+
+    return pick
 
 
 class _Arrivals(Task):

@@ -8,7 +8,9 @@ where they are shared), the span recorder and the network.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import functools
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
 
 import numpy as np
 import simpy
@@ -21,7 +23,7 @@ from sim.random import RandomStreams
 from sim.recorder import Recorder, SpanSink
 from sim.servers import ContendedServer, CpuServer, FifoServer
 from sim.stats import LatencyHistogram
-from topologies import NodeSpec, TopologySpec
+from topologies import NodeSpec, TopologySpec, principal
 
 __all__ = ["World", "Node", "PodBase", "ServiceStats"]
 
@@ -43,24 +45,61 @@ class Node:
 
 class ServiceStats:
     """Server-side statistics of one workload: latency, requests and errors after warm-up
-    (the service's handler records them)."""
+    (the service's handler records them).
+
+    ``count``, ``errors`` and ``latency`` are of the requests answered; an injected error
+    (the workload's misbehaviour) is answered, so it is in ``count`` and ``errors`` too, and
+    also in ``injected_errors``; a request the application hangs on is never answered, and is
+    counted in ``hangs`` only.
+    """
 
     def __init__(self, name: str, warmup_s: float) -> None:
         self.name = name
         self.latency = LatencyHistogram()
         self.count = 0
         self.errors = 0
+        self.injected_errors = 0
+        self.hangs = 0
         self.warmup_s = warmup_s
 
 
 class PodBase:
-    """What every pod has: a name, a node, a scope, a random stream and a network port."""
+    """What every pod has: a name, a node, a scope, a random stream, a network port, and its
+    identity (what routing and authorization rules match).
 
-    def __init__(self, world: World, name: str, node: Node) -> None:
+    Args:
+        world: the world the pod lives in.
+        name: the pod's name, unique in the world (``reviews-v2-0``).
+        node: the node it runs on.
+        workload: its workload (deployment) name; ``None`` = ``name``.
+        namespace: its Kubernetes namespace.
+        service_account: its Kubernetes service account.
+        labels: its labels (read-only; pods of one workload share one mapping).
+
+    Attributes:
+        principal: its identity as Istio's AuthorizationPolicy matches it,
+            ``cluster.local/ns/<namespace>/sa/<service_account>``.
+    """
+
+    def __init__(
+        self,
+        world: World,
+        name: str,
+        node: Node,
+        workload: str | None = None,
+        namespace: str = "default",
+        service_account: str = "default",
+        labels: Mapping[str, str] | None = None,
+    ) -> None:
         self.world = world
         self.env = world.env
         self.name = name
         self.node = node
+        self.workload = workload if workload is not None else name
+        self.namespace = namespace
+        self.service_account = service_account
+        self.principal = _principal(namespace, service_account)
+        self.labels: Mapping[str, str] = labels if labels is not None else _NO_LABELS
         self.scope = f"{node.name}.{name}"
         # Streams are keyed by pod name, not by node, so a placement change does not
         # change which numbers a pod draws.
@@ -76,6 +115,12 @@ class PodBase:
         stream by default: its call decisions)."""
         stream = self.world.rng(scope or f"{self.name}.choice")
         return UniformDist(low=0.0, high=1.0).sampler(stream)
+
+
+_NO_LABELS: Mapping[str, str] = MappingProxyType({})
+
+# One string per identity, not per pod: a workload of 100,000 replicas has one principal.
+_principal = functools.lru_cache(maxsize=4096)(principal)
 
 
 class World:

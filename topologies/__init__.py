@@ -5,7 +5,18 @@ Everything here is a validated, frozen pydantic spec or a pure function of one; 
 simulation. ``models/`` reads these data types and builds the SimPy components from them.
 """
 
-from .callgraph import CallGraphSpec, CallSpec, Protocol, ServiceSpec, StepSpec, call_graph
+from .callgraph import (
+    CallGraphSpec,
+    CallSpec,
+    HttpMethod,
+    HttpPath,
+    MisbehaviourSpec,
+    Protocol,
+    ServiceSpec,
+    StepSpec,
+    call_graph,
+    principal,
+)
 from .catalog import (
     CATALOG,
     bookinfo,
@@ -27,6 +38,9 @@ __all__ = [
     "CallGraphSpec",
     "CallSpec",
     "ClusterSpec",
+    "HttpMethod",
+    "HttpPath",
+    "MisbehaviourSpec",
     "NodeSpec",
     "Placement",
     "PlacementSpec",
@@ -47,6 +61,7 @@ __all__ = [
     "load_topology",
     "multi_zone_cluster",
     "place",
+    "principal",
     "random_dag",
     "save_topology",
     "social_network",

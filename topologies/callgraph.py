@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal, cast
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Annotated, Any, Literal, cast
 
 import networkx as nx
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -14,15 +16,21 @@ from .errors import TopologyError
 from .memo import cached_on
 
 __all__ = [
+    "MAX_ANNOTATIONS",
+    "MAX_LABELS",
     "MAX_PODS",
     "MAX_REPLICAS",
     "MAX_WORKERS",
     "CallGraphSpec",
     "CallSpec",
+    "HttpMethod",
+    "HttpPath",
+    "MisbehaviourSpec",
     "Protocol",
     "ServiceSpec",
     "StepSpec",
     "call_graph",
+    "principal",
 ]
 
 Protocol = Literal["http1", "http2", "grpc", "tcp"]
@@ -43,6 +51,80 @@ MAX_WORKERS = 1_000_000
 (16 bytes, counted by ``experiments.budget``); a million is far beyond any thread pool."""
 
 
+HttpMethod = Annotated[str, Field(pattern=r"^[A-Z0-9!#$%&'*+.^_`|~-]+$", max_length=32)]
+"""An HTTP method: a token (RFC 9110, section 5.6.2) in upper case, e.g. ``GET``, ``POST``."""
+
+HttpPath = Annotated[str, Field(pattern=r"^/[^\s]*$", max_length=2048)]
+"""A request path (with its query, if any): starts with ``/``, no white space, at most 2048
+characters (the common limit of browsers and proxies for a URL)."""
+
+MAX_LABELS = 64
+"""The most labels of one workload (Kubernetes sets no count limit; this bounds a spec)."""
+
+MAX_ANNOTATIONS = 64
+"""The most annotations of one workload (Kubernetes bounds their total size, 256 KiB)."""
+
+_LABEL_NAME = r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?"
+LabelKey = Annotated[
+    str,
+    Field(pattern=rf"^([a-z0-9]([-a-z0-9.]{{0,251}}[a-z0-9])?/)?{_LABEL_NAME}$", max_length=317),
+]
+"""A Kubernetes label key: an optional DNS-subdomain prefix and ``/``, then a name of at most
+63 characters (alphanumerics, ``-``, ``_``, ``.``; alphanumeric at both ends)."""
+
+LabelValue = Annotated[str, Field(pattern=rf"^({_LABEL_NAME})?$", max_length=63)]
+"""A Kubernetes label value: empty, or a name as in :data:`LabelKey`, at most 63 characters."""
+
+AnnotationValue = Annotated[str, Field(max_length=4096)]
+"""An annotation's value: any string, at most 4096 characters here."""
+
+SERVICE_ACCOUNT_PATTERN = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
+"""A Kubernetes service account name (a DNS subdomain name)."""
+
+TRUST_DOMAIN = "cluster.local"
+"""Istio's default trust domain (``meshConfig.trustDomain``)."""
+
+
+def principal(namespace: str, service_account: str) -> str:
+    """The SPIFFE-style identity of a workload, as Istio's AuthorizationPolicy matches it in
+    ``from.source.principals``: ``cluster.local/ns/<namespace>/sa/<service_account>`` (the
+    SPIFFE ID ``spiffe://cluster.local/ns/...`` without its scheme)."""
+    return f"{TRUST_DOMAIN}/ns/{namespace}/sa/{service_account}"
+
+
+class MisbehaviourSpec(BaseModel):
+    """How a workload's application misbehaves on its own, whatever the mesh does.
+
+    Decided per request when its CPU work ends: with probability ``error_ratio`` the app
+    answers ``error_status`` at once, without its downstream calls; with probability
+    ``hang_ratio`` it never answers (only a caller's timeout ends the request); otherwise it
+    makes its calls and waits ``extra_latency`` before it answers, without holding a worker.
+
+    Attributes:
+        error_ratio: Share of requests answered with ``error_status``, in [0, 1].
+        error_status: The HTTP status of an injected error, 400 to 599.
+        extra_latency: Delay added before a normal answer, in seconds (a distribution; a
+            number or ``"50ms"`` is a constant).
+        hang_ratio: Share of requests never answered, in [0, 1].
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+    error_ratio: float = Field(default=0.0, ge=0.0, le=1.0)
+    error_status: int = Field(default=503, ge=400, le=599)
+    extra_latency: DistributionSpec = Field(default=cast(Any, 0))
+    hang_ratio: float = Field(default=0.0, ge=0.0, le=1.0)
+
+    @model_validator(mode="after")
+    def _ratios(self) -> MisbehaviourSpec:
+        if self.error_ratio + self.hang_ratio > 1.0:
+            raise ValueError(
+                f"error_ratio + hang_ratio must be at most 1, got {self.error_ratio} + "
+                f"{self.hang_ratio}"
+            )
+        return self
+
+
 class CallSpec(BaseModel):
     """One downstream call a service makes while it serves a request.
 
@@ -53,6 +135,8 @@ class CallSpec(BaseModel):
         probability: Probability in [0, 1] that the call is made on a given request.
         request_size_bytes: Request body size in bytes; ``None`` uses the callee's default.
         response_size_bytes: Response body size in bytes; ``None`` uses the callee's default.
+        method: The HTTP method of the call (upper case).
+        path: The path the call asks for, starting with ``/``.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
@@ -61,6 +145,8 @@ class CallSpec(BaseModel):
     probability: float = Field(default=1.0, ge=0.0, le=1.0)
     request_size_bytes: Size | None = None
     response_size_bytes: Size | None = None
+    method: HttpMethod = "GET"
+    path: HttpPath = "/"
 
     @model_validator(mode="before")
     @classmethod
@@ -121,6 +207,12 @@ class ServiceSpec(BaseModel):
         protocol: The protocol the service speaks.
         steps: Downstream calls, in order, after the service's own CPU work.
         namespace: The Kubernetes namespace (what a mesh's namespace scoping looks at).
+        labels: The pods' labels, besides ``app: <host>`` and ``version: <version>``, which
+            every pod has unless given here (see :meth:`pod_labels`).
+        annotations: Annotations, as on a Kubernetes Service (``mesh.traefik.io/...``).
+        service_account: The pods' Kubernetes service account; ``None`` is Kubernetes'
+            ``default`` one (see :attr:`service_account_name`).
+        misbehaviour: How the application misbehaves on its own; ``None`` = it does not.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
@@ -136,11 +228,43 @@ class ServiceSpec(BaseModel):
     protocol: Protocol = "http1"
     steps: list[StepSpec] = Field(default_factory=list)
     namespace: str = Field(default="default", pattern=NAME_PATTERN, max_length=63)
+    labels: dict[LabelKey, LabelValue] = Field(default_factory=dict, max_length=MAX_LABELS)
+    annotations: dict[Annotated[str, Field(min_length=1, max_length=317)], AnnotationValue] = Field(
+        default_factory=dict, max_length=MAX_ANNOTATIONS
+    )
+    service_account: str | None = Field(
+        default=None, pattern=SERVICE_ACCOUNT_PATTERN, max_length=253
+    )
+    misbehaviour: MisbehaviourSpec | None = None
 
     @property
     def host_name(self) -> str:
         """The host callers use to reach this workload: ``host``, or ``name`` if unset."""
         return self.host if self.host is not None else self.name
+
+    @property
+    def service_account_name(self) -> str:
+        """The pods' service account: ``service_account``, or Kubernetes' ``default``."""
+        return self.service_account if self.service_account is not None else "default"
+
+    @property
+    def principal(self) -> str:
+        """The pods' identity as Istio matches it (see :func:`principal`)."""
+        return principal(self.namespace, self.service_account_name)
+
+    def pod_labels(self) -> Mapping[str, str]:
+        """The labels of this workload's pods: ``app: <host>``, ``version: <version>`` and
+        ``labels`` (which win), as a read-only view of one dict built once per spec (the
+        pods of a workload share it)."""
+        # The cache is a plain dict: a spec is copied and pickled with its caches, and a
+        # mappingproxy can be neither.
+        labels = cached_on(
+            self,
+            "pod_labels",
+            (self.labels, self.host, self.version),
+            lambda: {"app": self.host_name, "version": self.version, **self.labels},
+        )
+        return MappingProxyType(labels)
 
     def callees(self) -> list[str]:
         """Return the distinct hosts this workload calls, sorted."""

@@ -49,6 +49,16 @@ def bookinfo(cluster: ClusterSpec | None = None) -> TopologySpec:
     HTTP/1.1. Service times are exponential with illustrative means: productpage 2 ms, details
     1 ms, reviews 1.5 ms, ratings 0.5 ms.
 
+    Routes and identities are Istio's (``samples/bookinfo``): productpage serves
+    ``GET /productpage`` (what a workload should send; the workload is the experiment's, not
+    the topology's) and calls ``GET /details/0`` and ``GET /reviews/0``
+    (``productpage.py``, ``getProductDetails`` and ``getProductReviews`` with product id 0);
+    reviews v2 and v3 call ``GET /ratings/0`` (``LibertyRestEndpoint.getRatings``). Each
+    service runs under its own service account, ``bookinfo-<service>``, and its pods are
+    labelled ``app: <service>`` and ``version: <version>`` (``platform/kube/bookinfo.yaml``),
+    so the three versions of reviews are the subsets ``v1``, ``v2``, ``v3`` of host
+    ``reviews``.
+
     Args:
         cluster: The cluster; ``None`` for ``flat_cluster(3)``.
 
@@ -56,7 +66,7 @@ def bookinfo(cluster: ClusterSpec | None = None) -> TopologySpec:
         The topology, named ``bookinfo``.
     """
     common: dict[str, Any] = {"workers": 4, "protocol": "http1"}
-    reviews_steps = [StepSpec(calls=[{"service": "ratings"}])]
+    reviews_steps = [StepSpec(calls=[{"service": "ratings", "path": "/ratings/0"}])]
     services = [
         ServiceSpec(
             name="productpage",
@@ -64,15 +74,17 @@ def bookinfo(cluster: ClusterSpec | None = None) -> TopologySpec:
             request_size_bytes="1KiB",
             response_size_bytes="5KiB",
             steps=[
-                StepSpec(calls=[{"service": "details"}]),
-                StepSpec(calls=[{"service": "reviews"}]),
+                StepSpec(calls=[{"service": "details", "path": "/details/0"}]),
+                StepSpec(calls=[{"service": "reviews", "path": "/reviews/0"}]),
             ],
+            service_account="bookinfo-productpage",
             **common,
         ),
         ServiceSpec(
             name="details",
             service_time=_exp(0.001),
             response_size_bytes="2KiB",
+            service_account="bookinfo-details",
             **common,
         ),
         *(
@@ -83,6 +95,7 @@ def bookinfo(cluster: ClusterSpec | None = None) -> TopologySpec:
                 service_time=_exp(0.0015),
                 response_size_bytes="3KiB",
                 steps=[] if version == "v1" else reviews_steps,
+                service_account="bookinfo-reviews",
                 **common,
             )
             for version in ("v1", "v2", "v3")
@@ -91,6 +104,7 @@ def bookinfo(cluster: ClusterSpec | None = None) -> TopologySpec:
             name="ratings",
             service_time=_exp(0.0005),
             response_size_bytes="1KiB",
+            service_account="bookinfo-ratings",
             **common,
         ),
     ]
