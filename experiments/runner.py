@@ -63,6 +63,7 @@ def build_simulation(spec: ExperimentSpec, seed: int | None = None) -> Simulatio
         trace_every=spec.trace_every,
         faults=spec.faults,
         changes=spec.changes,
+        policies=list(spec.policies),
     )
 
 

@@ -14,7 +14,7 @@ import re
 from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, get_args
 
 from pydantic import (
     BaseModel,
@@ -32,6 +32,8 @@ from experiments.sweep import SweepSpec, sweep_points
 from models.architectures import ARCHITECTURES
 from models.control_plane import ConfigChangeSpec
 from models.faults import FaultSpec
+from models.policies import MAX_POLICIES, Policy, PolicyKind
+from models.policy_check import check_annotations, check_policies
 from models.workload import WorkloadSpec
 from sim.units import Duration
 from sim.yamlsafe import Mark, YamlInputError, read_yaml_file
@@ -184,6 +186,9 @@ class ExperimentSpec(BaseModel):
         faults: what breaks during the run (``mixer_outage``, ``control_plane_outage``).
         changes: configuration changes during the run (``scale``, ``deploy``,
             ``route_weights``, ``add_service``), pushed by the mesh's control plane.
+        policies: traffic policies, as Kubernetes objects in Istio's, Envoy's or SMI's
+            words (``VirtualService``, ``DestinationRule``, ``AuthorizationPolicy``,
+            ``LocalRateLimit``, ``TrafficSplit``, ``HTTPRouteGroup``, ``TrafficTarget``).
         sweep: a grid of values by dotted path; the spec then stands for every point.
     """
 
@@ -201,6 +206,7 @@ class ExperimentSpec(BaseModel):
     trace_every: Annotated[int, Field(ge=0)] = 0
     faults: list[FaultSpec] = []
     changes: list[ConfigChangeSpec] = []
+    policies: Annotated[list[Policy], Field(max_length=MAX_POLICIES)] = []
     sweep: SweepSpec | None = None
 
     @model_validator(mode="after")
@@ -329,6 +335,17 @@ class ExperimentSpec(BaseModel):
                     ) from None
                 workloads.add(change.service)
                 hosts.add(change.service)
+        return self
+
+    @model_validator(mode="after")
+    def _policies_apply(self) -> ExperimentSpec:
+        try:
+            graph = self.resolve_topology().call_graph
+        except TopologyError:
+            return self  # reported on the topology field already
+        check_annotations(graph)
+        if self.policies:
+            check_policies(self.policies, graph, self.mesh.resolve())
         return self
 
     @model_validator(mode="after")
@@ -462,7 +479,7 @@ def _is_union_tag(part: Any) -> bool:
 
 _NAMES_A_FIELD = re.compile(r"^[a-z_][a-z_0-9]*(\.[a-z_0-9]+)*:")
 
-_UNION_TAGS = {"open_loop", "closed_loop", *ARCHITECTURES}
+_UNION_TAGS = {"open_loop", "closed_loop", *ARCHITECTURES, *get_args(PolicyKind)}
 
 
 def spec_from_dict(

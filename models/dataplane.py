@@ -33,15 +33,23 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from models.connections import Connection, ConnectionPool
 from models.control_plane import ControlPlane, ControlPlaneSpec
+from models.defaults import ISTIO, Outcome, parse_retry_on
 from models.filters import PROTOCOLS, Listener, ListenerCost
 from models.loadbalancer import LbPolicy
 from models.mesh import Mesh, Parent
 from models.messages import Flags, Request, Response
 from models.proxy import Proxy, ProxySpec
-from models.defaults import ISTIO, Outcome, parse_retry_on
 from models.resilience import envoy_backoff
 from models.router import Router
-from models.routing import EMPTY_POLICIES, NO_RETRY, Action, Cluster, PolicySet, RetryPolicy
+from models.routing import (
+    EMPTY_POLICIES,
+    NO_RETRY,
+    Action,
+    Cluster,
+    Counters,
+    PolicySet,
+    RetryPolicy,
+)
 from models.scoping import ConfigIndex, Scoping
 from models.world import Node, PodBase, World
 from sim.engine import Task, drive
@@ -62,6 +70,7 @@ __all__ = [
     "LocalResponder",
     "TelemetryReport",
     "DataPlaneStats",
+    "TrafficOutput",
 ]
 
 
@@ -367,7 +376,10 @@ class ProxiedMesh(Mesh):
         acl = self.policies.acl
         assert acl is not None
         endpoints = self.endpoints.get(host) or []
-        accounts = {(getattr(p, "namespace", "default"), getattr(p, "service_account", "")) for p in endpoints}
+        accounts = {
+            (getattr(p, "namespace", "default"), getattr(p, "service_account", ""))
+            for p in endpoints
+        }
         rules = [r for r in acl if r.destination in accounts]
         if not rules:
             proxy.counters.acl_denied += 1
@@ -444,6 +456,37 @@ class ProxiedMesh(Mesh):
     def reset_stats(self) -> None:
         for proxy in self.proxies():
             proxy.reset_stats()
+
+    def traffic(self) -> TrafficOutput | None:
+        """Envoy's counters of the run (after the warm-up), by destination, by subset and by
+        proxy; outlier ejections in force at the end; Traefik breakers' state changes. None
+        when the mesh ran no policy and nothing was counted."""
+        out = TrafficOutput()
+        for proxy in self.proxies():
+            mine = Counters()
+            mine.add(proxy.counters)
+            for (host, subset), cluster in proxy.clusters.items():
+                if subset is not None:
+                    _add(out.subsets, f"{host}/{subset}", cluster.stats)
+                    _add(out.destinations, host, cluster.stats)
+                    mine.add(cluster.stats)
+                if cluster.outlier is not None and cluster.outlier.ejections_active:
+                    out.ejections_active[host] = (
+                        out.ejections_active.get(host, 0) + cluster.outlier.ejections_active
+                    )
+            for host, counters in proxy.host_counters_items():
+                _add(out.destinations, host, counters)
+                mine.add(counters)
+            for host, service in proxy.traefik_items():
+                if service.breaker is not None and service.breaker.transitions:
+                    out.breakers[f"{proxy.scope}/{host}"] = [
+                        (t, state) for t, state in service.breaker.transitions
+                    ]
+            found = mine.as_dict()
+            if found:
+                out.proxies[proxy.scope] = found
+        out.destinations = {h: c for h, c in out.destinations.items() if c}
+        return out
 
     def memory_bytes(self) -> dict[str, float]:
         """The memory of the proxies that are still there."""
@@ -656,11 +699,10 @@ class Exchange(Task):
         now = self.env._now  # type: ignore[attr-defined]
         self.sent = now  # when the node proxy starts forwarding (the breaker's latency)
         traefik = router.traefik
-        if traefik is not None and traefik.breaker is not None:
-            if not traefik.breaker.allow(now):
-                traefik.stats.circuit_breaker_open += 1
-                self._answer(TRAEFIK_BREAKER_OPEN)
-                return
+        if traefik is not None and traefik.breaker is not None and not traefik.breaker.allow(now):
+            traefik.stats.circuit_breaker_open += 1
+            self._answer(TRAEFIK_BREAKER_OPEN)
+            return
         request = self.request
         action = router.action if router.routes is None else router.routes.action(request)
         if action is None:
@@ -669,24 +711,30 @@ class Exchange(Task):
             return
         self.action = action
         fault = action.fault
-        if fault is not None and fault.delay_share > 0.0:
-            if fault.delay_share >= 1.0 or proxy.chance() < fault.delay_share:
-                proxy.counters.fault_delays_injected += 1
-                self.flags = Flags.DELAY_INJECTED
-                self._next = self._delayed
-                self.wake_at(now + fault.delay_s)
-                return
+        if (
+            fault is not None
+            and fault.delay_share > 0.0
+            and (fault.delay_share >= 1.0 or proxy.chance() < fault.delay_share)
+        ):
+            proxy.counters.fault_delays_injected += 1
+            self.flags = Flags.DELAY_INJECTED
+            self._next = self._delayed
+            self.wake_at(now + fault.delay_s)
+            return
         self._delayed()
 
     def _delayed(self) -> None:
         action = self.action
         proxy = self.hops[self.picker].proxy
         fault = action.fault
-        if fault is not None and fault.abort_share > 0.0:
-            if fault.abort_share >= 1.0 or proxy.chance() < fault.abort_share:
-                proxy.counters.fault_aborts_injected += 1
-                self._answer(Response(fault.abort_status, 0, Flags.FAULT_INJECTED))
-                return
+        if (
+            fault is not None
+            and fault.abort_share > 0.0
+            and (fault.abort_share >= 1.0 or proxy.chance() < fault.abort_share)
+        ):
+            proxy.counters.fault_aborts_injected += 1
+            self._finish(Response(fault.abort_status, 0, Flags.FAULT_INJECTED), self.flags, False)
+            return
         # With a client-side fault on the route, its timeout and retries are off (Istio's
         # note on fault injection).
         self.phase = 0
@@ -870,7 +918,7 @@ class Exchange(Task):
         i, pool, _ = self.held[-1]
         if self.owner is not None and self.abandoned:  # given up while it waited
             self.held.pop()
-            pool.release(self._value)
+            pool.release(self._value)  # a connection, as the pool hands it over
             return
         self.held[-1] = (i, pool, self._value)
         self._forward()
@@ -983,7 +1031,7 @@ class Exchange(Task):
         held = self.held
         if held is not None and held and held[-1][0] == self.i:
             _, pool, conn = held.pop()
-            pool.release(conn)
+            pool.release(conn)  # type: ignore[arg-type]  # held, so connected
         response = self.response
         assert response is not None
         cluster = self.cluster
@@ -1051,7 +1099,7 @@ class Exchange(Task):
                     if budget is not None:
                         budget.started()
                     if self.tried is None:
-                        self.tried = [dst]
+                        self.tried = [dst]  # type: ignore[assignment]
                     else:
                         self.tried.append(dst)
                     jitter = self.hops[self.picker].proxy.jitter
@@ -1149,7 +1197,7 @@ class Exchange(Task):
         held = self.held
         if held is not None and held and held[-1][0] == i:
             _, pool, conn = held.pop()
-            pool.release(conn)
+            pool.release(conn)  # type: ignore[arg-type]  # held, so connected
         hop = self.hops[i]
         proxy = hop.proxy
         cost = hop.costs[self.request.protocol]
@@ -1210,6 +1258,32 @@ class _Timer(Task):
         self.exchange._timed_out(self.which)
 
 
+@dataclass
+class TrafficOutput:
+    """What the routers counted (Envoy's stat names; only counters that are not zero).
+
+    Attributes:
+        destinations: per destination host, summed over every proxy that routes to it.
+        subsets: per ``host/subset`` cluster, summed over proxies.
+        proxies: per proxy, its own answers (denied, rate limited, faults injected, ...)
+            and its clusters' counters.
+        ejections_active: per host, endpoints ejected by outlier detection at the end.
+        breakers: per ``proxy/host``, the Traefik circuit breaker's state changes.
+    """
+
+    destinations: dict[str, dict[str, int]] = field(default_factory=dict)
+    subsets: dict[str, dict[str, int]] = field(default_factory=dict)
+    proxies: dict[str, dict[str, int]] = field(default_factory=dict)
+    ejections_active: dict[str, int] = field(default_factory=dict)
+    breakers: dict[str, list[tuple[float, str]]] = field(default_factory=dict)
+
+
+def _add(into: dict[str, dict[str, int]], key: str, counters: Counters) -> None:
+    found = into.setdefault(key, {})
+    for name, count in counters.as_dict().items():
+        found[name] = found.get(name, 0) + count
+
+
 def _join(first: str, second: str) -> str:
     """Envoy's response flags, comma-joined in the order Envoy writes them (``UF,URX``;
     ``ResponseFlagUtils::toShortString``); ``-`` is none."""
@@ -1222,8 +1296,24 @@ def _join(first: str, second: str) -> str:
 _FLAG_ORDER = {
     f: i
     for i, f in enumerate(
-        ["LH", "UH", "UT", "LR", "UR", "UF", "UC", "UO", "NR", "DI", "FI", "RL", "UAEX", "RLSE",
-         "DC", "URX"]
+        [
+            "LH",
+            "UH",
+            "UT",
+            "LR",
+            "UR",
+            "UF",
+            "UC",
+            "UO",
+            "NR",
+            "DI",
+            "FI",
+            "RL",
+            "UAEX",
+            "RLSE",
+            "DC",
+            "URX",
+        ]
     )
 }
 

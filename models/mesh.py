@@ -159,6 +159,11 @@ class Mesh:
         """Architecture-specific counts for the result (Mixer's, the control plane's)."""
         return {}
 
+    def traffic(self) -> Any:
+        """What the routers counted (``models.dataplane.TrafficOutput``); None without
+        proxies."""
+        return None
+
     def memory_bytes(self) -> dict[str, float]:
         """Modelled memory per proxy scope, in bytes (none for no mesh)."""
         return {}

@@ -598,7 +598,9 @@ PolicyKind = Literal[
     "TrafficTarget",
 ]
 
-ISTIO_KINDS = frozenset({"VirtualService", "DestinationRule", "AuthorizationPolicy", "LocalRateLimit"})
+ISTIO_KINDS = frozenset(
+    {"VirtualService", "DestinationRule", "AuthorizationPolicy", "LocalRateLimit"}
+)
 """Kinds an Envoy-based Istio data plane runs (sidecars, ambient waypoints)."""
 
 SMI_KINDS = frozenset({"TrafficSplit", "HTTPRouteGroup", "TrafficTarget"})

@@ -245,6 +245,14 @@ class Proxy:
             found = self._host_counters[host] = Counters()
         return found
 
+    def host_counters_items(self) -> list[tuple[str, Counters]]:
+        """The counters of its clusters of whole hosts, by host."""
+        return sorted(self._host_counters.items())
+
+    def traefik_items(self) -> list[tuple[str, TraefikService]]:
+        """Its Traefik Mesh service states, by host."""
+        return sorted(self._traefik.items())
+
     def traefik_service(self, host: str) -> TraefikService | None:
         """The Traefik Mesh state of ``host`` at this proxy (its annotations' breaker and
         rate limiters), kept across configurations; None without annotations."""

@@ -27,8 +27,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from models.defaults import CONNECT_FAILURE_ONLY, ENVOY, ISTIO, UNLIMITED, RetryOn, parse_retry_on
 from models.connections import PoolLimits
+from models.defaults import CONNECT_FAILURE_ONLY, ENVOY, ISTIO, UNLIMITED, RetryOn, parse_retry_on
 from models.loadbalancer import make_balancer
 from models.messages import Flags, Request, Response
 from models.policies import (
@@ -92,6 +92,26 @@ class Counters:
         "acl_denied",
         "no_route",
     )
+
+    upstream_rq_total: int
+    upstream_rq_retry: int
+    upstream_rq_retry_overflow: int
+    upstream_rq_retry_limit_exceeded: int
+    upstream_rq_pending_overflow: int
+    upstream_rq_timeout: int
+    upstream_rq_per_try_timeout: int
+    upstream_cx_connect_fail: int
+    upstream_rq_5xx: int
+    outlier_detection_ejections_total: int
+    outlier_detection_ejections_overflow: int
+    rq_mirrored: int
+    fault_delays_injected: int
+    fault_aborts_injected: int
+    rbac_denied: int
+    rate_limited: int
+    circuit_breaker_open: int
+    acl_denied: int
+    no_route: int
 
     def __init__(self) -> None:
         for name in self.__slots__:
@@ -483,10 +503,7 @@ def _policy_matches(policy: AuthorizationPolicy, src: Any, request: Request) -> 
     if rules is None:
         # ALLOW without rules allows nothing; DENY without rules denies nothing.
         return False
-    for rule in rules:
-        if _rule_matches(rule, src, request):
-            return True
-    return False
+    return any(_rule_matches(rule, src, request) for rule in rules)
 
 
 def _rule_matches(rule: Any, src: Any, request: Request) -> bool:
@@ -576,7 +593,9 @@ class TraefikService:
         # Traefik Mesh sets no back-off interval (so retries go at once).
         self.retry: RetryPolicy | None = None
         if config.retry_attempts is not None:
-            self.retry = RetryPolicy(config.retry_attempts - 1, CONNECT_FAILURE_ONLY, None, 0.0, 0.0)
+            self.retry = RetryPolicy(
+                config.retry_attempts - 1, CONNECT_FAILURE_ONLY, None, 0.0, 0.0
+            )
 
     def rate_wait(self, src: Any, now: float) -> float | None:
         """How long a request from ``src`` waits for a token (0: none), or None when it is

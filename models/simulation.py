@@ -56,6 +56,8 @@ class SimulationOutput:
     memory_bytes: dict[str, float]
     proxies: list[ProxyUsage] = field(default_factory=list)
     extras: dict[str, Any] = field(default_factory=dict)
+    # What the routers counted (``models.dataplane.TrafficOutput``); None without proxies.
+    traffic: Any = None
 
 
 class Simulation:
@@ -257,6 +259,7 @@ class Simulation:
             servers=self.world.servers,
             memory_bytes=self.mesh.memory_bytes(),
             extras=self.mesh.extras(),
+            traffic=self.mesh.traffic(),
             proxies=[
                 ProxyUsage(
                     p.scope,

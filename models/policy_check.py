@@ -1,0 +1,242 @@
+"""Policies checked against a topology and a mesh, before a run.
+
+Each policy object is valid on its own once pydantic has read it (:mod:`models.policies`);
+here it is checked against what it names: hosts and subsets that exist, one VirtualService,
+DestinationRule or TrafficSplit per host, route groups that exist, and a mesh that runs its
+kind (Istio's resources need Envoy: sidecars, or an ambient waypoint; SMI's need Traefik
+Mesh). Traefik Mesh's annotations on the topology's services are parsed here too, so that a
+bad ``circuit-breaker-expression`` is an error that names the service, the annotation and the
+column. Every problem is a ``ValueError`` whose message starts with the path of the field.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from models.policies import (
+    ISTIO_KINDS,
+    SMI_KINDS,
+    AuthorizationPolicy,
+    DestinationRule,
+    HTTPRouteGroup,
+    LocalRateLimit,
+    TrafficSplit,
+    TrafficTarget,
+    VirtualService,
+    host_namespace,
+    short_host,
+)
+from models.traefik import AnnotationError, parse_annotations
+from topologies import CallGraphSpec
+
+__all__ = ["check_policies", "check_annotations"]
+
+
+def check_annotations(graph: CallGraphSpec) -> None:
+    """Parse every service's Traefik Mesh annotations (raises ValueError naming the workload,
+    the annotation and, for an expression, the column)."""
+    for host in graph.hosts():
+        merged: dict[str, str] = {}
+        owner: dict[str, str] = {}
+        for svc in graph.workloads_of(host):
+            for key, value in (getattr(svc, "annotations", {}) or {}).items():
+                if key in merged and merged[key] != value:
+                    raise ValueError(
+                        f"topology: workloads {owner[key]!r} and {svc.name!r} of service "
+                        f"{host!r} give annotation {key!r} different values (a Kubernetes "
+                        "Service has one set of annotations)"
+                    )
+                merged[key] = value
+                owner[key] = svc.name
+        if not merged:
+            continue
+        try:
+            parse_annotations(merged)
+        except AnnotationError as error:
+            raise ValueError(
+                f"topology: service {host!r} (workload {owner.get(error.key, '?')!r}): {error}"
+            ) from None
+
+
+def check_policies(policies: Sequence[Any], graph: CallGraphSpec, mesh: Any) -> None:
+    """Check ``policies`` against the topology's ``graph`` and the resolved ``mesh`` spec."""
+    architecture = getattr(mesh, "architecture", "none")
+    hosts = set(graph.hosts())
+    namespaces = {h: graph.workloads_of(h)[0].namespace for h in hosts}
+    workload_names = {s.name for s in graph.services}
+    seen: dict[tuple[str, str], int] = {}
+    subsets: dict[str, dict[str, dict[str, str]]] = {}
+    groups: dict[tuple[str, str], HTTPRouteGroup] = {}
+
+    def where(i: int, path: str = "") -> str:
+        return f"policies.{i}{'.' + path if path else ''}"
+
+    def known_host(i: int, path: str, name: str, namespace: str) -> str:
+        host = short_host(name)
+        if host not in hosts:
+            raise ValueError(
+                f"{where(i, path)}: no service {name!r}; services: {', '.join(sorted(hosts))}"
+            )
+        ns = host_namespace(name, namespaces[host])
+        if ns != namespaces[host]:
+            raise ValueError(
+                f"{where(i, path)}: service {host!r} is in namespace {namespaces[host]!r}, "
+                f"not {ns!r}"
+            )
+        return host
+
+    for i, policy in enumerate(policies):
+        kind = policy.kind
+        if architecture in ("none", "proxyless"):
+            raise ValueError(
+                f"{where(i, 'kind')}: the {architecture!r} mesh has no proxy to run a {kind} "
+                "(use a sidecar, ambient or per_node mesh)"
+            )
+        if architecture == "per_node" and kind in ISTIO_KINDS:
+            raise ValueError(
+                f"{where(i, 'kind')}: {kind} is Istio's; Traefik Mesh reads SMI "
+                "(TrafficSplit, HTTPRouteGroup, TrafficTarget) and service annotations"
+            )
+        if architecture in ("sidecar", "ambient") and kind in SMI_KINDS:
+            raise ValueError(
+                f"{where(i, 'kind')}: {kind} is SMI, which Traefik Mesh reads; Istio "
+                "expresses it with a VirtualService, DestinationRule or AuthorizationPolicy"
+            )
+        if architecture == "ambient" and kind in ("AuthorizationPolicy", "LocalRateLimit"):
+            raise ValueError(
+                f"{where(i, 'kind')}: {kind} is not modelled for ambient yet (it runs in "
+                "ztunnel and waypoints): use the sidecar architecture"
+            )
+        key = (kind, policy.metadata.namespace + "/" + policy.metadata.name)
+        if key in seen:
+            raise ValueError(
+                f"{where(i, 'metadata.name')}: a {kind} named {policy.metadata.name!r} is "
+                f"policies.{seen[key]} already"
+            )
+        seen[key] = i
+        if isinstance(policy, HTTPRouteGroup):
+            groups[(policy.metadata.namespace, policy.metadata.name)] = policy
+        if isinstance(policy, DestinationRule):
+            host = known_host(i, "spec.host", policy.spec.host, policy.metadata.namespace)
+            if host in subsets:
+                raise ValueError(f"{where(i, 'spec.host')}: a DestinationRule for {host!r} exists")
+            subsets[host] = {s.name: dict(s.labels) for s in policy.spec.subsets}
+            pods = graph.workloads_of(host)
+            for j, subset in enumerate(policy.spec.subsets):
+                if not any(_selects(subset.labels, svc) for svc in pods):
+                    raise ValueError(
+                        f"{where(i, f'spec.subsets.{j}.labels')}: no workload of {host!r} has "
+                        f"labels {dict(subset.labels)}; its workloads' labels: "
+                        + "; ".join(f"{s.name} {_labels(s)}" for s in pods)
+                    )
+    routed: dict[str, int] = {}
+    for i, policy in enumerate(policies):
+        if isinstance(policy, VirtualService):
+            _check_virtual_service(i, policy, known_host, subsets, routed, where, mesh)
+        elif isinstance(policy, TrafficSplit):
+            host = known_host(i, "spec.service", policy.spec.service, policy.metadata.namespace)
+            if host in routed:
+                raise ValueError(
+                    f"{where(i, 'spec.service')}: policies.{routed[host]} routes {host!r} already"
+                )
+            routed[host] = i
+            for j, backend in enumerate(policy.spec.backends):
+                name = backend.service
+                if name in workload_names:
+                    if graph.service(name).host_name != host:
+                        raise ValueError(
+                            f"{where(i, f'spec.backends.{j}.service')}: workload {name!r} "
+                            f"does not serve {host!r}"
+                        )
+                elif name not in hosts:
+                    raise ValueError(
+                        f"{where(i, f'spec.backends.{j}.service')}: no workload or service {name!r}"
+                    )
+            _check_group_refs(i, "spec.matches", policy.spec.matches, groups, policy, where)
+        elif isinstance(policy, TrafficTarget):
+            if not getattr(mesh, "acl", False):
+                raise ValueError(
+                    f"{where(i, 'kind')}: Traefik Mesh reads TrafficTargets only in ACL mode: "
+                    "set the mesh's acl: true (mesh.overrides.acl)"
+                )
+            _check_group_refs(i, "spec.rules", policy.spec.rules, groups, policy, where)
+        elif isinstance(policy, (AuthorizationPolicy, LocalRateLimit)):
+            pass  # selectors that match nothing are allowed, as in Kubernetes
+
+
+def _check_virtual_service(
+    i: int,
+    vs: VirtualService,
+    known_host: Any,
+    subsets: dict[str, dict[str, dict[str, str]]],
+    routed: dict[str, int],
+    where: Any,
+    mesh: Any,
+) -> None:
+    ns = vs.metadata.namespace
+    for j, name in enumerate(vs.spec.hosts):
+        host = known_host(i, f"spec.hosts.{j}", name, ns)
+        if host in routed:
+            raise ValueError(
+                f"{where(i, f'spec.hosts.{j}')}: policies.{routed[host]} routes {host!r} already"
+            )
+        routed[host] = i
+        waypoints = getattr(mesh, "waypoints", None)
+        if getattr(mesh, "architecture", "") == "ambient" and not (
+            waypoints == "all" or (isinstance(waypoints, list) and host in waypoints)
+        ):
+            raise ValueError(
+                f"{where(i, f'spec.hosts.{j}')}: in ambient, L7 routing runs in a waypoint, and "
+                f"{host!r} has none (mesh.waypoints)"
+            )
+    for r, http in enumerate(vs.spec.http):
+        targets = [
+            (f"spec.http.{r}.route.{d}.destination", dest.destination)
+            for d, dest in enumerate(http.route)
+        ]
+        if http.mirror is not None:
+            targets.append((f"spec.http.{r}.mirror", http.mirror))
+        for path, dest in targets:
+            host = known_host(i, f"{path}.host", dest.host, ns)
+            if dest.subset is not None and dest.subset not in subsets.get(host, {}):
+                defined = ", ".join(sorted(subsets.get(host, {}))) or "none"
+                raise ValueError(
+                    f"{where(i, f'{path}.subset')}: no DestinationRule of {host!r} defines "
+                    f"subset {dest.subset!r} (defined: {defined})"
+                )
+
+
+def _check_group_refs(
+    i: int,
+    path: str,
+    refs: Sequence[Any],
+    groups: dict[tuple[str, str], HTTPRouteGroup],
+    policy: Any,
+    where: Any,
+) -> None:
+    for j, ref in enumerate(refs):
+        group = groups.get((policy.metadata.namespace, ref.name))
+        if group is None:
+            raise ValueError(
+                f"{where(i, f'{path}.{j}.name')}: no HTTPRouteGroup {ref.name!r} in namespace "
+                f"{policy.metadata.namespace!r}"
+            )
+        names = {m.name for m in group.spec.matches}
+        for name in ref.matches:
+            if name not in names:
+                raise ValueError(
+                    f"{where(i, f'{path}.{j}.matches')}: HTTPRouteGroup {ref.name!r} has no "
+                    f"match {name!r} (it has {', '.join(sorted(names))})"
+                )
+
+
+def _labels(svc: Any) -> dict[str, str]:
+    labels = {"app": svc.host_name, "version": svc.version}
+    labels.update(getattr(svc, "labels", {}) or {})
+    return labels
+
+
+def _selects(selector: Any, svc: Any) -> bool:
+    labels = _labels(svc)
+    return all(labels.get(k) == v for k, v in selector.items())
