@@ -32,7 +32,7 @@ from experiments.sweep import SweepSpec, sweep_points
 from models.architectures import ARCHITECTURES
 from models.control_plane import ConfigChangeSpec
 from models.faults import FaultSpec
-from models.policies import MAX_POLICIES, Policy, PolicyKind
+from models.policies import MAX_POLICIES, Policy, PolicyKind, with_policy
 from models.policy_check import check_annotations, check_policies
 from models.workload import WorkloadSpec
 from sim.units import Duration
@@ -305,11 +305,21 @@ class ExperimentSpec(BaseModel):
             return self  # reported on the topology field already
         workloads = {s.name for s in graph.services}
         hosts = set(graph.hosts())
+        policies = list(self.policies)
         # In the order they happen, which is the order the run makes them in.
         order = sorted(range(len(self.changes)), key=lambda k: self.changes[k].at)
         for i in order:
             change = self.changes[i]
             where = f"changes.{i}"
+            if change.kind == "policy":
+                assert change.policy is not None
+                policies = with_policy(policies, change.policy)
+                try:
+                    check_policies(policies, graph, self.mesh.resolve())
+                except ValueError as error:
+                    raise ValueError(
+                        f"{where}.policy: with this change, the policies are not valid: {error}"
+                    ) from None
             if change.at >= self.duration:
                 raise ValueError(
                     f"{where}.at: {change.at:g} s is after the run ({self.duration:g} s)"

@@ -39,8 +39,9 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import numpy as np
 import simpy
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from models.policies import Policy, policy_host
 from models.world import Node, World
 from sim.distributions import DistributionSpec, UniformDist
 from sim.network import NetworkPort
@@ -147,9 +148,13 @@ class ConfigChangeSpec(BaseModel):
     Attributes:
         at: when it happens (seconds).
         kind: ``scale`` (a workload's replicas), ``deploy`` (every pod of a workload replaced
-            by a new one), ``route_weights`` (routing of a service; configuration only) or
-            ``add_service`` (a new service, with ``replicas`` pods, that nobody calls yet).
-        service: the workload (scale, deploy, add_service) or service host (route_weights).
+            by a new one), ``route_weights`` (routing of a service; configuration only),
+            ``add_service`` (a new service, with ``replicas`` pods, that nobody calls yet) or
+            ``policy`` (a traffic policy added, or replacing the one of the same kind, namespace
+            and name: ``policy`` holds it; the control plane pushes it like any change).
+        service: the workload (scale, deploy, add_service) or service host (route_weights;
+            for a policy, the host it concerns, filled in when left out).
+        policy: the policy object of a ``policy`` change (``models.policies``).
         replicas: scale: the new count; add_service: its pods (default 1).
         grace_period: scale down and deploy: how long a removed pod still accepts
             connections after it has left the endpoints (its drain; Istio's sidecar drains
@@ -160,10 +165,24 @@ class ConfigChangeSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     at: Duration
-    kind: Literal["scale", "deploy", "route_weights", "add_service"]
-    service: str
+    kind: Literal["scale", "deploy", "route_weights", "add_service", "policy"]
+    service: str = ""
     replicas: Annotated[int, Field(ge=0)] | None = None
     grace_period: Duration = 0.0
+    policy: Policy | None = None
+
+    @model_validator(mode="after")
+    def _fields_of_kind(self) -> ConfigChangeSpec:
+        if self.kind == "policy":
+            if self.policy is None:
+                raise ValueError("a policy change needs the policy object (policy: {kind: ...})")
+            if not self.service:
+                object.__setattr__(self, "service", policy_host(self.policy))
+        elif self.policy is not None:
+            raise ValueError(f"policy: only a policy change has one, not {self.kind!r}")
+        elif not self.service:
+            raise ValueError(f"service: a {self.kind} change names its service")
+        return self
 
 
 @dataclass

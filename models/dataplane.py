@@ -310,8 +310,9 @@ class ProxiedMesh(Mesh):
         if self.control_plane is not None:
             self.control_plane.change(kind, service, hosts, self._snapshot())
             return
+        snapshot = self._snapshot()
         for proxy in self.proxies():  # no control plane: the live endpoints, at once
-            proxy.apply_config(proxy.config_version + 1, self.endpoints)
+            proxy.apply_config(proxy.config_version + 1, snapshot)
 
     def _connect(self, proxy: Proxy, hosts: frozenset[str] | None) -> None:
         if self.control_plane is not None:
@@ -320,7 +321,10 @@ class ProxiedMesh(Mesh):
             proxy.apply_config(0, self.endpoints)
 
     def _snapshot(self) -> dict[str, list]:
-        return {host: list(pods) for host, pods in self.endpoints.items()}
+        """The configuration to push: every service's endpoints, and the policies."""
+        return ConfigSnapshot(
+            {host: list(pods) for host, pods in self.endpoints.items()}, self.policies
+        )
 
     def set_fault(self, kind: str, active: bool) -> None:
         if kind == "control_plane_outage" and self.control_plane is not None:
@@ -358,7 +362,11 @@ class ProxiedMesh(Mesh):
             setattr(self.dp_stats, name, getattr(self.dp_stats, name) + 1)
 
     def use_policies(self, policies: PolicySet) -> None:
+        """Run ``policies`` from now on: at once before the run; during it, each proxy once
+        it applies the configuration that carries them (see :meth:`config_changed`). The
+        inbound side (authorization, rate limits) changes at once: its hops are rebuilt."""
         self.policies = policies
+        self._routes = {k: v for k, v in self._routes.items() if not _inbound_key(k)}
 
     def inbound_local(self, pod: PodBase, proxy: Proxy, mixer: Any = None) -> Any:
         """What may answer at ``pod``'s inbound proxy: its authorization policies, its rate
@@ -1256,6 +1264,19 @@ class _Timer(Task):
 
     def _fire(self) -> None:
         self.exchange._timed_out(self.which)
+
+
+class ConfigSnapshot(dict):  # type: ignore[type-arg]
+    """A configuration as the control plane pushes it: host -> endpoints, and the traffic
+    policies (``policies``) in force when it was taken."""
+
+    def __init__(self, endpoints: dict[str, list], policies: PolicySet) -> None:
+        super().__init__(endpoints)
+        self.policies = policies
+
+
+def _inbound_key(key: Any) -> bool:
+    return isinstance(key, tuple) and len(key) == 2 and key[0] == "in"
 
 
 @dataclass

@@ -54,6 +54,8 @@ __all__ = [
     "SMI_KINDS",
     "MAX_POLICIES",
     "short_host",
+    "policy_host",
+    "with_policy",
 ]
 
 MAX_POLICIES = 1000
@@ -618,6 +620,36 @@ def host_namespace(host: str, default: str) -> str:
     """The namespace a host name gives (``reviews.prod.svc.cluster.local``: ``prod``)."""
     parts = host.split(".")
     return parts[1] if len(parts) > 1 else default
+
+
+def policy_host(policy: Any) -> str:
+    """The service a policy concerns, as far as one object says (for a change's record):
+    a VirtualService's first host, a DestinationRule's host, a TrafficSplit's service, a
+    TrafficTarget's destination account, a selector's ``app`` label; else ``""``."""
+    spec = policy.spec
+    if isinstance(policy, VirtualService):
+        return short_host(spec.hosts[0])
+    if isinstance(policy, DestinationRule):
+        return short_host(spec.host)
+    if isinstance(policy, TrafficSplit):
+        return str(spec.service)
+    if isinstance(policy, TrafficTarget):
+        return str(spec.destination.name)
+    if isinstance(policy, AuthorizationPolicy) and spec.selector is not None:
+        return spec.selector.matchLabels.get("app", "")
+    if isinstance(policy, LocalRateLimit):
+        return spec.workloadSelector.matchLabels.get("app", "")
+    return ""
+
+
+def with_policy(policies: list[Any], policy: Any) -> list[Any]:
+    """``policies`` with ``policy`` added, or in place of the one of the same kind,
+    namespace and name (as ``kubectl apply`` replaces an object)."""
+    key = (policy.kind, policy.metadata.namespace, policy.metadata.name)
+    out = [p for p in policies if (p.kind, p.metadata.namespace, p.metadata.name) != key]
+    if len(out) == len(policies):
+        return [*policies, policy]
+    return [policy if (p.kind, p.metadata.namespace, p.metadata.name) == key else p for p in policies]
 
 
 def policy_where(index: int, policy: Any) -> str:

@@ -219,7 +219,7 @@ class Proxy:
             policy = PLAIN
         if not endpoints:
             return None
-        if found is None:
+        if found is None or found.policy != policy:  # new, or its DestinationRule changed
             if self._uniform is None:
                 self._uniform = self._sampler("lb")
             found = self.clusters[key] = Cluster(
@@ -285,6 +285,9 @@ class Proxy:
         """A new configuration from the control plane: its endpoints, from now on."""
         self.config_version = version
         self.view = view
+        policies = getattr(view, "policies", None)  # a snapshot carries the policies too
+        if policies is not None:
+            self.policies = policies
         self._routers.clear()
 
     def await_certificate(self) -> None:

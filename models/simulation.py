@@ -18,6 +18,7 @@ from models.architectures import mesh_class
 from models.control_plane import ConfigChangeSpec
 from models.faults import FaultSpec, schedule_faults
 from models.mesh import Mesh
+from models.policies import with_policy
 from models.routing import compile_policies
 from models.service import ClientPod, ServicePod
 from models.workload import ClosedLoopSpec, OpenLoopSpec, Workload, WorkloadStats
@@ -150,7 +151,8 @@ class Simulation:
             raise ValueError(f"client node {node_name!r} is not a node of the cluster")
         self.client = ClientPod(world, CLIENT_POD, world.nodes[node_name])
         self.mesh: Mesh = mesh_class(cast(Any, mesh).architecture)(world, mesh)
-        self.mesh.use_policies(compile_policies(policies, topology.call_graph))
+        self.policies = list(policies)
+        self.mesh.use_policies(compile_policies(self.policies, topology.call_graph))
         self.mesh.attach(self.pods, [self.client])
         self._specs = specs
         self._next_index = {name: spec.replicas for name, spec in specs.items()}
@@ -180,6 +182,14 @@ class Simulation:
         spec: ServiceSpec | None
         if kind == "route_weights":
             self.mesh.config_changed(kind, change.service, {change.service})
+            return
+        if kind == "policy":
+            assert change.policy is not None
+            self.policies = with_policy(self.policies, change.policy)
+            graph = self.world.topology.call_graph
+            self.mesh.use_policies(compile_policies(self.policies, graph))
+            hosts = {change.service} if change.service else set(graph.hosts())
+            self.mesh.config_changed(kind, change.service, hosts)
             return
         if kind == "add_service":
             if change.service in self._specs:
