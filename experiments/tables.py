@@ -176,7 +176,7 @@ def errors_table(result: RunResult) -> str:
             item.name,
             fmt(sum(item.error_codes.values())),
             _counts(item.error_codes) or "-",
-            _counts(result.response_flags) if item is result.end_to_end else "",
+            _counts(_named_flags(result.response_flags)) if item is result.end_to_end else "",
             fmt(item.injected_errors) if item is not result.end_to_end else "",
             fmt(item.hangs) if item is not result.end_to_end else "",
         ]
@@ -187,6 +187,11 @@ def errors_table(result: RunResult) -> str:
         rows,
         "Errors answered, after the warm-up (injected and hangs: the workload's own misbehaviour)",
     )
+
+
+def _named_flags(flags: dict[str, int]) -> dict[str, int]:
+    """Response flags as the table shows them: Envoy's ``-`` (no flag) as ``none``."""
+    return {("none" if flag == "-" else flag): n for flag, n in flags.items()}
 
 
 def _shows_policy(traffic: TrafficResult) -> bool:
@@ -239,9 +244,7 @@ def traffic_tables(traffic: TrafficResult | None) -> str:
         ]
         blocks.append(_counter_table("proxy (its own answers)", [r for r in rows if r[1]]))
     if traffic.ejections_active:
-        blocks.append(
-            "Outlier ejections active at the end: " + _counts(traffic.ejections_active)
-        )
+        blocks.append("Outlier ejections active at the end: " + _counts(traffic.ejections_active))
     if traffic.breakers:
         lines = ["Traefik circuit breakers, state changes (s: state):"]
         for key, changes in traffic.breakers.items():
