@@ -14,6 +14,7 @@ __all__ = [
     "finite_or_none",
     "LatencySummary",
     "ServiceResult",
+    "TrafficResult",
     "CpuResult",
     "Conservation",
     "ProxyResult",
@@ -84,7 +85,22 @@ class LatencySummary(BaseModel):
 
 
 class ServiceResult(BaseModel):
-    """One service (or the whole request path, end to end), after the warm-up."""
+    """One service (or the whole request path, end to end), after the warm-up.
+
+    Attributes:
+        name: the workload's name, or ``end-to-end``.
+        requests: requests answered (for a service: the requests it received, every try of a
+            retried call counted, so that retry amplification shows; a request it hung on is
+            never answered and is counted in ``hangs`` instead).
+        throughput_rps: ``requests`` per measured second.
+        error_rate: share of ``requests`` answered with an error (status 400 or more).
+        latency: of the answered requests.
+        error_codes: the errors answered, by HTTP status (``"503"``); end to end, the
+            errors the load generator got.
+        injected_errors: errors the workload's own misbehaviour answered (in
+            ``error_codes`` too); 0 end to end.
+        hangs: requests the workload never answered (its misbehaviour); 0 end to end.
+    """
 
     model_config = ConfigDict(frozen=True)
 
@@ -93,6 +109,36 @@ class ServiceResult(BaseModel):
     throughput_rps: Measure
     error_rate: Measure
     latency: LatencySummary
+    error_codes: dict[str, int] = {}
+    injected_errors: int = 0
+    hangs: int = 0
+
+
+class TrafficResult(BaseModel):
+    """What the proxies' routers counted after the warm-up, by Envoy's stat names
+    (``upstream_rq_retry``, ``upstream_rq_pending_overflow``, ``rbac_denied``, ...; see
+    ``models.routing.Counters``), summed over replications; only counters that are not zero.
+
+    Attributes:
+        destinations: per destination host, summed over every proxy that routes to it.
+        subsets: per ``host/subset`` cluster (a DestinationRule's subset), summed over
+            proxies.
+        proxies: per proxy scope, its own local answers (denied, rate limited, faults
+            injected, mirrored) and its clusters' counters.
+        ejections_active: per host, endpoints ejected by outlier detection at the end of
+            each replication, summed over replications.
+        breakers: per ``proxy/host``, the Traefik circuit breaker's state changes
+            ``(time s, state)``; with several replications each is kept apart, its key
+            prefixed with the replication's index (``r0/``, ``r1/``, ...).
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    destinations: dict[str, dict[str, int]] = {}
+    subsets: dict[str, dict[str, int]] = {}
+    proxies: dict[str, dict[str, int]] = {}
+    ejections_active: dict[str, int] = {}
+    breakers: dict[str, list[tuple[float, str]]] = {}
 
 
 class CpuResult(BaseModel):
@@ -228,6 +274,8 @@ class RunResult(BaseModel):
         proxies: per proxy: kind, node, cores, rps, vCPU per 1000 rps and memory.
         in_flight_mean: time-averaged requests in flight (Little's law: = rate x latency).
         status_codes / response_flags: counts over the measured requests.
+        traffic: Envoy's counters per destination, subset and proxy, outlier ejections and
+            Traefik breakers (None without proxies, or when nothing was counted).
         latency_histogram: the end-to-end histogram, serialised (mergeable).
         error: what went wrong, if the run failed.
         warnings: what makes the figures hard to read: a component busy all the time (its
@@ -254,6 +302,7 @@ class RunResult(BaseModel):
     in_flight_mean: Measure
     status_codes: dict[str, int]
     response_flags: dict[str, int]
+    traffic: TrafficResult | None = None
     latency_histogram: dict[str, Any]
     extras: dict[str, Any] = {}
     error: str | None = None

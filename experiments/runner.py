@@ -16,10 +16,12 @@ from experiments.results import (
     ProxyResult,
     RunResult,
     ServiceResult,
+    TrafficResult,
 )
 from experiments.spec import ExperimentSpec, spec_from_dict
 from experiments.sweep import SweepPoint, sweep_points
 from models.control_plane import convergence_summary
+from models.routing import Counters
 from models.simulation import Simulation, SimulationOutput
 from sim.random import replication_seeds
 from sim.stats import LatencyHistogram
@@ -99,23 +101,32 @@ def summarise(
         throughput_rps=measured / total_s,
         error_rate=errors / measured if measured else 0.0,
         latency=LatencySummary.from_histogram(e2e),
+        error_codes={code: n for code, n in sorted(codes.items()) if int(code) >= 400},
     )
 
     services = {}
     for name in outputs[0].services:
         histogram = LatencyHistogram()
-        count = errs = 0
+        count = errs = injected = hangs = 0
+        error_codes: dict[int, int] = defaultdict(int)
         for out in outputs:
             stats = out.services[name]
             histogram.merge(stats.latency)
             count += stats.count
             errs += stats.errors
+            injected += stats.injected_errors
+            hangs += stats.hangs
+            for status, n in stats.error_codes.items():
+                error_codes[status] += n
         services[name] = ServiceResult(
             name=name,
             requests=count,
             throughput_rps=count / total_s,
             error_rate=errs / count if count else 0.0,
             latency=LatencySummary.from_histogram(histogram),
+            error_codes={str(status): n for status, n in sorted(error_codes.items())},
+            injected_errors=injected,
+            hangs=hangs,
         )
 
     hop_totals: dict[str, float] = defaultdict(float)
@@ -144,6 +155,7 @@ def summarise(
         in_flight_mean=in_flight_area / total_s,
         status_codes=dict(sorted(codes.items())),
         response_flags=dict(sorted(flags.items())),
+        traffic=_traffic(outputs),
         latency_histogram=e2e.to_dict(),
         control_plane=_control_plane(outputs),
         extras=_merge_extras(outputs),
@@ -276,6 +288,72 @@ def _control_plane(outputs: list[SimulationOutput]) -> ControlPlaneResult | None
         tls_failures=data_plane["tls_failures"],
         changes=changes,
     )
+
+
+_COUNTER_ORDER = {name: i for i, name in enumerate(Counters.__slots__)}
+
+
+def _counter_key(name: str) -> tuple[int, str]:
+    """Envoy's counters in one fixed order (``Counters``'), unknown names after, by name."""
+    return _COUNTER_ORDER.get(name, len(_COUNTER_ORDER)), name
+
+
+def _sum_counters(into: dict[str, dict[str, int]], found: dict[str, dict[str, int]]) -> None:
+    for key, counters in found.items():
+        mine = into.setdefault(key, {})
+        for name, count in counters.items():
+            mine[name] = mine.get(name, 0) + count
+
+
+def _tidy(counters: dict[str, dict[str, int]]) -> dict[str, dict[str, int]]:
+    """Keys sorted, counters in Envoy's order, zeros and empty rows dropped."""
+    tidy = {}
+    for key in sorted(counters):
+        row = {n: counters[key][n] for n in sorted(counters[key], key=_counter_key)}
+        row = {n: c for n, c in row.items() if c}
+        if row:
+            tidy[key] = row
+    return tidy
+
+
+def _traffic(outputs: list[SimulationOutput]) -> TrafficResult | None:
+    """The routers' counters of every replication (``models.dataplane.TrafficOutput``):
+    counters and active ejections summed; breakers' state changes kept per replication
+    (keys prefixed ``r<i>/`` when there are several). None when no replication counted
+    anything (no proxies, or no traffic through them)."""
+    destinations: dict[str, dict[str, int]] = {}
+    subsets: dict[str, dict[str, int]] = {}
+    proxies: dict[str, dict[str, int]] = {}
+    ejections: dict[str, int] = defaultdict(int)
+    breakers: dict[str, list[tuple[float, str]]] = {}
+    several = len(outputs) > 1
+    for i, out in enumerate(outputs):
+        traffic = out.traffic
+        if traffic is None:
+            continue
+        _sum_counters(destinations, traffic.destinations)
+        _sum_counters(subsets, traffic.subsets)
+        _sum_counters(proxies, traffic.proxies)
+        for host, n in traffic.ejections_active.items():
+            ejections[host] += n
+        for key, changes in traffic.breakers.items():
+            breakers[f"r{i}/{key}" if several else key] = [(t, s) for t, s in changes]
+    result = TrafficResult(
+        destinations=_tidy(destinations),
+        subsets=_tidy(subsets),
+        proxies=_tidy(proxies),
+        ejections_active={h: n for h, n in sorted(ejections.items()) if n},
+        breakers=breakers,  # replications in order, each in the data plane's order
+    )
+    if not (
+        result.destinations
+        or result.subsets
+        or result.proxies
+        or result.ejections_active
+        or result.breakers
+    ):
+        return None
+    return result
 
 
 def _merge_extras(outputs: list[SimulationOutput]) -> dict[str, Any]:

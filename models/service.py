@@ -342,8 +342,10 @@ class Visit(Task):
         if start >= stats.warmup_s:  # after the warm-up only
             stats.count += 1
             stats.latency.add(now - start)
-            if failed is not None:
+            if failed is not None:  # the failed path only: the success path stays as it was
                 stats.errors += 1
+                codes = stats.error_codes
+                codes[failed.status] = codes.get(failed.status, 0) + 1
         size = request.response_size_bytes
         response: Response | None
         if failed is not None:

@@ -50,7 +50,8 @@ class ServiceStats:
     ``count``, ``errors`` and ``latency`` are of the requests answered; an injected error
     (the workload's misbehaviour) is answered, so it is in ``count`` and ``errors`` too, and
     also in ``injected_errors``; a request the application hangs on is never answered, and is
-    counted in ``hangs`` only.
+    counted in ``hangs`` only. ``error_codes`` counts the errors answered by HTTP status
+    (injected ones too), so ``sum(error_codes.values()) == errors``.
     """
 
     def __init__(self, name: str, warmup_s: float) -> None:
@@ -60,6 +61,7 @@ class ServiceStats:
         self.errors = 0
         self.injected_errors = 0
         self.hangs = 0
+        self.error_codes: dict[int, int] = {}
         self.warmup_s = warmup_s
 
 
