@@ -401,6 +401,12 @@ class Rule(_Strict):
     """A rule matches a request when one of its ``from`` and one of its ``to`` entries do
     (an absent list matches anything)."""
 
+    # Dumped as ``from`` (the field's real name), so that a dumped spec reads back and
+    # satisfies the JSON schema.
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, populate_by_name=True, serialize_by_alias=True
+    )
+
     from_: list[RuleFrom] = Field(default=[], alias="from", max_length=MAX_ITEMS)
     to: list[RuleTo] = Field(default=[], max_length=MAX_ITEMS)
 
