@@ -655,7 +655,9 @@ def with_policy(policies: list[Any], policy: Any) -> list[Any]:
     out = [p for p in policies if (p.kind, p.metadata.namespace, p.metadata.name) != key]
     if len(out) == len(policies):
         return [*policies, policy]
-    return [policy if (p.kind, p.metadata.namespace, p.metadata.name) == key else p for p in policies]
+    return [
+        policy if (p.kind, p.metadata.namespace, p.metadata.name) == key else p for p in policies
+    ]
 
 
 def policy_where(index: int, policy: Any) -> str:

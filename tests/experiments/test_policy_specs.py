@@ -201,10 +201,22 @@ def test_header_routing_sends_jason_to_v2_and_others_to_v1():
 
 @pytest.mark.parametrize("name", ["canary", "canary-smi"])
 def test_canary_sends_10_percent_to_v3(name):
-    n = requests(run(data(name, duration="6s")))
+    n = requests(run(data(name, duration="6s", changes=[])))
     reviews = n["reviews-v1"] + n["reviews-v2"] + n["reviews-v3"]
     assert n["reviews-v2"] == 0
     assert share(n["reviews-v3"], reviews, 0.1)
+
+
+def test_canary_shift_to_50_50_is_pushed_during_the_run():
+    result = run(data("canary"))
+    n = requests(result)
+    reviews = n["reviews-v1"] + n["reviews-v3"]
+    # 8 s at 10 % (2 s to 10 s) and 10 s at 50 %: about 32 % to v3 over the measured 18 s.
+    assert 0.27 < n["reviews-v3"] / reviews < 0.37
+    assert result.control_plane is not None
+    (change,) = result.control_plane.changes
+    assert change.kind == "policy" and change.service == "reviews"
+    assert change.converged == change.affected > 0
 
 
 # --- rate limits -----------------------------------------------------------------------------
