@@ -8,10 +8,12 @@ endpoint picked (:meth:`ProxiedMesh.tail_hops`). An :class:`Exchange` carries th
 
 The exchange is a flat state machine on :mod:`sim.engine` tasks, not a generator per hop: a
 network transfer and the CPU visit that follows it are one booking on the receiving proxy's
-timeline (one event), and a call's depth never grows the Python stack. The picking hop's
-:class:`~models.router.Router` chooses the endpoint and owns retries; any hop may carry a
-``local`` responder (Mixer's check today; RBAC, rate limits and injected faults later), which
-answers the request at that proxy instead of forwarding it.
+timeline (one event), and a call's depth never grows the Python stack. At the picking hop
+the proxy's :class:`~models.router.Router` runs the destination's traffic policy (its route's
+match, split, fault, mirror and timeouts; the cluster's circuit breakers, outlier detection
+and endpoint choice) and the retries; any hop may carry a ``local`` responder (an
+authorization policy, a rate limit, Mixer's check), which answers the request at that proxy
+instead of forwarding it.
 
 Each step between two places is one network transfer (propagation + size / bandwidth, plus
 the receiving proxy's io delay). At each hop the proxy runs its listener's request side; on
@@ -184,7 +186,7 @@ class ProxiedSpec(BaseModel):
             use mTLS (Istio's auto mTLS), so it behaves as ``STRICT`` here; ``DISABLE`` for
             none (Traefik Mesh has no mTLS).
         load_balancer: the policy of the proxy that picks the endpoint.
-        retries: the picking proxy's retries on connect failures.
+        retries: the picking proxy's retries, for routes without their own.
         control_plane: the control plane that pushes configuration (and signs certificates);
             None for a static configuration (no pushes, no certificates simulated).
     """
@@ -225,6 +227,7 @@ class ProxiedMesh(Mesh):
 
     spec: ProxiedSpec
     refused: Response  # what the picking proxy answers when a connection fails
+    reads_traefik = False  # whether its proxies read mesh.traefik.io annotations and SMI ACLs
 
     def __init__(self, world: World, spec: ProxiedSpec) -> None:
         super().__init__(world, spec)
@@ -364,7 +367,10 @@ class ProxiedMesh(Mesh):
     def use_policies(self, policies: PolicySet) -> None:
         """Run ``policies`` from now on: at once before the run; during it, each proxy once
         it applies the configuration that carries them (see :meth:`config_changed`). The
-        inbound side (authorization, rate limits) changes at once: its hops are rebuilt."""
+        inbound side (authorization, rate limits) changes at once: its hops are rebuilt.
+        Traefik Mesh's annotations and SMI access control are read by Traefik Mesh only."""
+        if not self.reads_traefik:
+            policies = replace(policies, traefik={}, acl=None)
         self.policies = policies
         self._routes = {k: v for k, v in self._routes.items() if not _inbound_key(k)}
 
@@ -381,7 +387,7 @@ class ProxiedMesh(Mesh):
         """SMI access control in Traefik Mesh's ACL mode, at the node proxy: a service no
         TrafficTarget names has no router (404); a caller whose service account no
         TrafficTarget of the service's lists, for this request, is refused (403)."""
-        acl = self.policies.acl
+        acl = proxy.policies.acl  # the rules the proxy was given (pushed, or polled)
         assert acl is not None
         endpoints = self.endpoints.get(host) or []
         accounts = {
@@ -550,6 +556,7 @@ class Exchange(Task):
         "attempt",
         "abandoned",
         "timer",
+        "routed",
     )
 
     def __init__(
@@ -705,7 +712,7 @@ class Exchange(Task):
         assert router is not None
         proxy = router.proxy
         now = self.env._now  # type: ignore[attr-defined]
-        self.sent = now  # when the node proxy starts forwarding (the breaker's latency)
+        self.routed = now  # when the node proxy starts forwarding (the breaker's latency)
         traefik = router.traefik
         if traefik is not None and traefik.breaker is not None and not traefik.breaker.allow(now):
             traefik.stats.circuit_breaker_open += 1
@@ -778,13 +785,13 @@ class Exchange(Task):
         stats = cluster.stats
         if cluster.active >= cluster.max_requests:  # http2MaxRequests
             stats.upstream_rq_pending_overflow += 1
-            self._finish(OVERFLOWED, self.flags, False)
+            self._no_try(OVERFLOWED)
             return
         retry = self.action.retry or self.router.retry  # type: ignore[union-attr]
         dst = cluster.pick(self.request, self.src, self.tried, retry.host_attempts)
         if dst is None:
             self.mesh.count("no_route")
-            self._finish(NO_UPSTREAM, self.flags, False)
+            self._no_try(NO_UPSTREAM)
             return
         cluster.started(dst)
         stats.upstream_rq_total += 1
@@ -802,6 +809,14 @@ class Exchange(Task):
             )
             return
         self._picked()
+
+    def _no_try(self, response: Response) -> None:
+        """The try could not start (the cluster overflowed, or has no endpoint): answer. A
+        retry that does not start leaves the retry budget."""
+        if self.tries and self.cluster.retries is not None:
+            self.cluster.retries.finished()
+        self.phase = 0
+        self._finish(response, self.flags, False)
 
     def _attempt(self, dst: PodBase) -> None:
         """Run this try as an attempt that a timer can give up on."""
@@ -1087,7 +1102,7 @@ class Exchange(Task):
         traefik = self.router.traefik  # type: ignore[union-attr]
         if traefik is not None and traefik.breaker is not None:
             now = self.env._now  # type: ignore[attr-defined]
-            traefik.breaker.record(now, status, now - self.sent)
+            traefik.breaker.record(now, status, now - self.routed)
         if from_upstream and status >= 500:
             stats.upstream_rq_5xx += 1
         action = self.action
@@ -1096,6 +1111,7 @@ class Exchange(Task):
         if (
             outcome != "overflow"
             and self.parent is not None
+            and action.fault is None  # a route with a fault has no retries (Istio)
             and retry.on.retries(outcome, status, self.request.protocol == "grpc")  # type: ignore[arg-type]
         ):
             if self.tries < retry.attempts:
@@ -1125,7 +1141,9 @@ class Exchange(Task):
                         self._next = self._retry
                         self.wake_at(when)
                     return
+                # Envoy's router marks a retry the circuit breaker refuses as an overflow.
                 stats.upstream_rq_retry_overflow += 1
+                flags = _join(flags, Flags.UPSTREAM_OVERFLOW)
             elif retry.attempts:
                 stats.upstream_rq_retry_limit_exceeded += 1
                 flags = _join(flags, Flags.UPSTREAM_RETRY_LIMIT)
@@ -1175,10 +1193,11 @@ class Exchange(Task):
             self.attempt.abandon()
         if which == -1:
             proxy_stats.upstream_rq_timeout += 1
-            if self.phase == 1:
+            if self.phase == 1:  # a try in flight
                 self.cluster.finished(self.dst)
-                if self.tries and self.cluster.retries is not None:
-                    self.cluster.retries.finished()
+            # The retry in flight, or the one the back-off waits for, leaves the budget.
+            if self.tries and self.cluster.retries is not None:
+                self.cluster.retries.finished()
             self.phase = 0
             self._finish(TIMED_OUT, self.flags, False)
             return

@@ -7,12 +7,14 @@ Every pod on a node shares its proxy's workers, and its failure. Traefik Mesh ha
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import TYPE_CHECKING, Literal
 
 from models.dataplane import Hop, MtlsMode, ProxiedMesh, ProxiedSpec
 from models.loadbalancer import LbPolicy
 from models.messages import Response
 from models.proxy import Proxy, ProxySpec
+from models.routing import PolicySet
 from models.scoping import ConfigIndex
 from models.world import PodBase, World
 
@@ -50,6 +52,7 @@ class PerNodeMesh(ProxiedMesh):
 
     architecture = "per_node"
     spec: PerNodeSpec
+    reads_traefik = True
 
     def __init__(self, world: World, spec: PerNodeSpec) -> None:
         super().__init__(world, spec)
@@ -57,6 +60,12 @@ class PerNodeMesh(ProxiedMesh):
         self.node_proxies: dict[str, Proxy] = {}
         # Traefik answers a failed connection with 502 Bad Gateway (no Envoy flags).
         self.refused = Response(502, 11)
+
+    def use_policies(self, policies: PolicySet) -> None:
+        # In ACL mode, what no TrafficTarget allows is denied: with none, everything.
+        if self.spec.acl and policies.acl is None:
+            policies = replace(policies, acl=())
+        super().use_policies(policies)
 
     def make_proxies(
         self, pods: list[ServicePod], clients: list[ClientPod], index: ConfigIndex

@@ -463,3 +463,41 @@ def test_routing_without_policies_matches_the_plain_router():
     )
     assert plain.end_to_end.latency == ruled.end_to_end.latency
     assert plain.status_codes == ruled.status_codes
+
+
+def test_a_route_with_a_fault_has_no_retries_and_a_refused_retry_is_an_overflow():
+    failing = service("srv", misbehaviour={"error_ratio": 1.0})
+    delayed = virtual_service(
+        "srv", {"fault": {"delay": {"fixedDelay": "10ms", "percentage": {"value": 100}}}}
+    )
+    _, out = run(spec([failing], [delayed]))
+    assert received(out, "srv") == 1  # Istio: with a fault, the route's retries are off
+    assert out.workload.flags == {"DI": 1}
+    capped = destination_rule("srv", {"connectionPool": {"http": {"maxRetries": 0}}})
+    _, out = run(spec([failing], [capped]))
+    assert received(out, "srv") == 1
+    assert out.workload.flags == {"UO": 1}  # Envoy's router: a refused retry overflowed
+
+
+def test_traefik_annotations_are_for_traefik_mesh_only():
+    limited = service(
+        "srv",
+        annotations={
+            "mesh.traefik.io/ratelimit-average": "1",
+            "mesh.traefik.io/ratelimit-burst": "1",
+        },
+    )
+    load = {"kind": "closed_loop", "connections": 1, "qps": 8}
+    _, sidecars = run(spec([limited], workload=load, duration=0.99))
+    assert sidecars.workload.status_codes == {200: 8}
+    mesh = {"architecture": "per_node", "proxy": {"concurrency": 2}}
+    _, traefik = run(spec([limited], mesh=mesh, workload=load, duration=0.99))
+    assert traefik.workload.status_codes.get(429, 0) > 0
+
+
+def test_traefik_acl_mode_without_traffic_targets_has_no_route_to_anything():
+    mesh = {"architecture": "per_node", "acl": True, "proxy": {"concurrency": 2}}
+    load = {"kind": "closed_loop", "connections": 1, "qps": 8}
+    _, out = run(spec([service("srv")], mesh=mesh, workload=load, duration=0.99))
+    assert out.workload.status_codes == {404: 8}
+    assert received(out, "srv") == 0
