@@ -31,7 +31,7 @@ from experiments.profiles import ProfileError, list_profiles, resolve_mesh, vali
 from experiments.sweep import SweepSpec, sweep_points
 from models.architectures import ARCHITECTURES
 from models.control_plane import ConfigChangeSpec
-from models.faults import FaultSpec
+from models.faults import MESH_FAULTS, FaultSpec
 from models.policies import MAX_POLICIES, Policy, PolicyKind, with_policy
 from models.policy_check import check_annotations, check_policies
 from models.workload import WorkloadSpec
@@ -285,14 +285,29 @@ class ExperimentSpec(BaseModel):
                 raise ValueError(
                     f"faults.{i}.kind: a control_plane_outage needs a mesh with a control_plane"
                 )
+            if fault.kind == "ca_outage" and (
+                getattr(mesh, "control_plane", None) is None
+                or getattr(mesh.control_plane, "certificates", None) is None
+            ):
+                raise ValueError(
+                    f"faults.{i}.kind: a ca_outage needs a control_plane with certificates"
+                )
+            end = fault.end_s(float("inf"))
             for j, other in enumerate(self.faults[:i]):
-                if other.kind == fault.kind and (
-                    fault.start < other.start + other.duration
-                    and other.start < fault.start + fault.duration
+                if (
+                    other.kind == fault.kind
+                    and fault.kind in MESH_FAULTS
+                    and fault.start < other.end_s(float("inf"))
+                    and other.start < end
                 ):
                     raise ValueError(f"faults.{i}: overlaps faults.{j}, of the same kind")
-            if fault.start + fault.duration > self.duration:
+            if fault.start >= self.duration:
+                raise ValueError(
+                    f"faults.{i}.start: {fault.start:g} s is after the run ({self.duration:g} s)"
+                )
+            if fault.duration is not None and fault.start + fault.duration > self.duration:
                 raise ValueError(f"faults.{i}: the fault ends after the run ({self.duration:g} s)")
+            _check_fault_target(i, fault, self, mesh)
         return self
 
     @model_validator(mode="after")
@@ -392,6 +407,67 @@ class ExperimentSpec(BaseModel):
     def resolve_topology(self) -> TopologySpec:
         """The topology this spec names."""
         return self.topology.resolve()
+
+
+def _check_fault_target(i: int, fault: FaultSpec, spec: ExperimentSpec, mesh: Any) -> None:
+    """The pods, nodes or zones a fault names exist; a proxy crash needs proxies."""
+    if fault.kind in MESH_FAULTS:
+        return
+    try:
+        topology = spec.resolve_topology()
+    except TopologyError:
+        return
+    where = f"faults.{i}.target"
+    nodes = {n.name for n in topology.cluster.nodes}
+    zones = {n.zone for n in topology.cluster.nodes}
+    target = fault.target
+    graph = topology.call_graph
+    if target.node is not None and target.node not in nodes:
+        raise ValueError(
+            f"{where}.node: no node {target.node!r}; nodes: {', '.join(sorted(nodes))}"
+        )
+    if target.zone is not None and target.zone not in zones:
+        raise ValueError(
+            f"{where}.zone: no zone {target.zone!r}; zones: {', '.join(sorted(zones))}"
+        )
+    if target.link is not None:
+        for k, name in enumerate(target.link):
+            if name not in nodes and name not in zones:
+                raise ValueError(f"{where}.link.{k}: {name!r} is neither a node nor a zone")
+        if target.link[0] == target.link[1]:
+            raise ValueError(f"{where}.link: a link between {target.link[0]!r} and itself")
+        return
+    if fault.kind == "node_failure":
+        return
+    if target.service is not None and target.service not in graph.hosts():
+        raise ValueError(f"{where}.service: no service {target.service!r}")
+    names = {s.name for s in graph.services}
+    if target.workload is not None and target.workload not in names:
+        raise ValueError(f"{where}.workload: no workload {target.workload!r}")
+    pods = [p for p in topology.pods().pods if _pod_selected(p, target, graph, topology)]
+    only_place = not any((target.service, target.workload, target.version, target.pod)) and (
+        target.node is not None or target.zone is not None
+    )
+    if not pods and not (fault.kind == "proxy_crash" and only_place):
+        raise ValueError(f"{where}: selects no pod")
+    if fault.kind == "proxy_crash" and getattr(mesh, "architecture", "none") in (
+        "none",
+        "proxyless",
+    ):
+        raise ValueError(f"faults.{i}.kind: the {mesh.architecture!r} mesh has no proxy to crash")
+
+
+def _pod_selected(pod: Any, target: Any, graph: Any, topology: TopologySpec) -> bool:
+    svc = graph.service(pod.service)
+    zone = {n.name: n.zone for n in topology.cluster.nodes}[pod.node]
+    return (
+        (target.service is None or svc.host_name == target.service)
+        and (target.workload is None or svc.name == target.workload)
+        and (target.version is None or svc.version == target.version)
+        and (target.pod is None or pod.name == target.pod)
+        and (target.node is None or pod.node == target.node)
+        and (target.zone is None or zone == target.zone)
+    )
 
 
 def _check_visits(topology: TopologySpec, ref: TopologyRef) -> None:

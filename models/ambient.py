@@ -142,6 +142,9 @@ class AmbientMesh(ProxiedMesh):
             balancer = self._waypoint_balancers[key] = make_balancer("random", waypoints, uniform)
         return balancer.pick()
 
+    def proxies_of(self, pods: list[PodBase]) -> list[Proxy]:
+        return [self.ztunnels[n] for n in sorted({pod.node.name for pod in pods})]
+
     def proxies(self) -> list[Proxy]:
         found = [self.ztunnels[k] for k in sorted(self.ztunnels)]
         for host in sorted(self.waypoints):

@@ -238,6 +238,7 @@ class ControlPlane:
         self.version = 0
         self.view = view
         self.down = False
+        self.ca_down = False  # the CA alone is down (a ca_outage): pushes go on
         self._recovered = self.env.event()
         nodes = sorted(world.nodes)
         offset = stable_hash(f"control-plane-{spec.kind}") % len(nodes)
@@ -481,7 +482,7 @@ class ControlPlane:
         env = self.env
         jitter = UniformDist(low=0.0, high=1.0).sampler(self.world.rng(f"{client.proxy.name}.cert"))
         while not client.gone:
-            while self.down:  # the CA does not answer: retry later
+            while self.down or self.ca_down:  # the CA does not answer: retry later
                 self.signature_failures += 1
                 yield env.timeout(spec.retry_interval)
             yield from self.ca.execute(spec.sign_cpu)

@@ -55,6 +55,7 @@ from models.routing import (
 from models.scoping import ConfigIndex, Scoping
 from models.world import Node, PodBase, World
 from sim.engine import Task, drive
+from sim.network import NEVER, FaultedLink
 from sim.recorder import record_hop
 from sim.units import Duration
 
@@ -233,6 +234,8 @@ class ProxiedMesh(Mesh):
         super().__init__(world, spec)
         self.retry = spec.retries.policy()
         self.refused = CONNECT_FAILED
+        # How long a connection into a black hole waits (Istio's connectTimeout).
+        self.connect_timeout: float = ISTIO["connectionPool.tcp.connectTimeout"]
         # The experiment's traffic policies, compiled (set before ``attach``).
         self.policies: PolicySet = EMPTY_POLICIES
         self.control_plane: ControlPlane | None = None
@@ -332,6 +335,9 @@ class ProxiedMesh(Mesh):
     def set_fault(self, kind: str, active: bool) -> None:
         if kind == "control_plane_outage" and self.control_plane is not None:
             self.control_plane.set_down(active)
+            return
+        if kind == "ca_outage" and self.control_plane is not None:
+            self.control_plane.ca_down = active
             return
         super().set_fault(kind, active)
 
@@ -594,6 +600,9 @@ class Exchange(Task):
 
     def start(self) -> None:
         hops = self.hops = self.mesh.first_hops(self.src, self.host)
+        if hops[0].proxy.down:  # the app cannot reach its proxy: its call fails at once
+            self.mesh.answer_now(self.parent, self.slot, APP_REFUSED)  # type: ignore[arg-type]
+            return
         self.picker = len(hops) - 1
         self._to_hop(0)
 
@@ -799,16 +808,34 @@ class Exchange(Task):
             self._attempt(dst)
             return
         self.dst = dst
-        if not dst.alive:  # the pod is gone: its node refuses the connection
-            proxy = self.hops[self.picker].proxy
-            self.sent = self.env._now  # type: ignore[attr-defined]
-            self._next = self._refused
-            self.wake_at(
-                self.env._now  # type: ignore[attr-defined]
-                + proxy.net.rtt(self.mesh.world.link(proxy.node, dst.node))
-            )
-            return
+        if not dst.alive or self.mesh.world.faults_active:
+            fails = self._connect_fails(dst)
+            if fails is not None:  # refused (a gone pod, a crashed proxy) or black-holed
+                self.sent = self.env._now  # type: ignore[attr-defined]
+                self._next = self._refused
+                self.wake_at(self.env._now + fails)  # type: ignore[attr-defined]
+                return
         self._picked()
+
+    def _connect_fails(self, dst: PodBase) -> float | None:
+        """None when a connection to ``dst`` (through the hops after this one) can open;
+        else how long the try takes to fail: a round trip when it is refused (the pod is
+        gone, a proxy on the way is down), the connect timeout when it goes into a black
+        hole (a failed node, a partition) and nobody answers."""
+        proxy = self.hops[self.picker].proxy
+        world = self.mesh.world
+        link = world.link(proxy.node, dst.node)
+        if isinstance(link, FaultedLink) and link.cut:
+            return self.cluster.connect_timeout or self.mesh.connect_timeout
+        if not dst.alive:
+            return proxy.net.rtt(link)
+        for hop in self.mesh.tail_hops(proxy, dst):
+            hop_link = world.link(proxy.node, hop.proxy.node)
+            if isinstance(hop_link, FaultedLink) and hop_link.cut:
+                return self.cluster.connect_timeout or self.mesh.connect_timeout
+            if hop.proxy.down:
+                return proxy.net.rtt(hop_link)
+        return None
 
     def _no_try(self, response: Response) -> None:
         """The try could not start (the cluster overflowed, or has no endpoint): answer. A
@@ -848,6 +875,7 @@ class Exchange(Task):
         attempt.tries = self.tries
         attempt.tried = self.tried
         attempt.flags = ""
+        attempt.owner = self
         self.attempt = attempt
         self.dst = dst
         self.phase = 1
@@ -856,15 +884,13 @@ class Exchange(Task):
             # Envoy starts a try's timer when the connection is ready; this starts it when
             # the endpoint is picked (the same unless the pool makes the try wait).
             _Timer(self, self.tries).wake_at(self.env._now + retry.per_try_timeout)  # type: ignore[attr-defined]
-        if not dst.alive:
-            proxy = self.hops[self.picker].proxy
-            attempt.sent = self.env._now  # type: ignore[attr-defined]
-            attempt._next = attempt._refused
-            attempt.wake_at(
-                self.env._now  # type: ignore[attr-defined]
-                + proxy.net.rtt(self.mesh.world.link(proxy.node, dst.node))
-            )
-            return
+        if not dst.alive or self.mesh.world.faults_active:
+            fails = self._connect_fails(dst)
+            if fails is not None:
+                attempt.sent = self.env._now  # type: ignore[attr-defined]
+                attempt._next = attempt._refused
+                attempt.wake_at(self.env._now + fails)  # type: ignore[attr-defined]
+                return
         attempt._picked()
 
     def _refused(self) -> None:
@@ -872,7 +898,8 @@ class Exchange(Task):
         if self.owner is not None and self.abandoned:
             return
         proxy = self.hops[self.picker].proxy
-        self.mesh.count("stale_connect_failures")
+        if not self.dst.alive:  # type: ignore[union-attr]
+            self.mesh.count("stale_connect_failures")
         self.cluster.stats.upstream_cx_connect_fail += 1
         now = self.env._now  # type: ignore[attr-defined]
         # The span of the refused connection (its round trip), as a failed one.
@@ -959,6 +986,8 @@ class Exchange(Task):
         now = self.env._now  # type: ignore[attr-defined]
         link = here.node.links.get(dst.node) or self.mesh.world.link(here.node, dst.node)
         network = here.net.delay(link, request.size_bytes)
+        if network == NEVER:  # a partition or a failed node: the request is lost
+            return
         here.net_sink.add(now, now + network, True, request.trace)
         dst.serve(request, self, now + network)  # type: ignore[attr-defined]
 
@@ -1011,6 +1040,8 @@ class Exchange(Task):
             src = self.src
             link = here.node.links.get(src.node) or self.mesh.world.link(here.node, src.node)
             network = here.net.delay(link, size)
+            if network == NEVER:  # the response is lost on the way
+                return
             here.net_sink.add(now, now + network, True, request.trace)
             self._next = self._deliver
             if network > 0.0:
@@ -1364,6 +1395,7 @@ def _pending(cluster: Cluster) -> int:
 
 
 CONNECT_FAILED = Response(503, 0, Flags.UPSTREAM_CONNECT_FAILURE)
+APP_REFUSED = Response(503, 0)  # the app's own error: its proxy refused the connection
 NO_UPSTREAM = Response(503, 0, Flags.NO_HEALTHY_UPSTREAM)
 OVERFLOWED = Response(503, 0, Flags.UPSTREAM_OVERFLOW)
 TIMED_OUT = Response(504, 24, Flags.UPSTREAM_TIMEOUT)  # "upstream request timeout"

@@ -105,6 +105,34 @@ class Mesh:
         for pod in pods:
             pod.alive = False
 
+    def set_ready(self, pods: list[Any], ready: bool) -> None:
+        """Pods leave (or rejoin) their services' endpoints, as Kubernetes takes a pod whose
+        readiness fails out of them; the mesh learns of it as of any change."""
+        hosts: set[str] = set()
+        for pod in pods:
+            current = self.endpoints.get(pod.host, [])
+            if ready and pod not in current:
+                self.endpoints[pod.host] = sorted([*current, pod], key=lambda p: p.name)
+            elif not ready and pod in current:
+                self.endpoints[pod.host] = [p for p in current if p is not pod]
+            else:
+                continue
+            hosts.add(pod.host)
+        for host in sorted(hosts):
+            self.config_changed("readiness", host, {host})
+
+    def all_pods(self) -> list[Any]:
+        """Every pod that is an endpoint now."""
+        return [pod for pods in self.endpoints.values() for pod in pods]
+
+    def proxies_of(self, pods: list[Any]) -> list[Any]:
+        """The proxies these pods' traffic goes through (for a proxy crash)."""
+        raise ValueError(f"the {self.architecture} mesh has no proxy to crash")
+
+    def proxy_is_pods(self, proxies: list[Any]) -> bool:
+        """Whether a crash of these proxies takes their pods down too (sidecars)."""
+        return False
+
     def config_index(self) -> ConfigIndex:
         """The mesh's services and endpoints now, for each component's share of them."""
         return ConfigIndex.build(

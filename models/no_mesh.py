@@ -16,7 +16,7 @@ from models.mesh import Mesh, Parent
 from models.messages import Flags, Request, Response
 from models.service import Visit
 from models.world import PodBase, World
-from sim.network import LinkClass
+from sim.network import NEVER, LinkClass
 
 __all__ = ["NoMeshSpec", "NoMesh"]
 
@@ -74,6 +74,8 @@ class NoMesh(Mesh):
         now = self.env._now  # type: ignore[attr-defined]
         delay = src.net.delay(link, request.size_bytes)
         if delay > 0.0:
+            if delay == NEVER:  # a partition or a failed node: the request is lost
+                return
             src.net_sink.add(now, now + delay, True, request.trace)
         visit = _DirectVisit(dst, request, parent)
         visit.slot = slot
@@ -98,6 +100,8 @@ class _DirectVisit(Visit):
         delay = dst.net.delay(self.link, response.size_bytes)
         self._next = self._deliver
         if delay > 0.0:
+            if delay == NEVER:  # the response is lost on the way
+                return
             dst.net_sink.add(now, now + delay, True, self.request.trace)
             self.wake_at(now + delay)
         else:

@@ -58,8 +58,11 @@ class PerNodeMesh(ProxiedMesh):
         super().__init__(world, spec)
         self.mtls = spec.mtls_mode != "DISABLE"
         self.node_proxies: dict[str, Proxy] = {}
-        # Traefik answers a failed connection with 502 Bad Gateway (no Envoy flags).
+        # Traefik answers a failed connection with 502 Bad Gateway (no Envoy flags), after
+        # its dial timeout (serversTransport forwardingTimeouts.dialTimeout, 30 s) when
+        # nothing answers.
         self.refused = Response(502, 11)
+        self.connect_timeout = 30.0
 
     def use_policies(self, policies: PolicySet) -> None:
         # In ACL mode, what no TrafficTarget allows is denied: with none, everything.
@@ -107,3 +110,6 @@ class PerNodeMesh(ProxiedMesh):
 
     def proxies(self) -> list[Proxy]:
         return [self.node_proxies[k] for k in sorted(self.node_proxies)]
+
+    def proxies_of(self, pods: list[PodBase]) -> list[Proxy]:
+        return [self.node_proxies[n] for n in sorted({pod.node.name for pod in pods})]

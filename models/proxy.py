@@ -173,6 +173,7 @@ class Proxy:
         self.cert_expires_s = float("inf")
         self.cert_ready: simpy.Event | None = None
         self.retired = False  # its pod is gone
+        self.down = False  # crashed (a proxy_crash fault): connections to it are refused
         self.pools: dict[tuple[str, bool], ConnectionPool] = {}
         self.connections = 0
         self.peak_connections = 0

@@ -21,6 +21,7 @@ from models.scoping import Scoping, known_config
 from models.world import PodBase, World
 from sim.distributions import UniformDist
 from sim.engine import Task
+from sim.network import NEVER
 from sim.servers import CpuServer
 
 if TYPE_CHECKING:
@@ -177,6 +178,8 @@ class _LibraryCall(Task):
     def _send(self, sender: PodBase, size_bytes: int) -> float:
         now = self.env._now  # type: ignore[attr-defined]
         delay = sender.net.delay(self.link, size_bytes)
+        if delay == NEVER:  # lost on the way: booked nowhere, waited for past the end
+            return NEVER
         sender.net_sink.add(now, now + delay, True, self.request.trace)
         return now + delay
 

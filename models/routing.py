@@ -271,6 +271,7 @@ class ClusterPolicy:
     budget: tuple[float, int] | None = None
     outlier: Mapping[str, Any] | None = None
     panic_threshold: float = ISTIO["outlierDetection.minHealthPercent"]
+    connect_timeout: float | None = None
 
     @property
     def limits_pools(self) -> bool:
@@ -323,6 +324,7 @@ class Cluster:
         self._uniform = uniform
         self._in_flight = in_flight
         self.active = 0  # requests in flight (max_requests, the retry budget)
+        self.connect_timeout = policy.connect_timeout  # None: the mesh's
         self.max_requests = policy.max_requests if policy.max_requests is not None else UNLIMITED
         self.retries: RetryBudget | None = None
         if policy.max_retries is not None or policy.budget is not None:
@@ -874,6 +876,7 @@ def _cluster_policy(policy: TrafficPolicy | None, selector: dict[str, str] | Non
         max_requests=http.http2MaxRequests if http is not None else None,
         max_requests_per_connection=http.maxRequestsPerConnection if http is not None else None,
         max_retries=http.maxRetries if http is not None else None,
+        connect_timeout=tcp.connectTimeout if tcp is not None else None,
         budget=budget,
         outlier=outlier,
         panic_threshold=panic,

@@ -200,6 +200,18 @@ class ServicePod(PodBase):
             stream = world.rng(f"{name}.misbehaviour")
             self._misbehaviour = Misbehaviour(spec.misbehaviour, stream)
 
+    def misbehave(self, spec: MisbehaviourSpec) -> Misbehaviour | None:
+        """Misbehave as ``spec`` says from now on (a scheduled fault); return the
+        misbehaviour it replaces, for :meth:`restore_misbehaviour`."""
+        before = self._misbehaviour
+        stream = self.world.rng(f"{self.name}.misbehaviour")
+        self._misbehaviour = Misbehaviour(spec, stream)
+        return before
+
+    def restore_misbehaviour(self, before: Misbehaviour | None) -> None:
+        """Behave as before the fault."""
+        self._misbehaviour = before
+
     def serve(self, request: Request, parent: Parent, arrival_s: float) -> None:
         """Take ``request``, which arrives at ``arrival_s`` (>= now); its response goes to
         ``parent.on_reply(0, response)``."""
@@ -376,7 +388,8 @@ class _ExtraLatency:
 
     def _answer(self) -> None:
         visit = cast(Visit, self)
-        delay = visit.pod._misbehaviour.delay()  # type: ignore[union-attr]
+        misbehaviour = visit.pod._misbehaviour  # None if a scheduled one ended meanwhile
+        delay = misbehaviour.delay() if misbehaviour is not None else 0.0
         if delay > 0.0:
             visit._next = self._answer_now
             visit.wake_at(visit.env._now + delay)  # type: ignore[attr-defined]

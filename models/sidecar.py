@@ -115,6 +115,12 @@ class SidecarMesh(ProxiedMesh):
     def proxies(self) -> list[Proxy]:
         return list(self.sidecars.values())
 
+    def proxies_of(self, pods: list[PodBase]) -> list[Proxy]:
+        return [self.sidecars[pod.name] for pod in pods]
+
+    def proxy_is_pods(self, proxies: list[Proxy]) -> bool:
+        return True
+
     def retire_proxies(self, pods: list[ServicePod]) -> list[Proxy]:
         return [self.sidecars[pod.name] for pod in pods]
 

@@ -59,6 +59,8 @@ class SimulationOutput:
     extras: dict[str, Any] = field(default_factory=dict)
     # What the routers counted (``models.dataplane.TrafficOutput``); None without proxies.
     traffic: Any = None
+    # What each fault hit and when (``models.faults.FaultRecord``), in the spec's order.
+    faults: list[Any] = field(default_factory=list)
 
 
 class Simulation:
@@ -252,7 +254,9 @@ class Simulation:
 
     def _run(self) -> SimulationOutput:
         self.workload.start()
-        schedule_faults(self.env, self.mesh, self.faults)
+        self.fault_records = schedule_faults(
+            self.env, self.mesh, self.faults, self.pods, self.world, self.duration_s
+        )
         if self.changes:
             self.env.process(self._change_schedule())
         if self.warmup_s > 0:
@@ -270,6 +274,7 @@ class Simulation:
             memory_bytes=self.mesh.memory_bytes(),
             extras=self.mesh.extras(),
             traffic=self.mesh.traffic(),
+            faults=self.fault_records,
             proxies=[
                 ProxyUsage(
                     p.scope,

@@ -150,6 +150,9 @@ class World:
         self.warmup_s = warmup_s
         self.streams = RandomStreams(seed)
         self.runner = Runner(env)  # the data plane's tasks hand over to each other here
+        # Faults in force that make some place unreachable or some proxy down (the data
+        # plane checks where a connection goes only while there is one).
+        self.faults_active = 0
         self.recorder = Recorder(warmup_s, trace_every=trace_every)
         self.nodes = {spec.name: Node(env, spec) for spec in topology.cluster.nodes}
         self.placement = topology.pods()

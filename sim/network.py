@@ -7,6 +7,7 @@ bandwidth`` to serialise.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from enum import Enum
 
@@ -16,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sim.distributions import DistributionSpec
 from sim.units import Bandwidth
 
-__all__ = ["LinkClass", "NetworkPort", "NetworkSpec", "link_class"]
+__all__ = ["LinkClass", "NetworkPort", "NetworkSpec", "link_class", "FaultedLink", "NEVER"]
 
 
 class LinkClass(str, Enum):
@@ -29,6 +30,40 @@ class LinkClass(str, Enum):
     # Enum hashes by member name in Python code; hashing as the plain string is C-fast (it sits
     # on the delay hot path as a dict key) and lets "same_zone" and SAME_ZONE share a slot.
     __hash__ = str.__hash__
+
+
+NEVER = math.inf
+"""The delay of a message that never arrives (a partitioned link, a failed node): whoever
+books it drops it (``sim.servers``), and whoever waits for it waits past the end of the run."""
+
+
+class FaultedLink:
+    """A link under a fault: ``base``'s propagation plus ``extra`` seconds, and each message
+    lost with probability ``loss`` is sent again after a retransmission timeout (``rto``,
+    doubling, as TCP backs off); ``cut`` loses everything (a partition: the delay is
+    :data:`NEVER`). Each fault makes its own object, so a port's cached sampler for it is its
+    own and the link class's is untouched.
+    """
+
+    __slots__ = ("base", "extra", "loss", "cut", "rto")
+
+    def __init__(
+        self,
+        base: LinkClass,
+        extra: float = 0.0,
+        loss: float = 0.0,
+        cut: bool = False,
+        rto: float = 0.2,
+    ) -> None:
+        self.base = LinkClass(base)
+        self.extra = extra
+        self.loss = loss
+        self.cut = cut
+        self.rto = rto
+
+    def __repr__(self) -> str:
+        what = "cut" if self.cut else f"+{self.extra:g} s, loss {self.loss:g}"
+        return f"FaultedLink({self.base.value}, {what})"
 
 
 class NetworkSpec(BaseModel):
@@ -77,13 +112,38 @@ class NetworkPort:
         self._inv_bandwidth = 1.0 / spec.bandwidth
         self._samplers: dict[LinkClass, Callable[[], float]] = {}
 
-    def _sampler(self, link: LinkClass) -> Callable[[], float]:
-        sampler = self._samplers.get(link)
+    def _sampler(self, link: LinkClass | FaultedLink) -> Callable[[], float]:
+        sampler = self._samplers.get(link)  # type: ignore[arg-type]
         if sampler is None:
+            if isinstance(link, FaultedLink):
+                sampler = self._faulted(link)
+                self._samplers[link] = sampler  # type: ignore[index]
+                return sampler
             link = LinkClass(link)
             sampler = self.spec.propagation(link).sampler(self._rng)
             self._samplers[link] = sampler
         return sampler
+
+    def _faulted(self, link: FaultedLink) -> Callable[[], float]:
+        if link.cut:
+            return _never
+        base = self._sampler(link.base)
+        extra = link.extra
+        if link.loss <= 0.0:
+            return lambda: base() + extra
+        loss, rto, rng = link.loss, link.rto, self._rng
+
+        def lossy() -> float:
+            # Each try of the message is lost with probability ``loss``; a lost one is sent
+            # again after the retransmission timeout, which doubles each time.
+            delay = base() + extra
+            wait = rto
+            while rng.random() < loss:
+                delay += wait
+                wait *= 2.0
+            return delay
+
+        return lossy
 
     def delay(self, link: LinkClass, size_bytes: int) -> float:
         """Return the one-way delay of a message.
@@ -109,6 +169,10 @@ class NetworkPort:
         """
         sampler = self._samplers.get(link) or self._sampler(link)
         return sampler() + sampler()
+
+
+def _never() -> float:
+    return NEVER
 
 
 def link_class(node_a: str, zone_a: str, node_b: str, zone_b: str) -> LinkClass:

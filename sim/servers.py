@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 import simpy
 
 from sim.engine import NORMAL, TASK_CALLBACKS, drive, schedule_at
+from sim.network import NEVER
 from sim.stats import TimeWeighted
 
 if TYPE_CHECKING:
@@ -207,6 +208,8 @@ class FifoServer(CpuServer):
                 self._area += end - now
                 res = task.res = [now, work_s, start, end]
         else:
+            if arrival_s == NEVER:  # a message that never arrives: nothing to book
+                return
             res = task.res = [arrival_s, work_s, 0.0, 0.0]
             if not ahead:
                 self._base = self._free.copy()
@@ -387,6 +390,8 @@ class ContendedServer(CpuServer):
 
             drive(env, self.execute(work_s), done)
 
+        if arrival_s == NEVER:  # a message that never arrives
+            return
         if arrival_s > env.now:
             event = simpy.Event(env)
             event._ok = True
