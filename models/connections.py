@@ -141,7 +141,10 @@ class ConnectionPool:
             conn = self._idle.pop()
             conn.active = 1
             return conn
-        if limits.connections < limits.max_connections:
+        # Envoy opens a connection to a host that has none even when the cluster's limit is
+        # reached, so that its requests are never queued with no way to be served
+        # (ConnPoolImplBase::tryCreateNewConnection).
+        if limits.connections < limits.max_connections or not self._open:
             conn = self._reserve()
             ready = conn.ready
             assert ready is not None

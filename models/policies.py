@@ -31,6 +31,7 @@ data plane runs.
 from __future__ import annotations
 
 import re
+import re._parser as _re_parser  # the stdlib parser of re (what re.compile parses)
 from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -67,12 +68,52 @@ MAX_ITEMS = 256
 
 MAX_REGEX = 1024
 """The longest regular expression a match may hold. Istio compiles them with RE2 (linear
-time); Python's ``re`` backtracks, so a pattern is also refused when it nests a repetition
-inside a repetition (``(a+)+``), the shape that makes backtracking exponential."""
+time); Python's ``re`` backtracks, so a pattern is also refused when a repetition applies to
+something that can itself match in several ways (a repetition, an optional part or an
+alternation inside it: ``(a+)+``, ``(a|a)*``, ``(a?){25}``), the shapes that make
+backtracking exponential."""
+
+MAX_DURATION_S = 315_576_000_000.0
+"""The longest duration a policy may hold: protobuf's Duration limit (10,000 years)."""
 
 NAME = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
 
-_NESTED_REPEAT = re.compile(r"\((?:[^()\\]|\\.)*[+*}](?:[^()\\]|\\.)*\)\s*[+*{]")
+_REPEATS = {"MAX_REPEAT", "MIN_REPEAT", "POSSESSIVE_REPEAT"}
+
+
+def _ambiguous(parsed: Any) -> bool:
+    """Whether a parsed pattern repeats (more than once) a part that can match in several
+    ways: a repetition, an alternation, or an optional part inside a repetition."""
+    for op, arg in parsed:
+        name = str(op)
+        if name in _REPEATS:
+            low, high, sub = arg
+            if high != 1 and _varies(sub):
+                return True
+            if _ambiguous(sub):
+                return True
+        elif name == "SUBPATTERN":
+            if _ambiguous(arg[-1]):
+                return True
+        elif name == "BRANCH":
+            if any(_ambiguous(branch) for branch in arg[1]):
+                return True
+        elif name in ("ASSERT", "ASSERT_NOT") and _ambiguous(arg[1]):
+            return True
+    return False
+
+
+def _varies(parsed: Any) -> bool:
+    """Whether a parsed pattern contains a repetition or an alternation."""
+    for op, arg in parsed:
+        name = str(op)
+        if name in _REPEATS or name == "BRANCH":
+            return True
+        if name == "SUBPATTERN" and _varies(arg[-1]):
+            return True
+        if name in ("ASSERT", "ASSERT_NOT") and _varies(arg[1]):
+            return True
+    return False
 
 
 class _Strict(BaseModel):
@@ -91,15 +132,18 @@ class ObjectMeta(_Strict):
 def _regex(value: str) -> str:
     if len(value) > MAX_REGEX:
         raise ValueError(f"a regex of at most {MAX_REGEX} characters, got {len(value)}")
-    if _NESTED_REPEAT.search(value):
-        raise ValueError(
-            f"regex {value!r} nests a repetition inside a repetition (backtracking explodes; "
-            "write it without the outer repetition)"
-        )
     try:
         re.compile(value)
-    except re.error as error:
+        parsed = _re_parser.parse(value)
+    except (re.error, RecursionError) as error:
         raise ValueError(f"regex {value!r} does not compile: {error}") from None
+    if _ambiguous(parsed):
+        raise ValueError(
+            f"regex {value!r} repeats a part that can match in several ways (a repetition, "
+            "an option or an alternation inside a repetition): Python's backtracking makes "
+            "that exponential, where Istio's RE2 is linear; write it without the inner "
+            "repetition or alternation"
+        )
     return value
 
 
@@ -165,14 +209,24 @@ class HTTPRouteDestination(_Strict):
     weight: int = Field(default=0, ge=0, le=100)
 
 
+_Timeout = Annotated[Duration, Field(le=MAX_DURATION_S)]
+
+
 class HTTPRetry(_Strict):
     """``retries``: tries after the first, each with an optional timeout, on what ``retryOn``
     names (Envoy's ``x-envoy-retry-on`` and ``x-envoy-retry-grpc-on`` words, and status
     codes)."""
 
-    attempts: int = Field(ge=0, le=1000)
-    perTryTimeout: Duration | None = None
+    attempts: int = Field(ge=0, le=1000, strict=True)
+    perTryTimeout: _Timeout | None = None
     retryOn: str | None = Field(default=None, max_length=1024)
+
+    @field_validator("perTryTimeout")
+    @classmethod
+    def _at_least_1ms(cls, value: float | None) -> float | None:
+        if value is not None and value < 0.001:
+            raise ValueError("a per-try timeout of at least 1ms (Istio's rule)")
+        return value
 
     @field_validator("retryOn")
     @classmethod
@@ -184,7 +238,7 @@ class HTTPRetry(_Strict):
 
 
 class FaultDelay(_Strict):
-    fixedDelay: Duration
+    fixedDelay: _Timeout
     percentage: Percent | None = None
 
 
@@ -200,6 +254,12 @@ class HTTPFaultInjection(_Strict):
     delay: FaultDelay | None = None
     abort: FaultAbort | None = None
 
+    @model_validator(mode="after")
+    def _something(self) -> HTTPFaultInjection:
+        if self.delay is None and self.abort is None:
+            raise ValueError("a fault has a delay, an abort, or both")
+        return self
+
 
 class HTTPRoute(_Strict):
     """One ``http[]`` rule: the first whose match holds (or with no match) routes."""
@@ -207,7 +267,7 @@ class HTTPRoute(_Strict):
     name: str | None = None
     match: list[HTTPMatchRequest] = Field(default=[], max_length=MAX_ITEMS)
     route: list[HTTPRouteDestination] = Field(min_length=1, max_length=MAX_ITEMS)
-    timeout: Duration | None = None
+    timeout: _Timeout | None = None
     retries: HTTPRetry | None = None
     fault: HTTPFaultInjection | None = None
     mirror: Destination | None = None
@@ -401,11 +461,12 @@ class Rule(_Strict):
     """A rule matches a request when one of its ``from`` and one of its ``to`` entries do
     (an absent list matches anything)."""
 
-    # Dumped as ``from`` (the field's real name), so that a dumped spec reads back and
-    # satisfies the JSON schema.
+    # Written and dumped as ``from`` (the field's real name; ``from_`` is only Python's), so
+    # that a dumped spec reads back and satisfies the JSON schema.
     model_config = ConfigDict(
-        extra="forbid", frozen=True, populate_by_name=True, serialize_by_alias=True
+        extra="forbid", frozen=True, populate_by_name=False, serialize_by_alias=True
     )
+
 
     from_: list[RuleFrom] = Field(default=[], alias="from", max_length=MAX_ITEMS)
     to: list[RuleTo] = Field(default=[], max_length=MAX_ITEMS)
