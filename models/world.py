@@ -16,6 +16,7 @@ import numpy as np
 import simpy
 
 from models.messages import Sender
+from models.telemetry import IstioTelemetry
 from sim.distributions import UniformDist
 from sim.engine import Runner
 from sim.network import LinkClass, NetworkPort, link_class
@@ -151,6 +152,9 @@ class World:
         self.streams = RandomStreams(seed)
         self.runner = Runner(env)  # the data plane's tasks hand over to each other here
         self.recorder = Recorder(warmup_s, trace_every=trace_every)
+        # Istio's request metrics (models.telemetry.IstioTelemetry) when collected, else
+        # None: the data plane checks it once where a response is delivered or answered.
+        self.telemetry: IstioTelemetry | None = None
         self.nodes = {spec.name: Node(env, spec) for spec in topology.cluster.nodes}
         self.placement = topology.pods()
         self.servers: list[CpuServer] = []
