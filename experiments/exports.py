@@ -207,13 +207,13 @@ def prometheus_text(run: ExportedRun) -> str:
         return "\n".join(head) + "\n"
     if run.reporting == "ambient":
         head.append(
-            "# meshsim: ambient: waypoints report (reporter=\"waypoint\"); ztunnel's L4 "
+            '# meshsim: ambient: waypoints report (reporter="waypoint"); ztunnel\'s L4 '
             "metrics (istio_tcp_*) are left out, so calls without a waypoint are not here."
         )
     else:
         head.append(
-            "# meshsim: sidecars: reporter=\"source\" (the caller's sidecar, once per call "
-            "after its retries) and reporter=\"destination\" (the server's, once per request "
+            '# meshsim: sidecars: reporter="source" (the caller\'s sidecar, once per call '
+            'after its retries) and reporter="destination" (the server\'s, once per request '
             "its app answers)."
         )
     window_s = run.scrape_every_s
