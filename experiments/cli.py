@@ -24,6 +24,7 @@ from experiments.budget import (
 from experiments.calibration import calibrate as run_calibration
 from experiments.calibration import format_calibration
 from experiments.compare import compare
+from experiments.exports import run_with_exports, write_exports
 from experiments.profiles import list_profiles, load_profile
 from experiments.results import finite_or_none
 from experiments.runner import run_experiment, run_sweep
@@ -105,10 +106,39 @@ def run(
     json_out: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
     budget_events: BudgetEventsOption = None,
     budget_memory: BudgetMemoryOption = None,
+    out: Annotated[
+        Optional[Path],  # noqa: UP045
+        typer.Option(
+            help="Also write result.json and what an operator would see (metrics.prom, "
+            "traces.json, fortio.json) into this directory."
+        ),
+    ] = None,
+    scrape_every: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(
+            "--scrape-every",
+            metavar="WINDOW",
+            help="With --out: one Prometheus scrape per window of simulated time (10s), "
+            "timestamped, instead of one at the end.",
+        ),
+    ] = None,
 ) -> None:
     """Run one experiment (or every point of its sweep) and print the result."""
     experiment = _load(spec, set_)
     _within_budget(experiment, budget_events, budget_memory, "meshsim run")
+    scrape_every_s = None
+    if scrape_every is not None:
+        if out is None:
+            _fail("--scrape-every needs --out (it shapes metrics.prom)")
+        scrape_every_s = _duration("--scrape-every", scrape_every)
+        if scrape_every_s <= 0:
+            _fail(f"--scrape-every must be > 0, got {scrape_every}")
+    if out is not None:
+        if experiment.sweep is not None:
+            _fail("--out writes the files of one run; this spec has a sweep")
+        _check_out_dir("--out", out)
+        _run_with_exports(spec, experiment, out, scrape_every_s, json_out)
+        return
     if experiment.sweep is not None:
         points = run_sweep(experiment)
         if json_out:
@@ -137,6 +167,31 @@ def run(
         typer.echo(_json(result.model_dump(mode="json")))
     else:
         typer.echo(run_tables(result))
+    for warning in result.warnings:
+        typer.echo(f"warning: {warning}", err=True)
+
+
+def _run_with_exports(
+    path: Path,
+    experiment: ExperimentSpec,
+    out: Path,
+    scrape_every_s: float | None,
+    json_out: bool,
+) -> None:
+    """``meshsim run --out``: the run, its tables (or JSON), and the files it writes."""
+    try:
+        exported = run_with_exports(experiment, scrape_every_s)
+    except ValueError as error:  # a spec the validation let through but the model refused
+        _fail(f"{path}: the run stopped: {error}", code=1)
+    result = exported.result
+    if json_out:
+        typer.echo(_json(result.model_dump(mode="json")))
+    else:
+        typer.echo(run_tables(result))
+    lines = write_exports(exported, out)
+    # With --json, stdout is the result alone: what was written goes to stderr.
+    for line in lines:
+        typer.echo(line, err=json_out)
     for warning in result.warnings:
         typer.echo(f"warning: {warning}", err=True)
 

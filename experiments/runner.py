@@ -23,6 +23,7 @@ from experiments.sweep import SweepPoint, sweep_points
 from models.control_plane import convergence_summary
 from models.routing import Counters
 from models.simulation import Simulation, SimulationOutput
+from models.telemetry import IstioTelemetry
 from sim.random import replication_seeds
 from sim.stats import LatencyHistogram
 
@@ -48,11 +49,14 @@ def run_experiment(spec: ExperimentSpec) -> RunResult:
     return summarise(spec, seeds, outputs, time.perf_counter() - started)
 
 
-def build_simulation(spec: ExperimentSpec, seed: int | None = None) -> Simulation:
+def build_simulation(
+    spec: ExperimentSpec, seed: int | None = None, telemetry: IstioTelemetry | None = None
+) -> Simulation:
     """The simulation of one replication of ``spec``, built and not run (the spec's own
     seed by default; :func:`run_experiment` gives each replication a spawned one).
 
-    Benchmarks and tools use it to time or instrument a run (``simulation.env``).
+    Benchmarks and tools use it to time or instrument a run (``simulation.env``);
+    ``telemetry`` collects Istio's metrics (``experiments.exports``).
     """
     return Simulation(
         spec.resolve_topology(),
@@ -66,6 +70,7 @@ def build_simulation(spec: ExperimentSpec, seed: int | None = None) -> Simulatio
         faults=spec.faults,
         changes=spec.changes,
         policies=list(spec.policies),
+        telemetry=telemetry,
     )
 
 

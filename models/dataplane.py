@@ -1296,6 +1296,9 @@ class Exchange(Task):
 
     def _deliver(self) -> None:
         assert self.response is not None and self.parent is not None
+        telemetry = self.mesh.world.telemetry  # Istio's metrics, only when collected
+        if telemetry is not None:
+            telemetry.delivered(self, self.env._now)  # type: ignore[attr-defined]
         self.parent.on_reply(self.slot, self.response)
 
 

@@ -467,7 +467,6 @@ class Rule(_Strict):
         extra="forbid", frozen=True, populate_by_name=False, serialize_by_alias=True
     )
 
-
     from_: list[RuleFrom] = Field(default=[], alias="from", max_length=MAX_ITEMS)
     to: list[RuleTo] = Field(default=[], max_length=MAX_ITEMS)
 

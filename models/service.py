@@ -367,6 +367,9 @@ class Visit(Task):
             response = pod._ok.get(size)
             if response is None:  # one immutable 200 per response size, shared
                 response = pod._ok[size] = Response(200, size)
+        telemetry = pod.world.telemetry  # Istio's metrics, only when collected
+        if telemetry is not None:
+            telemetry.answered(self, response, now)
         self._reply(response)
 
     def _reply(self, response: Response) -> None:

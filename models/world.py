@@ -16,6 +16,7 @@ import numpy as np
 import simpy
 
 from models.messages import Sender
+from models.telemetry import IstioTelemetry
 from sim.distributions import UniformDist
 from sim.engine import Runner
 from sim.network import LinkClass, NetworkPort, link_class
@@ -154,6 +155,9 @@ class World:
         # plane checks where a connection goes only while there is one).
         self.faults_active = 0
         self.recorder = Recorder(warmup_s, trace_every=trace_every)
+        # Istio's request metrics (models.telemetry.IstioTelemetry) when collected, else
+        # None: the data plane checks it once where a response is delivered or answered.
+        self.telemetry: IstioTelemetry | None = None
         self.nodes = {spec.name: Node(env, spec) for spec in topology.cluster.nodes}
         self.placement = topology.pods()
         self.servers: list[CpuServer] = []

@@ -1,8 +1,6 @@
 """Findings of the review of issue 8 (traffic management and resilience), each shown through
-the public API and marked ``xfail(strict=True)``: the test states the expected behaviour and
-fails today; when a fix lands, the strict xfail turns into a failure that says to unmark it.
-The two retry-budget tests found leaks that 01b49f5 fixed meanwhile: they stay, unmarked, as
-regression tests (each failed on 6b3f177).
+the public API as the expected behaviour. Each failed when the review wrote it and passes since
+its fix; they stay as regression tests (the two retry-budget leaks failed on 6b3f177).
 """
 
 from __future__ import annotations
@@ -56,11 +54,6 @@ def test_a_retry_refused_by_the_request_limit_gives_the_retry_back_to_the_budget
     assert counters["upstream_rq_retry"] > 5, counters
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="fault: {} is accepted (Istio's validation requires an abort or a delay) and, as "
-    "a fault, switches the route's timeout off: a hanging backend then never answers",
-)
 def test_an_empty_fault_is_refused():
     hanging = service("srv", misbehaviour={"hang_ratio": 1.0})
     with pytest.raises(SpecError, match="fault"):
@@ -68,12 +61,6 @@ def test_an_empty_fault_is_refused():
 
 
 @pytest.mark.parametrize("regex", ["((a+))+$", "(a|a)*$", "(?:a|a)+$", "(a?){25}a{25}"])
-@pytest.mark.xfail(
-    strict=True,
-    reason="policies._NESTED_REPEAT misses nested groups, overlapping alternations and "
-    "optional repeats: Python's re backtracks exponentially on them (seconds for 24 "
-    "characters, per request: Match.__call__ evaluates it on every request)",
-)
 def test_a_regex_that_backtracks_exponentially_is_refused(regex: str):
     vs = {
         "kind": "VirtualService",
@@ -92,14 +79,6 @@ def test_a_regex_that_backtracks_exponentially_is_refused(regex: str):
         spec([service("srv")], [vs])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="tcp.maxConnections: 1 over 3 endpoints deadlocks: the one connection (to pod A) "
-    "stays open, a request for pod B waits for a connection forever. Envoy's "
-    "ConnPoolImplBase::tryCreateNewConnection always opens one connection to a host that has "
-    "none, 'to prevent pending streams being queued to this upstream with no way to be "
-    "processed' (source/common/conn_pool/conn_pool_base.cc)",
-)
 def test_max_connections_1_over_three_pods_does_not_deadlock():
     services = [service("front", ["srv"]), service("srv", replicas=3)]
     pool = destination_rule("srv", {"connectionPool": {"tcp": {"maxConnections": 1}}})
