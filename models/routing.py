@@ -385,8 +385,10 @@ class Cluster:
             return None
         if self._ring is not None:
             key = _hash_key(self.policy.hash_on, request, src)
-            if key is not None:
-                return _ring_pick(self._ring, key)
+            if key is None:  # Envoy's ring hash without a hash key: a random host
+                hosts = balancer.endpoints
+                return hosts[int(self._uniform() * len(hosts))]
+            return _ring_pick(self._ring, key, tried)
         candidate = balancer.pick()
         if tried:
             for _ in range(attempts - 1):
@@ -429,10 +431,18 @@ def _ring(hosts: Sequence[Any], size: int) -> tuple[list[int], list[Any]]:
     return [p for p, _ in points], [hosts[n] for _, n in points]
 
 
-def _ring_pick(ring: tuple[list[int], list[Any]], key: str) -> Any:
+def _ring_pick(ring: tuple[list[int], list[Any]], key: str, tried: list[Any] | None) -> Any:
+    """The owner of the first point after the key's hash; on a retry, the next owner along
+    the ring not tried yet (as Envoy's ring hash walks on for a retry)."""
     points, owners = ring
     i = bisect_right(points, stable_hash(key))
-    return owners[i % len(owners)]
+    n = len(owners)
+    if tried:
+        for step in range(n):
+            owner = owners[(i + step) % n]
+            if owner not in tried:
+                return owner
+    return owners[i % n]
 
 
 def _hash_key(hash_on: tuple[str, str] | None, request: Request, src: Any) -> str | None:

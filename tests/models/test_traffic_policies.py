@@ -501,3 +501,17 @@ def test_traefik_acl_mode_without_traffic_targets_has_no_route_to_anything():
     _, out = run(spec([service("srv")], mesh=mesh, workload=load, duration=0.99))
     assert out.workload.status_codes == {404: 8}
     assert received(out, "srv") == 0
+
+
+def test_consistent_hashing_keeps_a_header_on_one_pod_and_a_retry_moves_along_the_ring():
+    services = [service("srv", replicas=4, misbehaviour=None)]
+    rule = destination_rule("srv", {"loadBalancer": {"consistentHash": {"httpHeaderName": "user"}}})
+    load = {
+        "kind": "closed_loop",
+        "connections": 1,
+        "qps": 8,
+        "requests": [{"headers": {"user": "jason"}}],
+    }
+    sim, out = run(spec(services, [rule], workload=load, duration=0.99))
+    per_pod = [p.app.visits for p in sim.pods]
+    assert sorted(per_pod) == [0, 0, 0, 8]  # one user, one pod
