@@ -22,7 +22,7 @@ from experiments.results import (
 )
 from experiments.timeseries_spec import TimeSeriesSpec
 from models.simulation import SimulationOutput
-from sim.stats import LatencyHistogram, SeriesWindow, WindowedSeries
+from sim.stats import LatencyHistogram, WindowedSeries
 
 __all__ = ["Merged", "merge_series", "series_result", "fault_results"]
 
@@ -83,10 +83,6 @@ class Merged:
     def windows(self) -> int:
         """The number of windows."""
         return len(self.starts_s)
-
-    def window(self, series: WindowedSeries, i: int) -> SeriesWindow | None:
-        """Window ``i`` of ``series`` (None when nothing ended in it)."""
-        return series.window(i)
 
 
 def merge_series(outputs: Sequence[SimulationOutput]) -> Merged | None:
