@@ -20,6 +20,11 @@ __all__ = [
     "ProxyResult",
     "ChangeResult",
     "ControlPlaneResult",
+    "SeriesResult",
+    "EndToEndSeries",
+    "TimeSeriesResult",
+    "ServiceHurt",
+    "FaultResult",
     "RunResult",
 ]
 
@@ -256,6 +261,210 @@ class Conservation(BaseModel):
         return self.sent == self.completed + self.failed + self.in_flight
 
 
+class SeriesResult(BaseModel):
+    """One series in fixed windows (see :class:`TimeSeriesResult`): one value per window.
+
+    A request counts in the window it ended in (its response came back, or, for a service,
+    it answered): what a dashboard shows. With several replications, counts are summed and
+    histograms merged per window; rates are per replication (as the run's totals are).
+
+    Attributes:
+        requests: requests that ended in the window (warm-up included).
+        successes: of them, those answered below 400.
+        errors: of them, those answered 400 or more.
+        throughput_rps: ``requests`` per second of the window (per replication).
+        success_rate: ``successes / requests`` (NaN, ``null`` in JSON, for an empty window).
+        errors_by: errors by response flag (end to end; ``-`` = no flag) or by HTTP status
+            (a service: applications carry no flags), per window.
+        measured: of ``requests``, those that started after the warm-up: summed over the
+            windows, the run's ``requests`` (``ServiceResult.requests``).
+        measured_errors_by: ``errors_by`` of the measured requests only: summed over the
+            windows, the run's ``response_flags`` (end to end, errors only) or
+            ``error_codes`` (a service).
+        p50_ms / p99_ms: latency quantiles of the requests that ended in the window.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    requests: list[int]
+    successes: list[int]
+    errors: list[int]
+    throughput_rps: list[Measure]
+    success_rate: list[Measure]
+    errors_by: dict[str, list[int]]
+    measured: list[int]
+    measured_errors_by: dict[str, list[int]]
+    p50_ms: list[Measure]
+    p99_ms: list[Measure]
+
+
+class EndToEndSeries(SeriesResult):
+    """The end-to-end series, with what the load generator sent and had in flight.
+
+    Per window, ``sent == requests + in_flight_end - in_flight_start`` (conservation).
+
+    Attributes:
+        sent: requests sent in the window (by their start).
+        in_flight_mean: time-weighted mean of the requests in flight (per replication).
+        in_flight_start / in_flight_end: requests in flight at the window's start and end
+            (summed over replications).
+    """
+
+    sent: list[int]
+    in_flight_mean: list[Measure]
+    in_flight_start: list[int]
+    in_flight_end: list[int]
+
+
+class TimeSeriesResult(BaseModel):
+    """The run in fixed windows from its start (0 s), warm-up included (the spec's
+    ``timeseries``).
+
+    Attributes:
+        window_s: the window's width; the last window ends with the run and may be shorter.
+        starts_s: each window's start (seconds from the run's start).
+        warmup_windows: the first this many windows start before the end of the warm-up
+            (the last of them may straddle it); the run's totals count only requests that
+            started after it.
+        end_to_end: as the load generator saw the requests.
+        services: per workload, the requests its pods answered (every try of a retried
+            call counted).
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    window_s: float
+    starts_s: list[float]
+    warmup_windows: int
+    end_to_end: EndToEndSeries
+    services: dict[str, SeriesResult]
+
+    def rows(self) -> list[tuple[float, str, str, Any]]:
+        """One row per window, series and metric: ``(window_start_s, series, metric,
+        value)``; the series is ``end_to_end`` or a workload's name, a metric per field
+        (``errors_by:UF`` for one flag's or status's errors). For ``timeseries.csv``."""
+        found: list[tuple[float, str, str, Any]] = []
+        named: list[tuple[str, SeriesResult]] = [("end_to_end", self.end_to_end)]
+        named += sorted(self.services.items())
+        for name, series in named:
+            values: dict[str, list[Any]] = {}
+            for field_name, value in series:
+                if isinstance(value, list):
+                    values[field_name] = value
+                elif isinstance(value, dict):
+                    for key, per_window in sorted(value.items()):
+                        values[f"{field_name}:{key}"] = per_window
+            for i, start in enumerate(self.starts_s):
+                for metric, per_window in values.items():
+                    found.append((start, name, metric, finite_or_none(per_window[i])))
+        return found
+
+
+class ServiceHurt(BaseModel):
+    """A service that had errors during a fault that it did not have before it.
+
+    Two views: ``seen_by: pods``, the errors its pods' application answered (by HTTP
+    status); ``seen_by: load generator``, for the entry service only, the errors the load
+    generator got from it beyond those its application answered: errors made before its
+    application (its proxies, Mixer's check on its inbound, its endpoints), by response flag.
+    A proxy in front of another service that fails shows at that service's callers, whose
+    application answers the error (the series record what applications answered, not what
+    each proxy did).
+
+    Attributes:
+        seen_by: ``pods`` or ``load generator`` (see above).
+        baseline_error_rate: its error rate in the fault's baseline windows.
+        error_rate: its error rate in the fault's windows.
+        errors: those errors in the fault's windows.
+        errors_by: those errors by HTTP status (``pods``) or response flag.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    seen_by: str
+
+    baseline_error_rate: Measure
+    error_rate: Measure
+    errors: int
+    errors_by: dict[str, int]
+
+
+class FaultResult(BaseModel):
+    """What one fault of the spec did, judged from the time series: its resolution is one
+    window.
+
+    The fault's windows are those that overlap ``[start_s, end_s)``. Its baseline is the
+    windows that end before it starts, start after the warm-up and overlap no fault (or,
+    when there are none, such windows in the warm-up: ``baseline`` says which). A window
+    is normal when its end-to-end error rate is at most the baseline's plus
+    ``error_rate_band`` and its p99 at most ``p99_band`` times the baseline's; an empty
+    window is not normal.
+
+    Attributes:
+        index: the fault's position in the spec's ``faults``.
+        kind: the fault's kind.
+        target: the fault's other fields (its target), as the spec gives them.
+        start_s / end_s: when it starts and ends (the end of the run when it has no
+            duration).
+        baseline: ``measured`` (windows after the warm-up), ``warm-up`` or ``none``.
+        baseline_windows: how many windows the baseline has.
+        baseline_error_rate / baseline_p99_ms: end to end, over the baseline windows.
+        requests: end-to-end requests that ended in the fault's windows.
+        failed: of them, those that failed.
+        error_rate: ``failed / requests``.
+        services_hurt: the services whose error rate in the fault's windows was above their
+            baseline's plus the band (blast radius), with their figures.
+        requests_lost: failed end-to-end requests whose life overlapped the fault's windows
+            (started in them, or in flight when they ended, and failed).
+        share_lost: ``requests_lost`` over the run's measured end-to-end requests.
+        errors_started_at_s: start of the first window, from the fault's first on, whose
+            error rate is above the band (None: never).
+        time_to_errors_s: from the fault's start to that window's start (0 when it is the
+            window the fault starts in).
+        recovered_at_s: start of the first window after the disturbance from which two
+            windows in a row are normal (None: not by the end of the run, or no baseline).
+        time_to_recover_s: from the fault's end to ``recovered_at_s`` (0 when it recovered
+            while the fault lasted; ``recovered_during_fault`` says so; None if it did not
+            recover); 0 too when nothing left the band.
+        disturbed: whether any window from the fault's first on left the band before the
+            recovery.
+        retries: the routers' ``upstream_rq_retry`` per destination host, over the whole
+            measured run and every replication: the routers count totals only, not per
+            window, so the retries of the fault cannot be told from others.
+        notes: what limits the figures (no baseline, a window wider than the fault, ...).
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    index: int
+    kind: str
+    target: dict[str, Any] = {}
+    start_s: float
+    end_s: float
+    baseline: str
+    baseline_windows: int
+    baseline_error_rate: Measure
+    baseline_p99_ms: Measure
+    requests: int
+    failed: int
+    error_rate: Measure
+    services_hurt: dict[str, ServiceHurt]
+    requests_lost: int
+    share_lost: Measure
+    errors_started_at_s: float | None
+    time_to_errors_s: float | None
+    disturbed: bool
+    recovered_at_s: float | None
+    time_to_recover_s: float | None
+    recovered_during_fault: bool
+    retries: dict[str, int] = {}
+    notes: list[str] = []
+
+    @field_serializer("target", when_used="json")
+    def _strict_json(self, value: dict[str, Any]) -> Any:
+        return finite_or_none(value)
+
+
 class RunResult(BaseModel):
     """The result of one experiment (all its replications merged).
 
@@ -277,6 +486,9 @@ class RunResult(BaseModel):
         traffic: Envoy's counters per destination, subset and proxy, outlier ejections and
             Traefik breakers (None without proxies, or when nothing was counted).
         latency_histogram: the end-to-end histogram, serialised (mergeable).
+        timeseries: the run in fixed windows (None unless the spec asks for it).
+        faults: per fault of the spec, its blast radius and recovery, judged from the time
+            series (None without one).
         error: what went wrong, if the run failed.
         warnings: what makes the figures hard to read: a component busy all the time (its
             queue grows with the run: no steady state), no request measured.
@@ -305,6 +517,8 @@ class RunResult(BaseModel):
     traffic: TrafficResult | None = None
     latency_histogram: dict[str, Any]
     extras: dict[str, Any] = {}
+    timeseries: TimeSeriesResult | None = None
+    faults: list[FaultResult] | None = None
     error: str | None = None
     warnings: list[str] = []
 

@@ -12,14 +12,17 @@ from experiments.results import (
     Conservation,
     ControlPlaneResult,
     CpuResult,
+    FaultResult,
     LatencySummary,
     ProxyResult,
     RunResult,
     ServiceResult,
+    TimeSeriesResult,
     TrafficResult,
 )
 from experiments.spec import ExperimentSpec, spec_from_dict
 from experiments.sweep import SweepPoint, sweep_points
+from experiments.timeseries import fault_results, merge_series, series_result
 from models.control_plane import convergence_summary
 from models.routing import Counters
 from models.simulation import Simulation, SimulationOutput
@@ -71,6 +74,7 @@ def build_simulation(
         changes=spec.changes,
         policies=list(spec.policies),
         telemetry=telemetry,
+        timeseries_window_s=None if spec.timeseries is None else spec.timeseries.window,
     )
 
 
@@ -139,6 +143,8 @@ def summarise(
         for kind, seconds in out.recorder.total_by_kind().items():
             hop_totals[kind] += seconds
     hops_ms = {k: v * 1e3 / measured if measured else 0.0 for k, v in sorted(hop_totals.items())}
+    traffic = _traffic(outputs)
+    timeseries, faults = _over_time(spec, outputs, measured, traffic)
 
     return RunResult(
         name=spec.name,
@@ -160,12 +166,38 @@ def summarise(
         in_flight_mean=in_flight_area / total_s,
         status_codes=dict(sorted(codes.items())),
         response_flags=dict(sorted(flags.items())),
-        traffic=_traffic(outputs),
+        traffic=traffic,
         latency_histogram=e2e.to_dict(),
+        timeseries=timeseries,
+        faults=faults,
         control_plane=_control_plane(outputs),
         extras=_merge_extras(outputs),
         warnings=_warnings(outputs, measured),
     )
+
+
+def _over_time(
+    spec: ExperimentSpec,
+    outputs: list[SimulationOutput],
+    measured: int,
+    traffic: TrafficResult | None,
+) -> tuple[TimeSeriesResult | None, list[FaultResult] | None]:
+    """The time series and each fault's figures (both None when the spec asks for no time
+    series). The routers count retries as totals over the run, not per window: each fault
+    gets those totals (``FaultResult.retries``)."""
+    merged = merge_series(outputs)
+    if merged is None or spec.timeseries is None:
+        return None, None
+    retries = {}
+    if traffic is not None:
+        retries = {
+            host: counters["upstream_rq_retry"]
+            for host, counters in traffic.destinations.items()
+            if counters.get("upstream_rq_retry")
+        }
+    entry = spec.resolve_topology().call_graph.entry
+    faults = fault_results(merged, spec.faults, spec.timeseries, measured, retries, entry)
+    return series_result(merged), faults
 
 
 OVERLOADED = 0.99  # busy this share of the time: the queue grows, there is no steady state

@@ -9,6 +9,7 @@ so that ``meshsim validate`` reports every problem with the path of the field at
 from __future__ import annotations
 
 import json
+import math
 import numbers
 import re
 from collections.abc import Mapping
@@ -29,6 +30,7 @@ from pydantic import (
 from experiments.overrides import apply_overrides, deep_merge, parse_assignment
 from experiments.profiles import ProfileError, list_profiles, resolve_mesh, validate_mesh
 from experiments.sweep import SweepSpec, sweep_points
+from experiments.timeseries_spec import MAX_WINDOWS, TimeSeriesSpec
 from models.architectures import ARCHITECTURES
 from models.control_plane import ConfigChangeSpec
 from models.faults import MESH_FAULTS, FaultSpec
@@ -190,6 +192,8 @@ class ExperimentSpec(BaseModel):
             words (``VirtualService``, ``DestinationRule``, ``AuthorizationPolicy``,
             ``LocalRateLimit``, ``TrafficSplit``, ``HTTPRouteGroup``, ``TrafficTarget``).
         sweep: a grid of values by dotted path; the spec then stands for every point.
+        timeseries: record the run in fixed windows (``{window: 1s}``) and judge each fault
+            (blast radius, time to recover); None = off (totals only).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -208,6 +212,18 @@ class ExperimentSpec(BaseModel):
     changes: list[ConfigChangeSpec] = []
     policies: Annotated[list[Policy], Field(max_length=MAX_POLICIES)] = []
     sweep: SweepSpec | None = None
+    timeseries: TimeSeriesSpec | None = None
+
+    @model_validator(mode="after")
+    def _windows_bounded(self) -> ExperimentSpec:
+        if self.timeseries is not None:
+            windows = math.ceil(self.duration / self.timeseries.window - 1e-9)
+            if windows > MAX_WINDOWS:
+                raise ValueError(
+                    f"timeseries.window: {self.timeseries.window:g} s makes {windows:,} windows "
+                    f"of a {self.duration:g} s run; at most {MAX_WINDOWS:,} (make it wider)"
+                )
+        return self
 
     @model_validator(mode="after")
     def _sweep_points_valid(self) -> ExperimentSpec:

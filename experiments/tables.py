@@ -5,9 +5,17 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from experiments.results import RunResult, ServiceResult, TrafficResult
+from experiments.results import RunResult, ServiceResult, TimeSeriesResult, TrafficResult
 
-__all__ = ["format_table", "run_tables", "fmt", "traffic_tables", "errors_table"]
+__all__ = [
+    "format_table",
+    "run_tables",
+    "fmt",
+    "traffic_tables",
+    "errors_table",
+    "faults_table",
+    "timeseries_table",
+]
 
 WIDTH = 100
 """The widest line a table may print; a wider one is printed as ``name=value`` lists."""
@@ -119,6 +127,10 @@ def run_tables(result: RunResult) -> str:
         )
     if result.control_plane is not None:
         blocks.append(control_plane_table(result))
+    if result.timeseries is not None:
+        blocks.append(timeseries_table(result.timeseries, result))
+    if result.faults:
+        blocks.append(faults_table(result))
     blocks.append(
         f"Requests over the whole run, warm-up included: {c.sent:,} sent = {c.completed:,} completed + {c.failed:,} failed + "
         f"{c.in_flight:,} in flight at the end"
@@ -296,3 +308,130 @@ def _wrap(head: str, pieces: Sequence[str], sep: str = "  ", indent: str = "    
         fresh = False
     lines.append(current)
     return "\n".join(lines)
+
+
+SPARKS = " ▁▂▃▄▅▆▇█"
+"""A value from 0 (blank) to the row's largest (full block), in eight steps."""
+
+SPARK_COLUMNS = 60
+"""The most columns of a sparkline: more windows are grouped, several to a column."""
+
+
+def _spark(
+    values: Sequence[float], groups: Sequence[range], peak: str = "max"
+) -> tuple[str, float]:
+    """A row of blocks, one per group of windows (its largest value, NaN left out), scaled
+    to the row's largest; and that largest value."""
+    cells = []
+    for group in groups:
+        found = [values[i] for i in group if not math.isnan(values[i])]
+        cells.append(max(found) if found else math.nan)
+    top = max((c for c in cells if not math.isnan(c)), default=0.0)
+    out = []
+    for c in cells:
+        if math.isnan(c):
+            out.append("·")
+        elif top <= 0:
+            out.append(SPARKS[0])
+        else:
+            out.append(SPARKS[max(1 if c > 0 else 0, round(c / top * (len(SPARKS) - 1)))])
+    return "".join(out), top
+
+
+def timeseries_table(ts: TimeSeriesResult, result: RunResult | None = None) -> str:
+    """The run over time, one sparkline per series: each column is a window (or, beyond
+    :data:`SPARK_COLUMNS` windows, the largest value of several), scaled to the row's
+    largest value, which the last column gives; ``·`` is a window where nothing ended. A
+    marks row shows the warm-up (``w``) and the faults (``F``)."""
+    n = len(ts.starts_s)
+    per = max(1, math.ceil(n / SPARK_COLUMNS))
+    groups = [range(i, min(i + per, n)) for i in range(0, n, per)]
+    e2e = ts.end_to_end
+
+    def error_pct(errors: Sequence[int], requests: Sequence[int]) -> list[float]:
+        return [e / r * 100 if r else math.nan for e, r in zip(errors, requests, strict=True)]
+
+    rows: list[tuple[str, Sequence[float], str, int]] = [
+        ("end-to-end rps", e2e.throughput_rps, "rps", 1),
+        ("end-to-end errors %", error_pct(e2e.errors, e2e.requests), "%", 1),
+        ("end-to-end p99 ms", e2e.p99_ms, "ms", 2),
+        ("in flight (mean)", e2e.in_flight_mean, "", 1),
+    ]
+    for flag, counts in e2e.errors_by.items():
+        name = "none" if flag == "-" else flag
+        rows.append((f"  errors {name}", [float(c) for c in counts], "", 0))
+    for name, series in ts.services.items():
+        if any(series.errors):
+            rows.append((f"{name} errors %", error_pct(series.errors, series.requests), "%", 1))
+        rows.append((f"{name} p99 ms", series.p99_ms, "ms", 2))
+    marks = []
+    spans = [(f.start_s, f.end_s) for f in (result.faults or [])] if result else []
+    for group in groups:
+        lo = ts.starts_s[group.start]
+        hi = ts.starts_s[group[-1]] + ts.window_s
+        if any(start < hi and lo < end for start, end in spans):
+            marks.append("F")
+        elif group.start < ts.warmup_windows:
+            marks.append("w")
+        else:
+            marks.append(" ")
+    label = max(len(r[0]) for r in rows)
+    lines = [
+        f"Over time: {n} windows of {ts.window_s:g} s from 0 s"
+        + (f", {per} per column" if per > 1 else "")
+        + " (a request counts when it ends; each row scaled to its largest value, at its end)"
+    ]
+    lines.append(f"{'':<{label}}  {''.join(marks).rstrip()}")
+    for name, values, unit, digits in rows:
+        spark, top = _spark(values, groups)
+        lines.append(f"{name:<{label}}  {spark}  {fmt(top, digits)}{(' ' + unit) if unit else ''}")
+    return "\n".join(line.rstrip() for line in lines).rstrip()
+
+
+def faults_table(result: RunResult) -> str:
+    """Per fault: when, what it hurt, how long until errors and until recovery, and the
+    requests it lost (every figure to a window's resolution)."""
+    faults = result.faults or []
+    window = result.timeseries.window_s if result.timeseries is not None else math.nan
+    rows = []
+    for f in faults:
+        hurt = ", ".join(
+            f"{name} {h.error_rate * 100:.0f}%" + ("" if h.seen_by == "pods" else " (proxy)")
+            for name, h in f.services_hurt.items()
+        )
+        if f.recovered_at_s is None:
+            recover = "-" if f.baseline == "none" else "not by end"
+        elif not f.disturbed:
+            recover = "undisturbed"
+        elif f.recovered_during_fault:
+            recover = f"in it, at {f.recovered_at_s:g}"
+        else:
+            recover = fmt(f.time_to_recover_s, 2)
+        rows.append(
+            [
+                f"{f.index} {f.kind}",
+                f"{f.start_s:g}-{f.end_s:g}",
+                fmt(f.error_rate * 100, 1),
+                fmt(f.baseline_error_rate * 100, 1),
+                fmt(f.time_to_errors_s, 2),
+                recover,
+                f"{f.requests_lost:,} ({f.share_lost * 100:.1f}%)"
+                if not math.isnan(f.share_lost)
+                else fmt(f.requests_lost),
+                hurt or "-",
+            ]
+        )
+    notes = [f"  fault {f.index}: {note}" for f in faults for note in f.notes]
+    retries = next((f.retries for f in faults if f.retries), {})
+    extra = []
+    if retries:
+        extra.append(
+            "Retries (upstream_rq_retry, whole run: the routers count totals, not per window): "
+            + _counts(retries)
+        )
+    table = _table_or_lists(
+        ["fault", "from-to s", "err %", "base %", "errors in s", "recovery s", "lost", "hurt"],
+        rows,
+        f"Faults (to one window, {window:g} s; recovery: from its end to 2 windows in the band)",
+    )
+    return "\n".join([table, *notes, *extra])

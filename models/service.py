@@ -351,6 +351,10 @@ class Visit(Task):
         start = self.res[0]
         now = self.env._now  # type: ignore[attr-defined]
         stats = pod._stats
+        series = stats.series
+        if series is not None:  # the spec's timeseries: every answer, warm-up included
+            status = None if failed is None else failed.status
+            series.add(now, now - start, failed is None, status, start >= stats.warmup_s)
         if start >= stats.warmup_s:  # after the warm-up only
             stats.count += 1
             stats.latency.add(now - start)

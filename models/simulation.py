@@ -22,14 +22,22 @@ from models.policies import with_policy
 from models.routing import compile_policies
 from models.service import ClientPod, ServicePod
 from models.telemetry import IstioTelemetry
-from models.workload import ClosedLoopSpec, OpenLoopSpec, Workload, WorkloadStats
+from models.workload import (
+    ClosedLoopSpec,
+    OpenLoopSpec,
+    SeriesWorkload,
+    Workload,
+    WorkloadSeries,
+    WorkloadStats,
+)
 from models.world import ServiceStats, World
 from sim.engine import run_until
 from sim.recorder import Recorder
 from sim.servers import CpuServer
+from sim.stats import WindowedSeries
 from topologies import ServiceSpec, TopologySpec
 
-__all__ = ["Simulation", "SimulationOutput", "ProxyUsage", "simulate"]
+__all__ = ["Simulation", "SimulationOutput", "SeriesOutput", "ProxyUsage", "simulate"]
 
 CLIENT_POD = "loadgen-0"
 
@@ -44,6 +52,35 @@ class ProxyUsage:
     cpu_s: float
     requests: int
     memory_bytes: float
+
+
+@dataclass(frozen=True)
+class SeriesOutput:
+    """The run in fixed windows from its start (0 s) to its end, warm-up included.
+
+    Attributes:
+        window_s: the window (seconds); the last window ends at ``end_s`` and may be shorter.
+        end_s: the end of the run (seconds).
+        warmup_s: the end of the warm-up (seconds).
+        workload: end to end (see :class:`models.workload.WorkloadSeries`).
+        services: per workload, the requests its pods answered (``ServiceStats.series``).
+        in_flight_mean / in_flight_start / in_flight_end: per window, requests in flight:
+            time-weighted mean, and the level at the window's start and end.
+    """
+
+    window_s: float
+    end_s: float
+    warmup_s: float
+    workload: WorkloadSeries
+    services: dict[str, WindowedSeries]
+    in_flight_mean: list[float]
+    in_flight_start: list[float]
+    in_flight_end: list[float]
+
+    @property
+    def windows(self) -> int:
+        """The number of windows."""
+        return len(self.in_flight_mean)
 
 
 @dataclass
@@ -64,6 +101,8 @@ class SimulationOutput:
     faults: list[Any] = field(default_factory=list)
     # Istio's request metrics when collected and the mesh reports them, else None.
     telemetry: IstioTelemetry | None = None
+    # The run in windows (the spec's ``timeseries``); None when it is off.
+    series: SeriesOutput | None = None
 
 
 class Simulation:
@@ -78,6 +117,8 @@ class Simulation:
         warmup_s: statistics start at this time.
         client_node: the node of the load generator's pod (None = the first node).
         trace_every: keep the whole trace of one request in this many (0 = none).
+        timeseries_window_s: record the run in windows of this width (seconds; None = off:
+            no cost on the hot path but one check per service visit).
         faults: the fault schedule.
         changes: configuration changes during the run (scale, deploy, routes, services).
         policies: traffic policies (``models.policies`` objects, checked against the
@@ -108,8 +149,10 @@ class Simulation:
         policies: list[Any] | None = None,
         gc_tuning: bool = True,
         telemetry: IstioTelemetry | None = None,
+        timeseries_window_s: float | None = None,
     ) -> None:
         self.gc_tuning = gc_tuning
+        self.window_s = timeseries_window_s
         paused = gc_tuning and gc.isenabled()
         if paused:
             gc.disable()
@@ -170,7 +213,7 @@ class Simulation:
         self._specs = specs
         self._next_index = {name: spec.replicas for name, spec in specs.items()}
         entry = topology.call_graph.workloads_of(topology.call_graph.entry)[0]
-        self.workload = Workload(
+        args = (
             workload,
             self.client,
             topology.call_graph.entry,
@@ -179,6 +222,13 @@ class Simulation:
             entry.protocol,
             warmup_s,
         )
+        window_s = self.window_s
+        if window_s is None:
+            self.workload = Workload(*args)
+        else:
+            self.workload = SeriesWorkload(*args, window_s)
+            for stats in world.service_stats.values():
+                stats.series = WindowedSeries(window_s)
 
     # --- configuration changes -----------------------------------------------------------
 
@@ -209,7 +259,9 @@ class Simulation:
                 raise ValueError(f"add_service: {change.service!r} exists already")
             spec = self._specs[change.service] = ServiceSpec(name=change.service)
             self._next_index[spec.name] = 0
-            self.world.service_stats[spec.name] = ServiceStats(spec.name, self.warmup_s)
+            self.world.service_stats[spec.name] = ServiceStats(
+                spec.name, self.warmup_s, self.window_s
+            )
             self.mesh.add_pods(self._new_pods(spec, change.replicas or 1))
             self.mesh.config_changed(kind, change.service, {spec.host_name})
             return
@@ -277,6 +329,7 @@ class Simulation:
             self.workload.stats.in_flight.reset(self.env.now)
         run_until(self.env, self.world.runner, self.duration_s)
         return SimulationOutput(
+            series=self._series(),
             measured_s=self.duration_s - self.warmup_s,
             workload=self.workload.stats,
             services=self.world.service_stats,
@@ -298,6 +351,40 @@ class Simulation:
                 )
                 for p in self.mesh.proxies()
             ],
+        )
+
+    def _series(self) -> SeriesOutput | None:
+        """The run's windows, closed at its end (None without a time series)."""
+        workload = self.workload
+        if not isinstance(workload, SeriesWorkload):
+            return None
+        series = workload.series
+        means, starts, ends = series.in_flight.finish(self.duration_s)
+        last = len(means) - 1
+        # Anything at the very end of the run would open a window of its own: it counts in
+        # the last one.
+        series.ended.fold_after(last)
+        for i in [k for k in series.sent if k > last]:
+            series.sent[last] = series.sent.get(last, 0) + series.sent.pop(i)
+        folded: dict[tuple[int, int], int] = {}
+        for (a, b), n in series.failed_spans.items():
+            key = (min(a, last), min(b, last))
+            folded[key] = folded.get(key, 0) + n
+        series.failed_spans = folded
+        services = {}
+        for name, stats in self.world.service_stats.items():
+            assert stats.series is not None
+            stats.series.fold_after(last)
+            services[name] = stats.series
+        return SeriesOutput(
+            window_s=series.window_s,
+            end_s=self.duration_s,
+            warmup_s=self.warmup_s,
+            workload=series,
+            services=services,
+            in_flight_mean=means,
+            in_flight_start=starts,
+            in_flight_end=ends,
         )
 
 

@@ -31,7 +31,7 @@ from models.messages import NO_HEADERS, Request, Response
 from models.service import ClientPod
 from sim.distributions import UniformDist, exponential
 from sim.engine import Task
-from sim.stats import LatencyHistogram, TimeWeighted
+from sim.stats import LatencyHistogram, TimeWeighted, WindowedLevel, WindowedSeries
 from sim.units import Rate, Size
 from topologies import HttpMethod, HttpPath
 
@@ -45,6 +45,8 @@ __all__ = [
     "ClosedLoopSpec",
     "WorkloadSpec",
     "Workload",
+    "SeriesWorkload",
+    "WorkloadSeries",
     "WorkloadStats",
 ]
 
@@ -279,6 +281,84 @@ class Workload:
         response: Response = yield self.client.mesh.request(self.client, self.entry, request)
         self.done(request, response)
         return response
+
+
+class WorkloadSeries:
+    """End-to-end statistics in fixed windows from the run's start (0 s), warm-up included.
+
+    A request counts at two times: it is **sent** in the window of its start, and it
+    **ends** (completed, or failed: status 400 or more) in the window of its end, where its
+    latency goes too (what a dashboard shows: a request is seen when its response is back).
+    Requests in flight are a level per window. So, per window,
+    ``sent = ended + (in flight at its end - in flight at its start)``.
+
+    Attributes:
+        ended: requests by the window they ended in: counts, latency, errors by response flag
+            (and, apart, those that started after the warm-up: the run's measured requests).
+        sent: requests sent, by window index.
+        in_flight: requests in flight, a level per window.
+        failed_spans: failed requests by (window of their start, window of their end): what
+            a fault's "requests lost" counts.
+    """
+
+    def __init__(self, window_s: float, warmup_s: float) -> None:
+        self.window_s = window_s
+        self.warmup_s = warmup_s
+        self.ended = WindowedSeries(window_s)
+        self.sent: dict[int, int] = {}
+        self.in_flight = WindowedLevel(window_s)
+        self.failed_spans: dict[tuple[int, int], int] = {}
+
+
+class SeriesWorkload(Workload):
+    """A :class:`Workload` that also records :class:`WorkloadSeries` (the spec's
+    ``timeseries``). A run without a time series uses :class:`Workload` itself, whose hot
+    path has no branch for it.
+
+    Args:
+        window_s: the window (seconds), > 0.
+        (the others as :class:`Workload`'s)
+    """
+
+    def __init__(
+        self,
+        spec: OpenLoopSpec | ClosedLoopSpec,
+        client: ClientPod,
+        entry: str,
+        request_size_bytes: int,
+        response_size_bytes: int,
+        protocol: str,
+        warmup_s: float,
+        window_s: float,
+    ) -> None:
+        super().__init__(
+            spec, client, entry, request_size_bytes, response_size_bytes, protocol, warmup_s
+        )
+        self.series = WorkloadSeries(window_s, warmup_s)
+
+    def new_request(self) -> Request:
+        request = super().new_request()
+        series = self.series
+        start = request.start_s
+        i = int(start // series.window_s)
+        series.sent[i] = series.sent.get(i, 0) + 1
+        series.in_flight.add(start, 1.0)
+        return request
+
+    def done(self, request: Request, response: Response) -> None:
+        super().done(request, response)
+        series = self.series
+        end = self.env.now
+        start = request.start_s
+        series.in_flight.add(end, -1.0)
+        ok = response.status < 400
+        series.ended.add(
+            end, end - start, ok, None if ok else response.flags, start >= series.warmup_s
+        )
+        if not ok:
+            w = series.window_s
+            key = (int(start // w), int(end // w))
+            series.failed_spans[key] = series.failed_spans.get(key, 0) + 1
 
 
 _GET_ROOT: tuple[str, str, Mapping[str, str]] = ("GET", "/", NO_HEADERS)

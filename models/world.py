@@ -23,7 +23,7 @@ from sim.network import LinkClass, NetworkPort, link_class
 from sim.random import RandomStreams
 from sim.recorder import Recorder, SpanSink
 from sim.servers import ContendedServer, CpuServer, FifoServer
-from sim.stats import LatencyHistogram
+from sim.stats import LatencyHistogram, WindowedSeries
 from topologies import NodeSpec, TopologySpec, principal
 
 __all__ = ["World", "Node", "PodBase", "ServiceStats"]
@@ -53,9 +53,15 @@ class ServiceStats:
     also in ``injected_errors``; a request the application hangs on is never answered, and is
     counted in ``hangs`` only. ``error_codes`` counts the errors answered by HTTP status
     (injected ones too), so ``sum(error_codes.values()) == errors``.
+
+    ``series`` (the spec's ``timeseries``; None = off): the requests answered, in fixed
+    windows from the run's start, warm-up included, each counted in the window of its answer,
+    with its latency and, for an error, its status; those that arrived after the warm-up are
+    counted apart as measured (their sums over the windows are ``count`` and
+    ``error_codes``).
     """
 
-    def __init__(self, name: str, warmup_s: float) -> None:
+    def __init__(self, name: str, warmup_s: float, window_s: float | None = None) -> None:
         self.name = name
         self.latency = LatencyHistogram()
         self.count = 0
@@ -64,6 +70,7 @@ class ServiceStats:
         self.hangs = 0
         self.error_codes: dict[int, int] = {}
         self.warmup_s = warmup_s
+        self.series = WindowedSeries(window_s) if window_s is not None else None
 
 
 class PodBase:

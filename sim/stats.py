@@ -12,7 +12,14 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["LatencyHistogram", "Tally", "TimeWeighted", "WindowedSeries"]
+__all__ = [
+    "LatencyHistogram",
+    "Tally",
+    "TimeWeighted",
+    "SeriesWindow",
+    "WindowedSeries",
+    "WindowedLevel",
+]
 
 
 class LatencyHistogram:
@@ -510,20 +517,52 @@ class TimeWeighted:
         return f"TimeWeighted(value={self._value}, t_last={self._t_last})"
 
 
-class _Window:
-    __slots__ = ("count", "errors", "hist", "sum")
+class SeriesWindow:
+    """One window of a :class:`WindowedSeries`: what ended in it.
+
+    Attributes:
+        count: observations (requests that ended in the window).
+        errors: of them, errors.
+        sum: sum of their values (seconds).
+        hist: their values' histogram (mergeable).
+        measured: of ``count``, those marked measured (started after the warm-up).
+        labels: errors by label (a response flag, a status code).
+        measured_labels: errors by label, of the measured observations only.
+    """
+
+    __slots__ = ("count", "errors", "hist", "labels", "measured", "measured_labels", "sum")
 
     def __init__(self, relative_accuracy: float) -> None:
         self.count = 0
         self.errors = 0
         self.sum = 0.0
+        self.measured = 0
         self.hist = LatencyHistogram(relative_accuracy)
+        self.labels: dict[Any, int] = {}
+        self.measured_labels: dict[Any, int] = {}
+
+    def merge(self, other: SeriesWindow) -> None:
+        """Add ``other``'s observations into this window (in place)."""
+        self.count += other.count
+        self.errors += other.errors
+        self.sum += other.sum
+        self.measured += other.measured
+        self.hist.merge(other.hist)
+        for into, found in (
+            (self.labels, other.labels),
+            (self.measured_labels, other.measured_labels),
+        ):
+            for label, n in found.items():
+                into[label] = into.get(label, 0) + n
 
 
 class WindowedSeries:
-    """A time series in fixed windows: throughput, errors and latency per window.
+    """A time series in fixed windows: throughput, errors (by label) and latency per window.
 
-    Window ``i`` covers ``[t0 + i * window_s, t0 + (i + 1) * window_s)``.
+    Window ``i`` covers ``[t0 + i * window_s, t0 + (i + 1) * window_s)``; an observation
+    counts in the window of its time ``t`` (for a request: when it ended, as a dashboard
+    counts it). Windows are made as observations reach them (memory grows with the windows
+    that saw something, never with the observations).
 
     Args:
         window_s: Window width (seconds), > 0.
@@ -537,32 +576,90 @@ class WindowedSeries:
         self._window_s = float(window_s)
         self._t0 = float(t0)
         self._a = relative_accuracy
-        self._windows: dict[int, _Window] = {}
+        self._windows: dict[int, SeriesWindow] = {}
 
     @property
     def window_s(self) -> float:
         """Window width (seconds)."""
         return self._window_s
 
-    def add(self, t: float, value: float, ok: bool = True) -> None:
-        """Record an observation (typically a completed request and its latency).
+    @property
+    def t0(self) -> float:
+        """Start of the first window (seconds)."""
+        return self._t0
+
+    def index(self, t: float) -> int:
+        """The index of the window that holds time ``t`` (seconds)."""
+        return int((t - self._t0) // self._window_s)
+
+    def add(
+        self, t: float, value: float, ok: bool = True, label: Any = None, measured: bool = True
+    ) -> None:
+        """Record an observation (typically a request that ended, and its latency).
 
         Args:
             t: Time of the observation (seconds), >= t0.
             value: The observed value (seconds for a latency), >= 0.
             ok: False for an error.
+            label: An error's label (response flags, status code), counted by label.
+            measured: Whether the observation is also counted as measured (a request that
+                started after the warm-up).
         """
         if t < self._t0:
             raise ValueError(f"time {t} is before the start of the series {self._t0}")
         i = int((t - self._t0) // self._window_s)
         w = self._windows.get(i)
         if w is None:
-            w = self._windows[i] = _Window(self._a)
+            w = self._windows[i] = SeriesWindow(self._a)
         w.count += 1
         w.sum += value
         w.hist.add(value)
+        if measured:
+            w.measured += 1
         if not ok:
             w.errors += 1
+            labels = w.labels
+            labels[label] = labels.get(label, 0) + 1
+            if measured:
+                labels = w.measured_labels
+                labels[label] = labels.get(label, 0) + 1
+
+    def window(self, i: int) -> SeriesWindow | None:
+        """Window ``i``, or None if nothing was observed in it."""
+        return self._windows.get(i)
+
+    def last_index(self) -> int:
+        """The index of the last window that saw something (-1 if none did)."""
+        return max(self._windows, default=-1)
+
+    def fold_after(self, last: int) -> None:
+        """Merge every window after ``last`` into window ``last`` (observations exactly at
+        the end of a run, which would open a window of their own).
+
+        Args:
+            last: The index of the last window to keep, >= 0.
+        """
+        for i in sorted(k for k in self._windows if k > last):
+            extra = self._windows.pop(i)
+            w = self._windows.get(last)
+            if w is None:
+                self._windows[last] = extra
+            else:
+                w.merge(extra)
+
+    def merge(self, other: WindowedSeries) -> None:
+        """Add another series' windows into this one (in place; same windows).
+
+        Raises:
+            ValueError: If the windows differ.
+        """
+        if other._window_s != self._window_s or other._t0 != self._t0 or other._a != self._a:
+            raise ValueError("cannot merge series with different windows or accuracies")
+        for i, found in other._windows.items():
+            w = self._windows.get(i)
+            if w is None:
+                w = self._windows[i] = SeriesWindow(self._a)
+            w.merge(found)
 
     def windows(self) -> list[dict[str, float]]:
         """Return one row per window, from the first window to the last non-empty one.
@@ -578,7 +675,7 @@ class WindowedSeries:
         for i in range(max(self._windows) + 1):
             start = self._t0 + i * self._window_s
             w = self._windows.get(i)
-            if w is None:
+            if w is None or w.count == 0:
                 rows.append(
                     {
                         "start_s": start,
@@ -603,3 +700,100 @@ class WindowedSeries:
                     }
                 )
         return rows
+
+
+class WindowedLevel:
+    """A level (requests in flight) in fixed windows: per window, its time-weighted mean and
+    its value at the window's start.
+
+    Window ``i`` covers ``[t0 + i * window_s, t0 + (i + 1) * window_s)``. A change at time
+    ``t`` happens in the window that holds ``t``: the level at the start of a window is the
+    level before the changes at that instant.
+
+    Args:
+        window_s: Window width (seconds), > 0.
+        t0: Start of the first window (seconds).
+        value: Level at ``t0``.
+    """
+
+    __slots__ = ("_area", "_i_last", "_starts", "_t0", "_t_last", "_value", "_window_s")
+
+    def __init__(self, window_s: float, t0: float = 0.0, value: float = 0.0) -> None:
+        if not window_s > 0:
+            raise ValueError(f"window_s must be > 0, got {window_s}")
+        self._window_s = float(window_s)
+        self._t0 = float(t0)
+        self._value = value
+        self._t_last = self._t0
+        self._i_last = 0
+        self._area: dict[int, float] = {}
+        self._starts: dict[int, float] = {0: value}
+
+    def _advance(self, t: float) -> None:
+        if t < self._t_last:
+            raise ValueError(f"time must not go backwards: {t} < {self._t_last}")
+        w = self._window_s
+        i = int((t - self._t0) // w)
+        value = self._value
+        last = self._i_last
+        area = self._area
+        if i == last:
+            area[i] = area.get(i, 0.0) + value * (t - self._t_last)
+        else:
+            # The rest of the last window, whole windows between, then the start of window i.
+            end = self._t0 + (last + 1) * w
+            area[last] = area.get(last, 0.0) + value * max(0.0, end - self._t_last)
+            starts = self._starts
+            for j in range(last + 1, i):
+                area[j] = value * w
+                starts[j] = value
+            starts[i] = value
+            area[i] = value * max(0.0, t - (self._t0 + i * w))
+            self._i_last = i
+        self._t_last = t
+
+    def add(self, t: float, delta: float) -> None:
+        """Change the level by ``delta`` at time ``t``.
+
+        Args:
+            t: Time of the change (seconds), not before the previous change.
+            delta: Change of the level (+1 when a request is sent, -1 when it is answered).
+        """
+        self._advance(t)
+        self._value += delta
+
+    @property
+    def value(self) -> float:
+        """The current level."""
+        return self._value
+
+    def finish(self, t_end: float) -> tuple[list[float], list[float], list[float]]:
+        """Close the series at ``t_end``: the windows from ``t0`` to ``t_end``.
+
+        The last window ends at ``t_end`` (it may be shorter than the others); a change at
+        ``t_end`` or later, which would open a window of its own, counts in it.
+
+        Args:
+            t_end: End of the series (seconds), > t0.
+
+        Returns:
+            Per window: the time-weighted mean level, the level at its start and the level at
+            its end.
+        """
+        w = self._window_s
+        n = max(1, math.ceil((t_end - self._t0) / w - 1e-9))
+        if self._t_last < t_end:
+            self._advance(t_end)
+        means: list[float] = []
+        starts: list[float] = []
+        area = self._area
+        for i in range(n):
+            lo = self._t0 + i * w
+            hi = min(self._t0 + (i + 1) * w, t_end)
+            a = area.get(i, 0.0)
+            if i == n - 1:
+                a += sum(v for k, v in area.items() if k >= n)
+            means.append(a / (hi - lo) if hi > lo else self._value)
+            starts.append(self._starts[i])
+        ends = starts[1:] + [self._value]
+        return means, starts, ends

@@ -51,3 +51,27 @@ def test_shipped_spec_runs_from_the_cli(path, tmp_path):
     assert result.exit_code == 0, result.output
     assert "p99" in result.output
     assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("path", SPECS, ids=[p.stem for p in SPECS])
+def test_shipped_spec_windows_sum_to_its_totals(path, tmp_path):
+    """Run with a time series (windows of a tenth of the run), every shipped experiment's
+    windows add up to its totals, and conservation holds in every window."""
+    from experiments.runner import run_experiment, run_sweep
+    from tests.experiments.test_timeseries import check_sums
+
+    short = shrink(path, tmp_path)
+    data = yaml.safe_load(short.read_text(encoding="utf-8"))
+    data["timeseries"] = {"window": data["duration"] / 10}
+    short.write_text(yaml.safe_dump(data), encoding="utf-8")
+    spec = load_spec(short)
+    if spec.sweep is None:
+        results = [run_experiment(spec)]
+    else:
+        points = run_sweep(spec)
+        assert all(p.result is not None for p in points), [p.error for p in points]
+        results = [p.result for p in points if p.result is not None]
+    for result in results:
+        check_sums(result)
+        assert result.timeseries is not None and len(result.timeseries.starts_s) == 10
+        assert len(result.faults or []) == len(spec.faults)
