@@ -7,6 +7,7 @@ fortio's keys (``periodic.RunnerResults``, ``stats.HistogramData``) and units.
 
 from __future__ import annotations
 
+import csv
 import json
 import re
 from collections import defaultdict
@@ -28,7 +29,6 @@ from experiments.exports import (
     run_with_exports,
     write_exports,
 )
-from experiments.results import RunResult
 from experiments.runner import build_simulation
 from experiments.spec import spec_from_dict
 from models.telemetry import DURATION_BUCKETS_MS
@@ -401,27 +401,18 @@ def test_out_with_a_sweep_is_refused(tmp_path):
 # --- timeseries.csv hook -----------------------------------------------------------------------
 
 
-class _WithSeries(RunResult):
-    timeseries: list[tuple[float, str, str, float]] | None = None
-
-
-def test_timeseries_is_written_when_the_result_has_one(sidecar_run, tmp_path):
-    rows = [(0.5, "end-to-end", "requests", 10.0), (1.0, "leaf", "p99_ms", 2.5)]
-    result = _WithSeries(**sidecar_run.result.model_dump(), timeseries=rows)
-    run = ExportedRun(
-        spec=sidecar_run.spec,
-        result=result,
-        outputs=sidecar_run.outputs,
-        seeds=sidecar_run.seeds,
-        telemetry=sidecar_run.telemetry,
-        reporting=sidecar_run.reporting,
-    )
+def test_timeseries_csv_has_a_row_per_window_series_and_metric_summing_to_the_totals(
+    sidecar_run, tmp_path
+):
+    run = run_with_exports(spec(timeseries={"window": "250ms"}))
     write_exports(run, tmp_path)
-    lines = (tmp_path / "timeseries.csv").read_text().splitlines()
-    assert lines == [
-        "window_start_s,series,metric,value",
-        "0.5,end-to-end,requests,10.0",
-        "1.0,leaf,p99_ms,2.5",
-    ]
+    with (tmp_path / "timeseries.csv").open(encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    assert rows and list(rows[0]) == ["window_start_s", "series", "metric", "value"]
+    measured = [r for r in rows if r["series"] == "end_to_end" and r["metric"] == "measured"]
+    series = run.result.timeseries
+    assert series is not None
+    assert len(measured) == len(series.starts_s)
+    assert sum(int(r["value"]) for r in measured) == run.result.end_to_end.requests
     write_exports(sidecar_run, tmp_path / "plain")
     assert not (tmp_path / "plain" / "timeseries.csv").exists()
