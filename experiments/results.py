@@ -429,8 +429,12 @@ class FaultResult(BaseModel):
         disturbed: whether any window from the fault's first on left the band before the
             recovery.
         retries: the routers' ``upstream_rq_retry`` per destination host, over the whole
-            measured run and every replication: the routers count totals only, not per
-            window, so the retries of the fault cannot be told from others.
+            measured run and every replication.
+        retries_made: retries the routers made in the fault's windows (every caller's
+            proxy, every hop of the call graph).
+        saved_by_retries: calls retried in the fault's windows that then succeeded (the
+            retries hid the fault from their caller).
+        failed_after_retries: calls retried in the fault's windows that failed anyway.
         notes: what limits the figures (no baseline, a window wider than the fault, ...).
     """
 
@@ -458,6 +462,9 @@ class FaultResult(BaseModel):
     time_to_recover_s: float | None
     recovered_during_fault: bool
     retries: dict[str, int] = {}
+    retries_made: int = 0
+    saved_by_retries: int = 0
+    failed_after_retries: int = 0
     notes: list[str] = []
 
     @field_serializer("target", when_used="json")

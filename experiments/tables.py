@@ -418,6 +418,7 @@ def faults_table(result: RunResult) -> str:
                 f"{f.requests_lost:,} ({f.share_lost * 100:.1f}%)"
                 if not math.isnan(f.share_lost)
                 else fmt(f.requests_lost),
+                f"{f.saved_by_retries:,}/{f.failed_after_retries:,}",
                 hurt or "-",
             ]
         )
@@ -425,12 +426,24 @@ def faults_table(result: RunResult) -> str:
     retries = next((f.retries for f in faults if f.retries), {})
     extra = []
     if retries:
+        extra.append("Retries over the whole run (upstream_rq_retry): " + _counts(retries))
+    if any(f.retries_made for f in faults):
         extra.append(
-            "Retries (upstream_rq_retry, whole run: the routers count totals, not per window): "
-            + _counts(retries)
+            "retried saved/failed: calls retried during the fault that then succeeded (the "
+            "retries hid it) / that failed anyway (every hop of the call graph)"
         )
     table = _table_or_lists(
-        ["fault", "from-to s", "err %", "base %", "errors in s", "recovery s", "lost", "hurt"],
+        [
+            "fault",
+            "from-to s",
+            "err %",
+            "base %",
+            "errors in s",
+            "recovery s",
+            "lost",
+            "retried saved/failed",
+            "hurt",
+        ],
         rows,
         f"Faults (to one window, {window:g} s; recovery: from its end to 2 windows in the band)",
     )

@@ -65,6 +65,8 @@ class Merged:
         self.in_flight_end = [0] * n
         self.in_flight_mean = [0.0] * n
         self.failed_spans: dict[tuple[int, int], int] = {}
+        # Per window: retries made, calls a retry saved, calls that failed after retrying.
+        self.retries = [[0, 0, 0] for _ in range(n)]
         for s in series:
             assert s is not None
             self.end_to_end.merge(s.workload.ended)
@@ -78,6 +80,10 @@ class Merged:
                 self.in_flight_mean[i] += s.in_flight_mean[i] / self.replications
             for key, count in s.workload.failed_spans.items():
                 self.failed_spans[key] = self.failed_spans.get(key, 0) + count
+            for i, counts in s.retries.items():
+                if i < n:
+                    for k in range(3):
+                        self.retries[i][k] += counts[k]
 
     @property
     def windows(self) -> int:
@@ -152,8 +158,11 @@ def series_result(merged: Merged) -> TimeSeriesResult:
 
 
 def _fault_span(fault: Any, end_s: float) -> tuple[float, float]:
-    """When a fault starts and ends (seconds); no duration (or None) = to the run's end."""
+    """When a fault starts and ends (seconds); no duration (or None) = to the run's end; a
+    crash ends when its pods run again (``FaultSpec.end_s``)."""
     start = float(fault.start)
+    if hasattr(fault, "end_s"):
+        return start, float(fault.end_s(end_s))
     duration = getattr(fault, "duration", None)
     return start, end_s if duration is None else min(end_s, start + float(duration))
 
@@ -348,6 +357,9 @@ def fault_results(
                 time_to_recover_s=to_recover,
                 recovered_during_fault=during,
                 retries=retries,
+                retries_made=sum(merged.retries[i][0] for i in windows),
+                saved_by_retries=sum(merged.retries[i][1] for i in windows),
+                failed_after_retries=sum(merged.retries[i][2] for i in windows),
                 notes=notes,
             )
         )

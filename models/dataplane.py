@@ -1151,6 +1151,9 @@ class Exchange(Task):
                     self.tries += 1
                     stats.upstream_rq_retry += 1
                     self.mesh.count("retries")
+                    windows = self.mesh.world.retry_windows
+                    if windows is not None:
+                        self._count_retry(windows, 0)
                     if budget is not None:
                         budget.started()
                     if self.tried is None:
@@ -1180,7 +1183,19 @@ class Exchange(Task):
                 flags = _join(flags, Flags.UPSTREAM_RETRY_LIMIT)
         if outcome == "connect_failure" and dst is not None and not dst.alive:
             self.mesh.count("stale_failures")
+        if self.tries:
+            windows = self.mesh.world.retry_windows
+            if windows is not None:  # a retried call's end: saved by its retries, or not
+                self._count_retry(windows, 1 if status < 400 and outcome == "response" else 2)
         self._finish(response, flags, from_upstream)
+
+    def _count_retry(self, windows: dict[int, list[int]], which: int) -> None:
+        now = self.env._now  # type: ignore[attr-defined]
+        i = int(now // self.mesh.world.retry_window_s)
+        found = windows.get(i)
+        if found is None:
+            found = windows[i] = [0, 0, 0]
+        found[which] += 1
 
     def _retry(self) -> None:
         """After the back-off: the next try, on the same cluster (Envoy picks a request's
@@ -1224,6 +1239,9 @@ class Exchange(Task):
             self.attempt.abandon()
         if which == -1:
             proxy_stats.upstream_rq_timeout += 1
+            windows = self.mesh.world.retry_windows
+            if self.tries and windows is not None:  # a retried call that timed out
+                self._count_retry(windows, 2)
             if self.phase == 1:  # a try in flight
                 self.cluster.finished(self.dst)
             # The retry in flight, or the one the back-off waits for, leaves the budget.

@@ -76,6 +76,8 @@ class SeriesOutput:
     in_flight_mean: list[float]
     in_flight_start: list[float]
     in_flight_end: list[float]
+    # Per window index: [retries made, calls a retry saved, calls failed after retrying].
+    retries: dict[int, list[int]] = field(default_factory=dict)
 
     @property
     def windows(self) -> int:
@@ -229,6 +231,8 @@ class Simulation:
             self.workload = SeriesWorkload(*args, window_s)
             for stats in world.service_stats.values():
                 stats.series = WindowedSeries(window_s)
+            world.retry_windows = {}
+            world.retry_window_s = window_s
 
     # --- configuration changes -----------------------------------------------------------
 
@@ -385,6 +389,7 @@ class Simulation:
             in_flight_mean=means,
             in_flight_start=starts,
             in_flight_end=ends,
+            retries=dict(self.world.retry_windows or {}),
         )
 
 

@@ -161,6 +161,10 @@ class World:
         # Faults in force that make some place unreachable or some proxy down (the data
         # plane checks where a connection goes only while there is one).
         self.faults_active = 0
+        # With results over time: per window index, [retries made, calls saved by a retry,
+        # calls that failed after retrying] (None: off).
+        self.retry_windows: dict[int, list[int]] | None = None
+        self.retry_window_s = 0.0
         self.recorder = Recorder(warmup_s, trace_every=trace_every)
         # Istio's request metrics (models.telemetry.IstioTelemetry) when collected, else
         # None: the data plane checks it once where a response is delivered or answered.

@@ -223,3 +223,38 @@ def test_the_run_prints_the_series_and_the_fault_table(tmp_path):
 class mock_any_int:  # noqa: N801 - reads as a value in the assertion above
     def __eq__(self, other: object) -> bool:
         return isinstance(other, int) and other > 0
+
+
+def _crash_spec(workload: str, replicas_of: dict[str, int] | None = None) -> dict[str, Any]:
+    return {
+        "topology": "bookinfo",
+        "mesh": "istio-1.8",
+        "workload": {"kind": "open_loop", "rate_rps": 100},
+        "duration": "12s",
+        "warmup": "1s",
+        "timeseries": {"window": "1s"},
+        "faults": [
+            {
+                "kind": "pod_crash",
+                "start": "4s",
+                "target": {"workload": workload},
+                "restart_delay": "4s",
+                "detection": "2s",
+            }
+        ],
+    }
+
+
+def test_retries_that_hide_a_fault_are_counted_apart_from_the_calls_they_could_not_save():
+    # reviews-v1 crashes: the productpage sidecar's retries go to v2 and v3 (previous hosts
+    # avoided), so the calls are saved and no end-to-end request fails.
+    saved = run_experiment(spec_from_dict(_crash_spec("reviews-v1")))
+    (fault,) = saved.faults or []
+    assert (fault.start_s, fault.end_s) == (4.0, 8.0)  # a crash lasts until the restart
+    assert fault.saved_by_retries > 0 and fault.failed_after_retries == 0
+    assert fault.retries_made >= fault.saved_by_retries
+    assert fault.requests_lost == 0
+    # details has one pod: its retries cannot save anything until it leaves the endpoints.
+    lost = run_experiment(spec_from_dict(_crash_spec("details")))
+    (fault,) = lost.faults or []
+    assert fault.failed_after_retries > 0 and fault.requests_lost > 0
