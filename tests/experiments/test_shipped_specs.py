@@ -22,7 +22,9 @@ def shrink(path: Path, tmp_path: Path) -> Path:
     data = yaml.safe_load(path.read_text(encoding="utf-8"))
     spec = load_spec(path)
     events = [float(spec.warmup)]
-    events += [c.at for c in spec.changes] + [f.start + f.duration for f in spec.faults]
+    events += [c.at for c in spec.changes]
+    # A fault without a duration (a crash, a node lost for good): its start.
+    events += [f.start + (f.duration or 0.0) for f in spec.faults]
     data["duration"] = max(events) + 2.0
     data["replications"] = 1
     if "sweep" in data:

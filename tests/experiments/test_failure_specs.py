@@ -1,0 +1,66 @@
+"""The shipped failure experiments show what their comments say: each test runs the spec and
+a variant without the policy (or under another mesh) and checks the one difference the spec
+is for. The windows of every shipped spec summing to its totals is
+tests/experiments/test_shipped_specs.py's."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from experiments.runner import run_experiment
+from experiments.spec import spec_from_dict
+from experiments.specs import shipped_specs
+
+SPECS = {p.stem: p for p in shipped_specs()}
+
+
+def data_of(name: str) -> dict[str, Any]:
+    path: Path = SPECS[name]
+    data: dict[str, Any] = yaml.safe_load(path.read_text(encoding="utf-8"))
+    return data
+
+
+def fault_of(data: dict[str, Any]) -> Any:
+    result = run_experiment(spec_from_dict(data))
+    (fault,) = result.faults or []
+    return fault
+
+
+def since_loss(fault: Any) -> float:
+    """From the node's loss to traffic whole again (seconds; inf if not by the run's end)."""
+    if fault.recovered_at_s is None:
+        return float("inf")
+    return float(fault.recovered_at_s - fault.start_s)
+
+
+def test_the_failure_specs_are_shipped():
+    for name in ("node-failure", "node-failure-maesh", "node-failure-ambient"):
+        assert name in SPECS
+
+
+def test_outlier_detection_makes_traffic_whole_within_seconds_not_at_endpoint_removal():
+    data = data_of("node-failure")
+    ejected = fault_of(data)
+    data["policies"] = [p for p in data["policies"] if p["kind"] != "DestinationRule"]
+    waited = fault_of(data)
+    # Ejection within a second or two; without it, Kubernetes' 40 s node grace period.
+    assert ejected.disturbed and since_loss(ejected) <= 2.0
+    assert waited.failed > ejected.failed
+    assert since_loss(waited) >= 40.0
+
+
+def test_per_architecture_the_errors_start_at_their_connect_timeouts():
+    # Istio's sidecars retry and eject: no error; ambient's ztunnels fail after the 10 s
+    # connect timeout, Traefik's node proxies after their 30 s dial timeout.
+    sidecar = fault_of(data_of("node-failure"))
+    ambient = fault_of(data_of("node-failure-ambient"))
+    maesh = fault_of(data_of("node-failure-maesh"))
+    assert sidecar.failed == 0 and sidecar.time_to_errors_s is None
+    assert ambient.time_to_errors_s == 10.0
+    assert maesh.time_to_errors_s == 30.0
+    # The longer the wait, the more requests the black hole swallows.
+    assert 0 < ambient.share_lost < maesh.share_lost
+    assert since_loss(ambient) < since_loss(maesh) == float("inf")
