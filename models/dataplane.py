@@ -1244,6 +1244,10 @@ class Exchange(Task):
                 self._count_retry(windows, 2)
             if self.phase == 1:  # a try in flight
                 self.cluster.finished(self.dst)
+                if self.cluster.outlier is not None:
+                    # Envoy tells outlier detection of a try the route's timeout cut short
+                    # (router.cc onResponseTimeout: LOCAL_ORIGIN_TIMEOUT, a 504).
+                    self.cluster.record(self.dst, 504)
             # The retry in flight, or the one the back-off waits for, leaves the budget.
             if self.tries and self.cluster.retries is not None:
                 self.cluster.retries.finished()
