@@ -1133,7 +1133,10 @@ class Exchange(Task):
         traefik = self.router.traefik  # type: ignore[union-attr]
         if traefik is not None and traefik.breaker is not None:
             now = self.env._now  # type: ignore[attr-defined]
-            traefik.breaker.record(now, status, now - self.routed)
+            # What Traefik answered or got: a failed connection is its own 502 (a network
+            # error to oxy's metrics), an overflow its 503.
+            seen = status if outcome in ("response", "timeout") else response.status
+            traefik.breaker.record(now, seen, now - self.routed)
         if from_upstream and status >= 500:
             stats.upstream_rq_5xx += 1
         action = self.action

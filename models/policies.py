@@ -718,8 +718,3 @@ def with_policy(policies: list[Any], policy: Any) -> list[Any]:
     return [
         policy if (p.kind, p.metadata.namespace, p.metadata.name) == key else p for p in policies
     ]
-
-
-def policy_where(index: int, policy: Any) -> str:
-    """How an error names a policy: ``policies.3 (VirtualService reviews)``."""
-    return f"policies.{index} ({policy.kind} {policy.metadata.name})"

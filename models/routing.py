@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from models.connections import PoolLimits
-from models.defaults import CONNECT_FAILURE_ONLY, ENVOY, ISTIO, UNLIMITED, RetryOn, parse_retry_on
+from models.defaults import CONNECT_FAILURE_ONLY, ISTIO, UNLIMITED, RetryOn, parse_retry_on
 from models.loadbalancer import make_balancer
 from models.messages import Flags, Request, Response
 from models.policies import (
@@ -284,9 +284,6 @@ class ClusterPolicy:
                 self.max_requests_per_connection,
             )
         )
-
-
-PLAIN_CLUSTER = ClusterPolicy()
 
 
 def _selects(selector: Mapping[str, str] | None, pod: Any) -> bool:
@@ -962,18 +959,3 @@ def _acl_rule(target: TrafficTarget, groups: Mapping[tuple[str, str], HTTPRouteG
         sources=frozenset((s.namespace, s.name) for s in target.spec.sources),
         matches=_group_matches(target.spec.rules, groups, target.metadata.namespace),
     )
-
-
-def retry_policy_of(retries: Any) -> RetryPolicy:
-    """A mesh spec's ``retries`` (``models.dataplane.RetrySpec``) as a router's policy."""
-    return RetryPolicy(
-        retries.attempts,
-        parse_retry_on(retries.retry_on, tuple(retries.retriable_status_codes)),
-        None,
-        retries.backoff_base,
-        retries.backoff_base * 10,
-    )
-
-
-TRAEFIK_BREAKER_STATUS = 503
-ENVOY_PANIC = ENVOY["panicThreshold"]
