@@ -64,3 +64,28 @@ def test_per_architecture_the_errors_start_at_their_connect_timeouts():
     # The longer the wait, the more requests the black hole swallows.
     assert 0 < ambient.share_lost < maesh.share_lost
     assert since_loss(ambient) < since_loss(maesh) == float("inf")
+
+
+def no_retries(host: str) -> dict[str, Any]:
+    """A VirtualService for ``host`` that retries nothing (``retries: {attempts: 0}``)."""
+    return {
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "VirtualService",
+        "metadata": {"name": host},
+        "spec": {
+            "hosts": [host],
+            "http": [{"route": [{"destination": {"host": host}}], "retries": {"attempts": 0}}],
+        },
+    }
+
+
+def test_istios_default_retries_hide_a_crashed_pod_until_its_endpoint_leaves():
+    data = data_of("pod-crash")
+    retried = fault_of(data)
+    data["policies"] = [no_retries("api"), no_retries("web")]
+    bare = fault_of(data)
+    # The refused connects to api-1 are retried on another pod: nothing is lost.
+    assert retried.failed == 0 and retried.saved_by_retries > 50
+    # Without retries a third of the calls fail from the crash until the endpoint leaves.
+    assert bare.failed > 50 and bare.time_to_errors_s == 0.0
+    assert bare.saved_by_retries == 0
