@@ -89,3 +89,14 @@ def test_istios_default_retries_hide_a_crashed_pod_until_its_endpoint_leaves():
     # Without retries a third of the calls fail from the crash until the endpoint leaves.
     assert bare.failed > 50 and bare.time_to_errors_s == 0.0
     assert bare.saved_by_retries == 0
+
+
+def test_a_slow_pod_fills_the_pools_above_it_unless_its_callers_time_out_and_eject_it():
+    open_pools = fault_of(data_of("cascading-failure"))
+    guarded = fault_of(data_of("cascading-failure-guarded"))
+    # Unguarded, the entry fails though only pricing-0 is slow: frontend's pools overflow.
+    assert open_pools.failed > 100 and "frontend" in open_pools.services_hurt
+    assert open_pools.recovered_at_s is not None and open_pools.recovered_at_s > 15.0
+    # Guarded, pricing's callers time its tries out and eject it: nothing fails upstream.
+    assert guarded.failed == 0 and not guarded.services_hurt
+    assert guarded.recovered_during_fault and since_loss(guarded) <= 2.0
