@@ -100,3 +100,20 @@ def test_a_slow_pod_fills_the_pools_above_it_unless_its_callers_time_out_and_eje
     # Guarded, pricing's callers time its tries out and eject it: nothing fails upstream.
     assert guarded.failed == 0 and not guarded.services_hurt
     assert guarded.recovered_during_fault and since_loss(guarded) <= 2.0
+
+
+def deploy_run(name: str) -> Any:
+    return run_experiment(spec_from_dict(data_of(name)))
+
+
+def test_a_deploy_without_drain_refuses_connections_until_the_push_and_a_drain_does_not():
+    abrupt = deploy_run("rolling-deploy")
+    drained = deploy_run("rolling-deploy-drain")
+    # Without drain, web's sidecars connect to the gone pods until istiod's push lands.
+    assert abrupt.control_plane is not None and drained.control_plane is not None
+    assert abrupt.timeseries is not None and drained.timeseries is not None
+    assert abrupt.control_plane.stale_connect_failures > 10
+    assert sum(abrupt.timeseries.services["web"].errors) > 0
+    # With a 5 s drain the old pods answer until every sidecar has the new list.
+    assert drained.control_plane.stale_connect_failures == 0
+    assert sum(drained.timeseries.services["web"].errors) == 0
