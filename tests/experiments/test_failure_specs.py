@@ -117,3 +117,16 @@ def test_a_deploy_without_drain_refuses_connections_until_the_push_and_a_drain_d
     # With a 5 s drain the old pods answer until every sidecar has the new list.
     assert drained.control_plane.stale_connect_failures == 0
     assert sum(drained.timeseries.services["web"].errors) == 0
+
+
+def test_outlier_detection_keeps_a_partitioned_zones_traffic_at_home():
+    data = data_of("zone-partition")
+    ejected = fault_of(data)
+    data["policies"] = [p for p in data["policies"] if p["kind"] != "DestinationRule"]
+    timed_out = fault_of(data)
+    # The zone-a callers eject zone-b's pods within two seconds; nothing is lost.
+    assert ejected.failed == 0 and ejected.recovered_during_fault
+    assert since_loss(ejected) <= 2.0
+    # Without ejection half of the tries go on into the cut until it heals.
+    assert timed_out.failed > 50
+    assert timed_out.recovered_at_s is not None and timed_out.recovered_at_s >= 25.0
