@@ -64,3 +64,69 @@ def test_per_architecture_the_errors_start_at_their_connect_timeouts():
     # The longer the wait, the more requests the black hole swallows.
     assert 0 < ambient.share_lost < maesh.share_lost
     assert since_loss(ambient) < since_loss(maesh) == float("inf")
+
+
+def no_retries(host: str) -> dict[str, Any]:
+    """A VirtualService for ``host`` that retries nothing (``retries: {attempts: 0}``)."""
+    return {
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "VirtualService",
+        "metadata": {"name": host},
+        "spec": {
+            "hosts": [host],
+            "http": [{"route": [{"destination": {"host": host}}], "retries": {"attempts": 0}}],
+        },
+    }
+
+
+def test_istios_default_retries_hide_a_crashed_pod_until_its_endpoint_leaves():
+    data = data_of("pod-crash")
+    retried = fault_of(data)
+    data["policies"] = [no_retries("api"), no_retries("web")]
+    bare = fault_of(data)
+    # The refused connects to api-1 are retried on another pod: nothing is lost.
+    assert retried.failed == 0 and retried.saved_by_retries > 50
+    # Without retries a third of the calls fail from the crash until the endpoint leaves.
+    assert bare.failed > 50 and bare.time_to_errors_s == 0.0
+    assert bare.saved_by_retries == 0
+
+
+def test_a_slow_pod_fills_the_pools_above_it_unless_its_callers_time_out_and_eject_it():
+    open_pools = fault_of(data_of("cascading-failure"))
+    guarded = fault_of(data_of("cascading-failure-guarded"))
+    # Unguarded, the entry fails though only pricing-0 is slow: frontend's pools overflow.
+    assert open_pools.failed > 100 and "frontend" in open_pools.services_hurt
+    assert open_pools.recovered_at_s is not None and open_pools.recovered_at_s > 15.0
+    # Guarded, pricing's callers time its tries out and eject it: nothing fails upstream.
+    assert guarded.failed == 0 and not guarded.services_hurt
+    assert guarded.recovered_during_fault and since_loss(guarded) <= 2.0
+
+
+def deploy_run(name: str) -> Any:
+    return run_experiment(spec_from_dict(data_of(name)))
+
+
+def test_a_deploy_without_drain_refuses_connections_until_the_push_and_a_drain_does_not():
+    abrupt = deploy_run("rolling-deploy")
+    drained = deploy_run("rolling-deploy-drain")
+    # Without drain, web's sidecars connect to the gone pods until istiod's push lands.
+    assert abrupt.control_plane is not None and drained.control_plane is not None
+    assert abrupt.timeseries is not None and drained.timeseries is not None
+    assert abrupt.control_plane.stale_connect_failures > 10
+    assert sum(abrupt.timeseries.services["web"].errors) > 0
+    # With a 5 s drain the old pods answer until every sidecar has the new list.
+    assert drained.control_plane.stale_connect_failures == 0
+    assert sum(drained.timeseries.services["web"].errors) == 0
+
+
+def test_outlier_detection_keeps_a_partitioned_zones_traffic_at_home():
+    data = data_of("zone-partition")
+    ejected = fault_of(data)
+    data["policies"] = [p for p in data["policies"] if p["kind"] != "DestinationRule"]
+    timed_out = fault_of(data)
+    # The zone-a callers eject zone-b's pods within two seconds; nothing is lost.
+    assert ejected.failed == 0 and ejected.recovered_during_fault
+    assert since_loss(ejected) <= 2.0
+    # Without ejection half of the tries go on into the cut until it heals.
+    assert timed_out.failed > 50
+    assert timed_out.recovered_at_s is not None and timed_out.recovered_at_s >= 25.0
