@@ -28,6 +28,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from experiments.report import write_run_report
 from experiments.results import RunResult, finite_or_none
 from experiments.runner import build_simulation, meshsim_version, summarise
 from experiments.spec import ExperimentSpec
@@ -160,6 +161,8 @@ def write_exports(run: ExportedRun, out_dir: Path) -> list[str]:
         path = out_dir / "timeseries.csv"
         _write_timeseries(path, timeseries)
         lines.append(f"{path}: time series, one row per window and series")
+        path = write_run_report(result, out_dir / "report.html")
+        lines.append(f"{path}: the run over time, faults shaded (HTML, offline)")
     return lines
 
 

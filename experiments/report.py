@@ -23,7 +23,15 @@ if TYPE_CHECKING:
     from experiments.comparison import Comparison
     from experiments.results import RunResult
 
-__all__ = ["write_report", "render_report", "cdf_points", "QUANTILE_GRID"]
+__all__ = [
+    "write_report",
+    "render_report",
+    "cdf_points",
+    "QUANTILE_GRID",
+    "write_run_report",
+    "render_run_report",
+    "timeseries_figure",
+]
 
 #: The quantiles at which each end-to-end histogram is sampled for the CDF.
 QUANTILE_GRID = np.linspace(0.001, 0.999, 200)
@@ -472,4 +480,79 @@ def write_report(comparison: Comparison, path: Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(render_report(comparison), encoding="utf-8")
+    return path
+
+
+# --- the report of one run over time (``meshsim run --out``) -----------------------------------
+
+
+def timeseries_figure(result: RunResult) -> go.Figure:
+    """End-to-end throughput, error rate and p50/p99 per window, the warm-up and each fault's
+    time shaded (the run's ``timeseries``)."""
+    series = result.timeseries
+    assert series is not None, "a run over time needs the spec's timeseries"
+    e2e = series.end_to_end
+    mids = [s + series.window_s / 2 for s in series.starts_s]
+    fig = make_subplots(
+        rows=3,
+        cols=1,
+        shared_xaxes=True,
+        vertical_spacing=0.06,
+        subplot_titles=("throughput (rps)", "errors (%)", "latency (ms)"),
+    )
+    fig.add_trace(go.Scatter(x=mids, y=e2e.throughput_rps, name="rps", mode="lines"), 1, 1)
+    errors = [(e / r * 100.0) if r else None for e, r in zip(e2e.errors, e2e.requests, strict=True)]
+    fig.add_trace(go.Scatter(x=mids, y=errors, name="errors %", mode="lines"), 2, 1)
+    for name, values in (("p50", e2e.p50_ms), ("p99", e2e.p99_ms)):
+        clean = [None if v is None or math.isnan(v) else v for v in values]
+        fig.add_trace(go.Scatter(x=mids, y=clean, name=f"{name} ms", mode="lines"), 3, 1)
+    warmup = (
+        series.starts_s[series.warmup_windows]
+        if series.warmup_windows < len(series.starts_s)
+        else None
+    )
+    if series.warmup_windows and warmup is not None:
+        fig.add_vrect(x0=0, x1=warmup, fillcolor="#999999", opacity=0.15, line_width=0)
+    for fault in result.faults or []:
+        fig.add_vrect(
+            x0=fault.start_s,
+            x1=fault.end_s,
+            fillcolor="#d62728",
+            opacity=0.12,
+            line_width=0,
+            annotation_text=f"{fault.index} {fault.kind}",
+            annotation_position="top left",
+        )
+    fig.update_xaxes(title_text="simulated time (s)", row=3, col=1)
+    return _layout(fig, f"{result.name}: end to end, per {series.window_s:g} s window", height=720)
+
+
+def render_run_report(result: RunResult) -> str:
+    """One run's report over time, self-contained (plotly.js inline)."""
+    title = f"meshsim run: {result.name}"
+    if result.timeseries is None:
+        body = "<p>This run has no <code>timeseries</code>: nothing to plot over time.</p>"
+    else:
+        div = timeseries_figure(result).to_html(
+            full_html=False, include_plotlyjs=True, config=CONFIG, default_width="100%"
+        )
+        body = (
+            f"<div class='figure'>{div}</div><p class='note'>Grey: the warm-up. Red: each "
+            "fault, from its start to its end (a crash: to its restart). A request counts in "
+            "the window it ends in.</p>"
+        )
+    return (
+        "<!DOCTYPE html>\n<html lang='en'>\n<head>\n<meta charset='utf-8'>\n"
+        f"<title>{html.escape(title)}</title>\n"
+        "<meta name='viewport' content='width=device-width, initial-scale=1'>\n"
+        f"<style>{CSS}</style>\n</head>\n<body>\n<main>\n"
+        f"<h1>{html.escape(title)}</h1>\n{body}\n</main>\n</body>\n</html>\n"
+    )
+
+
+def write_run_report(result: RunResult, path: Path) -> Path:
+    """Write one run's report over time to ``path`` and return it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(render_run_report(result), encoding="utf-8")
     return path

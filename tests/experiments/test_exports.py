@@ -416,3 +416,27 @@ def test_timeseries_csv_has_a_row_per_window_series_and_metric_summing_to_the_to
     assert sum(int(r["value"]) for r in measured) == run.result.end_to_end.requests
     write_exports(sidecar_run, tmp_path / "plain")
     assert not (tmp_path / "plain" / "timeseries.csv").exists()
+
+
+def test_the_run_report_plots_the_windows_with_the_faults_shaded(tmp_path):
+    faulted = spec(
+        timeseries={"window": "250ms"},
+        faults=[
+            {
+                "kind": "pod_crash",
+                "start": 0.5,
+                "target": {"workload": "leaf"},
+                "restart_delay": 0.5,
+            }
+        ],
+    )
+    run = run_with_exports(faulted)
+    write_exports(run, tmp_path)
+    page = (tmp_path / "report.html").read_text(encoding="utf-8")
+    assert page.startswith("<!DOCTYPE html>")
+    assert 'src="https://cdn.plot.ly' not in page  # plotly.js inline: it opens offline
+    assert "0 pod_crash" in page  # the fault's shaded span is labelled
+    assert page.count("<script") >= 1
+    # Without a time series, no report.
+    write_exports(run_with_exports(spec()), tmp_path / "plain")
+    assert not (tmp_path / "plain" / "report.html").exists()
