@@ -430,6 +430,8 @@ class FaultResult(BaseModel):
             recovery.
         retries: the routers' ``upstream_rq_retry`` per destination host, over the whole
             measured run and every replication.
+        requests_stuck: requests in flight at the end of the fault's last window beyond the
+            baseline's level: hanging (a black hole with no timeout fails nothing, it holds).
         retries_made: retries the routers made in the fault's windows (every caller's
             proxy, every hop of the call graph).
         saved_by_retries: calls retried in the fault's windows that then succeeded (the
@@ -462,6 +464,7 @@ class FaultResult(BaseModel):
     time_to_recover_s: float | None
     recovered_during_fault: bool
     retries: dict[str, int] = {}
+    requests_stuck: int = 0
     retries_made: int = 0
     saved_by_retries: int = 0
     failed_after_retries: int = 0

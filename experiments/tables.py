@@ -415,9 +415,12 @@ def faults_table(result: RunResult) -> str:
                 fmt(f.baseline_error_rate * 100, 1),
                 fmt(f.time_to_errors_s, 2),
                 recover,
-                f"{f.requests_lost:,} ({f.share_lost * 100:.1f}%)"
-                if not math.isnan(f.share_lost)
-                else fmt(f.requests_lost),
+                (
+                    f"{f.requests_lost:,} ({f.share_lost * 100:.1f}%)"
+                    if not math.isnan(f.share_lost)
+                    else fmt(f.requests_lost)
+                )
+                + (f" +{f.requests_stuck:,} hung" if f.requests_stuck else ""),
                 f"{f.saved_by_retries:,}/{f.failed_after_retries:,}",
                 hurt or "-",
             ]

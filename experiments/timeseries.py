@@ -329,6 +329,23 @@ def fault_results(
             for (first, last), n in merged.failed_spans.items()
             if first <= windows[-1] and last >= windows[0]
         )
+        # Requests that hang: still in flight at the end of the fault's last window beyond
+        # what the baseline kept in flight (a black hole without a timeout loses no request
+        # to an error; it holds them).
+        base_in_flight = (
+            sum(merged.in_flight_mean[i] for i in baseline) / len(baseline) if baseline else 0.0
+        )
+        stuck = max(
+            0, round(merged.in_flight_end[windows[-1]] - base_in_flight * merged.replications)
+        )
+        if stuck > max(5, 2 * base_in_flight * merged.replications) and not disturbed:
+            disturbed = True
+            recovered_at = to_recover = None
+            during = False
+            notes.append(
+                f"{stuck} requests still in flight at the end of its windows (hanging: no "
+                "timeout answered them)"
+            )
         results.append(
             FaultResult(
                 index=index,
@@ -349,6 +366,7 @@ def fault_results(
                 error_rate=_rate(failed, count),
                 services_hurt=hurt,
                 requests_lost=lost,
+                requests_stuck=stuck,
                 share_lost=lost / measured_requests if measured_requests else math.nan,
                 errors_started_at_s=started_at,
                 time_to_errors_s=to_errors,

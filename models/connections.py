@@ -121,6 +121,14 @@ class ConnectionPool:
         """Connections open (or opening) now."""
         return len(self._open)
 
+    def has_free(self) -> bool:
+        """Whether a request could go now on a connection already open (an idle HTTP/1.1
+        one, an HTTP/2 one with a free stream), without opening one."""
+        if not self.multiplexed:
+            return bool(self._idle)
+        limit = self.spec.max_concurrent_streams
+        return any(conn.active < limit and conn.ready is None for conn in self._open)
+
     def acquire(self, trace: list | None = None) -> Connection | simpy.Event | None:
         """A connection to send one request on, now; or the event that gives one later (a
         handshake or a free connection to wait for); or None when the pool overflows (``UO``).

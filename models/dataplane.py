@@ -630,6 +630,8 @@ class Exchange(Task):
         if res[3] > self.env._now:  # type: ignore[attr-defined]
             self.wake_at(res[3])  # an earlier arrival went first: the visit ends later
             return
+        if self.owner is not None and self.abandoned:
+            return  # a try given up on: its stream was reset, it goes no further
         i = self.i
         hop = self.hops[i]
         proxy = hop.proxy
@@ -824,18 +826,34 @@ class Exchange(Task):
         hole (a failed node, a partition) and nobody answers."""
         proxy = self.hops[self.picker].proxy
         world = self.mesh.world
+        tail = self.mesh.tail_hops(proxy, dst)
         link = world.link(proxy.node, dst.node)
-        if isinstance(link, FaultedLink) and link.cut:
+        if isinstance(link, FaultedLink) and link.cut and not self._connected_to(dst, tail):
             return self.cluster.connect_timeout or self.mesh.connect_timeout
         if not dst.alive:
             return proxy.net.rtt(link)
-        for hop in self.mesh.tail_hops(proxy, dst):
+        for hop in tail:
             hop_link = world.link(proxy.node, hop.proxy.node)
-            if isinstance(hop_link, FaultedLink) and hop_link.cut:
+            if (
+                isinstance(hop_link, FaultedLink)
+                and hop_link.cut
+                and not self._connected_to(dst, tail)
+            ):
                 return self.cluster.connect_timeout or self.mesh.connect_timeout
             if hop.proxy.down:
                 return proxy.net.rtt(hop_link)
         return None
+
+    def _connected_to(self, dst: PodBase, tail: list[Hop]) -> bool:
+        """Whether the picking hop has a connection towards ``dst`` free for the request: on
+        it, the request goes into a black hole as it is (lost there until the heal), where a
+        new connection would wait for its connect timeout."""
+        hop = self.hops[self.picker]
+        if not hop.pooled:
+            return False
+        target = tail[0].proxy if tail else None
+        pool = self.mesh.pool(hop, target, dst, self.request, self.cluster)
+        return pool.has_free()
 
     def _no_try(self, response: Response) -> None:
         """The try could not start (the cluster overflowed, or has no endpoint): answer. A

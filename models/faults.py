@@ -357,7 +357,13 @@ def _node_failure(
     failed = _nodes(world, name)
     others = [n for n in world.nodes.values() if n not in failed]
     record.targets = [n.name for n in failed]
-    undo = _cut(world, failed, others, lambda base: FaultedLink(base, cut=True))
+    heals = env.now + fault.duration if fault.duration is not None else float("inf")
+    undo = _cut(
+        world,
+        failed,
+        others,
+        lambda base: FaultedLink(base, cut=True, heals_at=heals, clock=lambda: env.now),
+    )
     detection = NODE_DETECTION_S if fault.detection is None else fault.detection
     end = env.now + (fault.duration if fault.duration is not None else float("inf"))
     on_nodes = [p for p in mesh.all_pods() if p.node in failed and p.serving]
@@ -389,8 +395,14 @@ def _links(
     a, b = fault.target.link
     side_a, side_b = _nodes(world, a), _nodes(world, b)
     record.targets = [f"{a}<->{b}"]
+    heals = env.now + fault.duration if fault.duration is not None else float("inf")
     if fault.kind == "partition":
-        undo = _cut(world, side_a, side_b, lambda base: FaultedLink(base, cut=True))
+        undo = _cut(
+            world,
+            side_a,
+            side_b,
+            lambda base: FaultedLink(base, cut=True, heals_at=heals, clock=lambda: env.now),
+        )
     else:
         undo = _cut(
             world,

@@ -40,12 +40,14 @@ books it drops it (``sim.servers``), and whoever waits for it waits past the end
 class FaultedLink:
     """A link under a fault: ``base``'s propagation plus ``extra`` seconds, and each message
     lost with probability ``loss`` is sent again after a retransmission timeout (``rto``,
-    doubling, as TCP backs off); ``cut`` loses everything (a partition: the delay is
-    :data:`NEVER`). Each fault makes its own object, so a port's cached sampler for it is its
-    own and the link class's is untouched.
+    doubling, as TCP backs off); ``cut`` loses everything (a partition) until ``heals_at``:
+    a message sent into it arrives with TCP's first retransmission after the heal (the
+    timeout doubling from ``rto`` up to 120 s), read on ``clock``; one that never heals
+    delays it :data:`NEVER`. Each fault makes its own object, so a port's cached sampler for
+    it is its own and the link class's is untouched.
     """
 
-    __slots__ = ("base", "extra", "loss", "cut", "rto")
+    __slots__ = ("base", "extra", "loss", "cut", "rto", "heals_at", "clock")
 
     def __init__(
         self,
@@ -54,12 +56,16 @@ class FaultedLink:
         loss: float = 0.0,
         cut: bool = False,
         rto: float = 0.2,
+        heals_at: float = math.inf,
+        clock: Callable[[], float] | None = None,
     ) -> None:
         self.base = LinkClass(base)
         self.extra = extra
         self.loss = loss
         self.cut = cut
         self.rto = rto
+        self.heals_at = heals_at
+        self.clock = clock
 
     def __repr__(self) -> str:
         what = "cut" if self.cut else f"+{self.extra:g} s, loss {self.loss:g}"
@@ -125,9 +131,22 @@ class NetworkPort:
         return sampler
 
     def _faulted(self, link: FaultedLink) -> Callable[[], float]:
-        if link.cut:
-            return _never
         base = self._sampler(link.base)
+        if link.cut:
+            if link.heals_at == NEVER or link.clock is None:
+                return _never
+            heals_at, clock, first_rto = link.heals_at, link.clock, link.rto
+
+            def resent() -> float:
+                # Lost, and resent at each retransmission timeout until one is after the heal.
+                now = clock()
+                at, rto = now, first_rto
+                while at < heals_at:
+                    at += rto
+                    rto = min(rto * 2.0, 120.0)
+                return at - now + base()
+
+            return resent
         extra = link.extra
         if link.loss <= 0.0:
             return lambda: base() + extra

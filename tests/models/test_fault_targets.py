@@ -101,12 +101,19 @@ def test_a_crashed_pod_refuses_then_leaves_the_endpoints_then_comes_back():
 def test_a_failed_node_black_holes_connections_until_the_connect_timeout():
     # The DestinationRule's connectTimeout is 100 ms: each try into the black hole waits for
     # it, where a refused one fails at once (the pod crash above).
+    # No keep-alive (maxRequestsPerConnection 1): every request opens a connection, so every
+    # try into the black hole waits for the connect timeout.
     rule = {
         "kind": "DestinationRule",
         "metadata": {"name": "srv"},
         "spec": {
             "host": "srv",
-            "trafficPolicy": {"connectionPool": {"tcp": {"connectTimeout": "100ms"}}},
+            "trafficPolicy": {
+                "connectionPool": {
+                    "tcp": {"connectTimeout": "100ms"},
+                    "http": {"maxRequestsPerConnection": 1},
+                }
+            },
         },
     }
     failure = {"kind": "node_failure", "start": 0.3, "duration": 0.5, "target": {"node": "node-1"}}
@@ -159,10 +166,20 @@ def test_a_partition_between_zones_is_a_black_hole_both_ways():
     part = {"kind": "partition", "start": 0.3, "duration": 0.4, "target": {"link": ["a", "b"]}}
     out = run(spec([part]))
     # 0, .125 and .25 are served. The one at .375 goes on the open connection into the
-    # partition: lost, with no timeout to answer it, it is still in flight at the end (and
-    # the single connection sends nothing more).
+    # partition and is lost; with no timeout to answer it, it is still in flight at the end
+    # of this run (and the single connection sends nothing more).
     assert out.workload.status_codes == {200: 3}
     assert out.workload.sent == 4 and out.workload.in_flight_now == 1
+
+
+def test_a_message_lost_in_a_partition_arrives_with_tcps_first_retransmission_after_the_heal():
+    # Sent at .375 into the partition (healed at .7): TCP resends it after 200 ms (.575, still
+    # cut), then 400 ms later (.975): it arrives then, and is served.
+    part = {"kind": "partition", "start": 0.3, "duration": 0.4, "target": {"link": ["a", "b"]}}
+    out = run(spec([part], duration=1.99))
+    delayed = [lat for start, lat in outcomes(out) if start == 0.375]
+    assert delayed == [pytest.approx(0.2 + 0.4 + S, abs=1e-9)]
+    assert set(out.workload.status_codes) == {200}
 
 
 def test_a_crashed_sidecar_takes_its_pod_down_and_the_callers_own_fails_at_once():
