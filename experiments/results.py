@@ -431,7 +431,8 @@ class FaultResult(BaseModel):
         retries: the routers' ``upstream_rq_retry`` per destination host, over the whole
             measured run and every replication.
         requests_stuck: requests in flight at the end of the fault's last window beyond the
-            baseline's level: hanging (a black hole with no timeout fails nothing, it holds).
+            baseline's level: held by it, slow or hanging (a black hole with no timeout fails
+            nothing: it holds its requests).
         retries_made: retries the routers made in the fault's windows (every caller's
             proxy, every hop of the call graph).
         saved_by_retries: calls retried in the fault's windows that then succeeded (the

@@ -420,7 +420,7 @@ def faults_table(result: RunResult) -> str:
                     if not math.isnan(f.share_lost)
                     else fmt(f.requests_lost)
                 )
-                + (f" +{f.requests_stuck:,} hung" if f.requests_stuck else ""),
+                + (f" +{f.requests_stuck:,} in flight" if f.requests_stuck else ""),
                 f"{f.saved_by_retries:,}/{f.failed_after_retries:,}",
                 hurt or "-",
             ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -77,3 +78,25 @@ def test_shipped_spec_windows_sum_to_its_totals(path, tmp_path):
         check_sums(result)
         assert result.timeseries is not None and len(result.timeseries.starts_s) == 10
         assert len(result.faults or []) == len(spec.faults)
+
+
+POLICY_SPECS = [
+    p
+    for p in SPECS
+    if yaml.safe_load(p.read_text(encoding="utf-8")).get("policies")
+    or "annotations" in p.read_text(encoding="utf-8")
+]
+
+
+@pytest.mark.parametrize("path", POLICY_SPECS, ids=[p.stem for p in POLICY_SPECS])
+def test_a_policy_spec_json_carries_the_routers_counters(path, tmp_path):
+    result = CliRunner().invoke(app, ["run", "--json", str(shrink(path, tmp_path))])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    traffic = data["traffic"]
+    assert traffic is not None
+    counted = {name for counters in traffic["destinations"].values() for name in counters}
+    counted |= {name for counters in traffic["proxies"].values() for name in counters}
+    # Envoy's (or Traefik's) counters by their stat names: tries, retries, overflows,
+    # timeouts, ejections, denials, rate limits, open breakers...
+    assert counted, traffic
