@@ -12,12 +12,15 @@ pods selected, or a link between two nodes or zones). Kinds:
 * ``proxy_crash``: the pods' proxies stop (restarted after ``restart_delay``): a sidecar takes
   its pod's traffic down both ways; a proxy per node, every pod that routes through it; a
   ztunnel, its node's pods.
-* ``node_failure``: a black hole. Nothing leaves or reaches the node; a connection to it waits
-  for the connect timeout (``connectTimeout``) unless something else answers first (a route's
-  timeout), which differs from a refused connection. Kubernetes takes its pods out of the
-  endpoints after the node monitor's grace period (``detection``, 40 s by default).
+* ``node_failure``: a black hole. Nothing leaves or reaches the node; a new connection to it
+  waits for the connect timeout (``connectTimeout``) unless something else answers first (a
+  route's timeout), which differs from a refused connection; a request on a connection
+  already open goes in and arrives with TCP's first retransmission after the node is back
+  (never, if it is not). Kubernetes takes its pods out of the endpoints after the node
+  monitor's grace period (``detection``, 40 s by default).
 * ``partition``: the links between two sets of nodes (``target.link``: two nodes or zones)
-  lose everything, both ways; ``link_degradation``: they add ``latency`` and lose a share
+  lose everything, both ways, as a node failure does; ``link_degradation``: they add
+  ``latency`` and lose a share
   ``loss`` of messages, each resent after TCP's retransmission timeout (200 ms, doubling).
 * ``misbehaviour``: the pods answer errors, slowly, or not at all (the service
   ``misbehaviour`` of the topology, switched on for the fault's time).
