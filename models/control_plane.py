@@ -148,7 +148,7 @@ class ConfigChangeSpec(BaseModel):
     Attributes:
         at: when it happens (seconds).
         kind: ``scale`` (a workload's replicas), ``deploy`` (every pod of a workload replaced
-            by a new one), ``route_weights`` (routing of a service; configuration only),
+            by a new one, as ``strategy`` says), ``route_weights`` (routing of a service; configuration only),
             ``add_service`` (a new service, with ``replicas`` pods, that nobody calls yet) or
             ``policy`` (a traffic policy added, or replacing the one of the same kind, namespace
             and name: ``policy`` holds it; the control plane pushes it like any change).
@@ -156,10 +156,27 @@ class ConfigChangeSpec(BaseModel):
             for a policy, the host it concerns, filled in when left out).
         policy: the policy object of a ``policy`` change (``models.policies``).
         replicas: scale: the new count; add_service: its pods (default 1).
-        grace_period: scale down and deploy: how long a removed pod still accepts
-            connections after it has left the endpoints (its drain; Istio's sidecar drains
-            for 5 s). 0, the default, is a pod that exits at once: callers whose
-            configuration still lists it see refused connections until they converge.
+        grace_period: scale down: how long a removed pod still accepts connections after it
+            has left the endpoints. 0, the default, is a pod that exits at once: callers
+            whose configuration still lists it see refused connections until they converge.
+            (A deploy's old pods use ``drain`` and ``termination_grace_period`` instead.)
+        strategy: deploy: ``rolling_update`` (the default, a Deployment's RollingUpdate:
+            new pods surge, and old ones leave as the new ones become ready, within
+            ``max_surge`` and ``max_unavailable``) or ``all_at_once`` (every new pod ready
+            and every old pod out of the endpoints at the change: what meshsim did before;
+            not Kubernetes' ``Recreate``, which stops the old pods before starting new ones).
+        max_surge: rolling_update: pods above ``replicas`` during the roll, a count or a
+            percentage of the replicas (``"25%"``, Kubernetes' default), rounded up.
+        max_unavailable: rolling_update: ready pods below ``replicas`` allowed during the
+            roll, a count or a percentage (``"25%"``, the default), rounded down; not both 0.
+        readiness_delay: rolling_update: a new pod is ready (joins the endpoints) this long
+            after it starts (seconds).
+        drain: deploy: how long an old pod still accepts connections once it has left the
+            endpoints, then it exits and refuses them (seconds). None = the mesh's default:
+            Istio's sidecar drains for ``terminationDrainDuration``, 5 s; a mesh without
+            sidecars, 0. Capped by ``termination_grace_period``.
+        termination_grace_period: deploy: the pod's ``terminationGracePeriodSeconds``
+            (Kubernetes' default 30 s): the pod is killed then, drained or not.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -168,8 +185,14 @@ class ConfigChangeSpec(BaseModel):
     kind: Literal["scale", "deploy", "route_weights", "add_service", "policy"]
     service: str = ""
     replicas: Annotated[int, Field(ge=0)] | None = None
-    grace_period: Duration = 0.0
+    grace_period: Annotated[Duration, Field(ge=0)] = 0.0
     policy: Policy | None = None
+    strategy: Literal["rolling_update", "all_at_once"] = "rolling_update"
+    max_surge: Annotated[int, Field(ge=0)] | Annotated[str, Field(pattern=r"^\d+%$")] = "25%"
+    max_unavailable: Annotated[int, Field(ge=0)] | Annotated[str, Field(pattern=r"^\d+%$")] = "25%"
+    readiness_delay: Annotated[Duration, Field(ge=0)] = 0.0
+    drain: Annotated[Duration, Field(ge=0)] | None = None
+    termination_grace_period: Annotated[Duration, Field(ge=0)] = 30.0
 
     @model_validator(mode="after")
     def _fields_of_kind(self) -> ConfigChangeSpec:
@@ -182,7 +205,49 @@ class ConfigChangeSpec(BaseModel):
             raise ValueError(f"policy: only a policy change has one, not {self.kind!r}")
         elif not self.service:
             raise ValueError(f"service: a {self.kind} change names its service")
+        given = self.model_fields_set
+        deploy_only = {"strategy", "drain", "termination_grace_period", *_ROLLING_FIELDS}
+        if self.kind != "deploy" and given & deploy_only:
+            names = ", ".join(sorted(given & deploy_only))
+            raise ValueError(f"{names}: only a deploy change has these, not {self.kind!r}")
+        if self.kind == "deploy":
+            if "grace_period" in given:
+                raise ValueError(
+                    "grace_period: a deploy's old pods drain for `drain` (None = the mesh's "
+                    "default), capped by `termination_grace_period`"
+                )
+            if self.strategy == "all_at_once" and given & _ROLLING_FIELDS:
+                names = ", ".join(sorted(given & _ROLLING_FIELDS))
+                raise ValueError(f"{names}: only a rolling_update deploy has these")
+            if _is_zero(self.max_surge) and _is_zero(self.max_unavailable):
+                raise ValueError("max_surge, max_unavailable: may not both be 0")
         return self
+
+    def rolling_bounds(self, replicas: int) -> tuple[int, int]:
+        """A rolling update's (surge, unavailable) for ``replicas`` pods: percentages of the
+        replicas, the surge rounded up and the unavailable down; if both come to 0, one pod
+        may be unavailable (Kubernetes' ``ResolveFenceposts``,
+        pkg/controller/deployment/util/deployment_util.go)."""
+        surge = _resolve(self.max_surge, replicas, math.ceil)
+        unavailable = _resolve(self.max_unavailable, replicas, math.floor)
+        if surge == 0 and unavailable == 0:
+            unavailable = 1
+        return surge, unavailable
+
+
+_ROLLING_FIELDS = frozenset({"max_surge", "max_unavailable", "readiness_delay"})
+
+
+def _is_zero(value: int | str) -> bool:
+    """A count or a percentage that is 0 whatever the replicas."""
+    return (value.rstrip("%") if isinstance(value, str) else str(value)).strip("0") == ""
+
+
+def _resolve(value: int | str, replicas: int, rounding: Any) -> int:
+    """A count, or a percentage of ``replicas`` rounded by ``rounding``."""
+    if isinstance(value, int):
+        return value
+    return int(rounding(int(value[:-1]) * replicas / 100))
 
 
 @dataclass

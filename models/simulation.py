@@ -37,9 +37,31 @@ from sim.servers import CpuServer
 from sim.stats import WindowedSeries
 from topologies import ServiceSpec, TopologySpec
 
-__all__ = ["Simulation", "SimulationOutput", "SeriesOutput", "ProxyUsage", "simulate"]
+__all__ = [
+    "Simulation",
+    "SimulationOutput",
+    "SeriesOutput",
+    "ProxyUsage",
+    "RolloutStep",
+    "simulate",
+]
 
 CLIENT_POD = "loadgen-0"
+
+# Istio's sidecar drains this long after SIGTERM (``terminationDrainDuration``; seconds).
+ISTIO_TERMINATION_DRAIN_S = 5.0
+
+
+@dataclass
+class RolloutStep:
+    """One instant of a rolling update: the pods that started, became ready (joined the
+    endpoints) and left the endpoints (to drain, then exit), by name, in order."""
+
+    at_s: float
+    service: str
+    started: list[str] = field(default_factory=list)
+    ready: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -214,6 +236,7 @@ class Simulation:
         self.mesh.attach(self.pods, [self.client])
         self._specs = specs
         self._next_index = {name: spec.replicas for name, spec in specs.items()}
+        self.rollouts: list[RolloutStep] = []
         entry = topology.call_graph.workloads_of(topology.call_graph.entry)[0]
         args = (
             workload,
@@ -243,8 +266,9 @@ class Simulation:
             self.apply_change(change)
 
     def apply_change(self, change: ConfigChangeSpec) -> None:
-        """Make a change now: pods come and go at once; proxies learn of it as the mesh's
-        control plane pushes it (or at once, without one)."""
+        """Make a change now: pods come and go at once (a rolling update starts, see
+        :meth:`_rolling_update`); proxies learn of it as the mesh's control plane pushes it
+        (or at once, without one)."""
         kind = change.kind
         spec: ServiceSpec | None
         if kind == "route_weights":
@@ -279,10 +303,82 @@ class Simulation:
                 self.mesh.add_pods(self._new_pods(spec, target - len(alive)))
             elif target < len(alive):
                 self.mesh.remove_pods(alive[target:], change.grace_period)
-        else:  # deploy: every pod replaced by a new one
+        elif change.strategy == "rolling_update":
+            self.env.process(self._rolling_update(change, spec, alive))
+            return
+        else:  # deploy all at once: every pod replaced by a new one, ready at once
             self.mesh.add_pods(self._new_pods(spec, len(alive)))
-            self.mesh.remove_pods(alive, change.grace_period)
+            self.mesh.remove_pods(alive, self._drain_s(change))
         self.mesh.config_changed(kind, change.service, {spec.host_name})
+
+    def _drain_s(self, change: ConfigChangeSpec) -> float:
+        """How long a deploy's old pod accepts connections once out of the endpoints
+        (seconds): the change's ``drain``, else the mesh's default (Istio's sidecar drains
+        for ``terminationDrainDuration``, 5 s: ``DefaultProxyConfig`` in istio/istio
+        pkg/config/mesh/mesh.go; the Linkerd2 profile's sidecars are given the same; no
+        sidecar, no drain), capped by the pod's termination grace period, when Kubernetes
+        kills it."""
+        drain = change.drain
+        if drain is None:
+            drain = ISTIO_TERMINATION_DRAIN_S if self.mesh.architecture == "sidecar" else 0.0
+        return min(drain, change.termination_grace_period)
+
+    def _rolling_update(
+        self, change: ConfigChangeSpec, spec: ServiceSpec, old: list[ServicePod]
+    ) -> Generator[simpy.Event, Any, None]:
+        """A Deployment's RollingUpdate of ``old`` (the workload's serving pods), as
+        Kubernetes' deployment controller runs it (``rolloutRolling`` in
+        pkg/controller/deployment/rolling.go): new pods start while the pods, old and new,
+        number at most ``replicas + surge``; each joins the endpoints ``readiness_delay``
+        after it starts; old pods leave the endpoints while the ready pods stay at least
+        ``replicas - unavailable`` (``reconcileOldReplicaSets``), each then draining for
+        :meth:`_drain_s` before it exits. The controller's own reaction time is taken as 0.
+
+        At one instant the new ready pods join, new pods start, then old pods leave (in the
+        order of ``old``), again until nothing more may; the endpoint changes of that instant
+        are one configuration change, which the control plane pushes as any other. Each
+        instant is a :class:`RolloutStep` in :attr:`rollouts`.
+        """
+        replicas = len(old)
+        surge, unavailable = change.rolling_bounds(replicas)
+        drain_s = self._drain_s(change)
+        delay_s = change.readiness_delay
+        old = list(old)
+        starting: list[tuple[float, list[ServicePod]]] = []  # (ready at, pods), in order
+        created = ready = 0
+        while old or starting:
+            step = RolloutStep(self.env.now, spec.name)
+            due = [pods for at, pods in starting if at <= self.env.now]
+            starting = [(at, pods) for at, pods in starting if at > self.env.now]
+            joined = [pod for pods in due for pod in pods]
+            while True:
+                count = min(replicas + surge - (len(old) + created), replicas - created)
+                if count > 0:
+                    pods = self._new_pods(spec, count)
+                    created += count
+                    step.started += [p.name for p in pods]
+                    if delay_s > 0.0:
+                        starting.append((self.env.now + delay_s, pods))
+                    else:
+                        joined += pods
+                if joined:
+                    self.mesh.add_pods(joined)
+                    ready += len(joined)
+                    step.ready += [p.name for p in joined]
+                    joined = []
+                gone = min(len(old), len(old) + ready - (replicas - unavailable))
+                if gone > 0:
+                    leaving, old = old[:gone], old[gone:]
+                    self.mesh.remove_pods(leaving, drain_s)
+                    step.removed += [p.name for p in leaving]
+                if count <= 0 and gone <= 0:
+                    break
+            if step.ready or step.removed:
+                self.mesh.config_changed("deploy", change.service, {spec.host_name})
+            if step.started or step.ready or step.removed:
+                self.rollouts.append(step)
+            if starting:
+                yield self.env.timeout(starting[0][0] - self.env.now)
 
     def _new_pods(self, spec: ServiceSpec, count: int) -> list[ServicePod]:
         """New pods of ``spec``, each on the node with the fewest pods (the scheduler's
