@@ -510,7 +510,15 @@ def test_a_deploy_whose_old_pods_drain_loses_no_request():
     data = spec_dict(
         CHAIN[:2],
         "front",
-        changes=[{"at": 1.0, "kind": "deploy", "service": "back", "grace_period": 1.0}],
+        changes=[
+            {
+                "at": 1.0,
+                "kind": "deploy",
+                "service": "back",
+                "strategy": "all_at_once",
+                "drain": 1.0,
+            }
+        ],
         duration=3.0,
     )
     data["mesh"]["retries"] = {"attempts": 2}
@@ -529,7 +537,9 @@ def test_a_deploy_whose_old_pods_exit_at_once_fails_until_convergence():
     data = spec_dict(
         CHAIN[:2],
         "front",
-        changes=[{"at": 1.0, "kind": "deploy", "service": "back"}],
+        changes=[
+            {"at": 1.0, "kind": "deploy", "service": "back", "strategy": "all_at_once", "drain": 0}
+        ],
         duration=3.0,
     )
     data["mesh"]["retries"] = {"attempts": 2}
