@@ -110,17 +110,31 @@ def deploy_run(name: str) -> Any:
     return run_experiment(spec_from_dict(data_of(name)))
 
 
-def test_a_deploy_without_drain_refuses_connections_until_the_push_and_a_drain_does_not():
+def test_a_rolling_deploy_without_drain_refuses_connections_until_each_push_and_a_drain_not():
     abrupt = deploy_run("rolling-deploy")
     drained = deploy_run("rolling-deploy-drain")
-    # Without drain, web's sidecars connect to the gone pods until istiod's push lands.
     assert abrupt.control_plane is not None and drained.control_plane is not None
     assert abrupt.timeseries is not None and drained.timeseries is not None
-    assert abrupt.control_plane.stale_connect_failures > 10
-    assert sum(abrupt.timeseries.services["web"].errors) > 0
-    # With a 5 s drain the old pods answer until every sidecar has the new list.
+    # Without drain, web's sidecars connect to each old pod after it left until istiod's push
+    # lands; the retry finds another pod of the stale list alive (one pod replaced at a time).
+    assert abrupt.control_plane.stale_connect_failures > 0
+    assert abrupt.control_plane.stale_failures == 0
+    assert sum(abrupt.timeseries.services["web"].errors) == 0
+    # With Istio's 5 s drain the old pods answer until every sidecar has the new list.
     assert drained.control_plane.stale_connect_failures == 0
-    assert sum(drained.timeseries.services["web"].errors) == 0
+    assert drained.control_plane.retries == 0
+
+
+def test_without_retries_each_step_of_the_roll_fails_calls_in_its_own_window():
+    data = data_of("rolling-deploy")
+    data["policies"] = [no_retries("api"), no_retries("web")]
+    bare = run_experiment(spec_from_dict(data))
+    assert bare.timeseries is not None and bare.control_plane is not None
+    web = bare.timeseries.services["web"]
+    failing = [bare.timeseries.starts_s[i] for i, errors in enumerate(web.errors) if errors]
+    # One window per step: a new pod ready and an old one gone at 12, 14 and 16 s.
+    assert failing == [12.0, 14.0, 16.0]
+    assert sum(web.errors) == bare.control_plane.stale_connect_failures > 0
 
 
 def test_outlier_detection_keeps_a_partitioned_zones_traffic_at_home():
