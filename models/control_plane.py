@@ -205,7 +205,13 @@ class ConfigChangeSpec(BaseModel):
             raise ValueError(f"policy: only a policy change has one, not {self.kind!r}")
         elif not self.service:
             raise ValueError(f"service: a {self.kind} change names its service")
-        given = self.model_fields_set
+        # Fields away from their defaults (not model_fields_set: a spec dumped and validated
+        # again, as sweeps do, sets every field).
+        given = {
+            name
+            for name, info in type(self).model_fields.items()
+            if name in _DEPLOY_FIELDS and getattr(self, name) != info.default
+        }
         deploy_only = {"strategy", "drain", "termination_grace_period", *_ROLLING_FIELDS}
         if self.kind != "deploy" and given & deploy_only:
             names = ", ".join(sorted(given & deploy_only))
@@ -236,6 +242,7 @@ class ConfigChangeSpec(BaseModel):
 
 
 _ROLLING_FIELDS = frozenset({"max_surge", "max_unavailable", "readiness_delay"})
+_DEPLOY_FIELDS = _ROLLING_FIELDS | {"grace_period", "strategy", "drain", "termination_grace_period"}
 
 
 def _is_zero(value: int | str) -> bool:
