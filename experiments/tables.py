@@ -136,8 +136,9 @@ def run_tables(result: RunResult) -> str:
         mean = intervals.end_to_end.mean_ms
         blocks[0] += (
             f"\n± 95 % confidence half-width over {intervals.replications} replications "
-            "(Student t); values are means over replications, requests and max over all of "
-            f"them; end-to-end mean latency {fmt_interval(mean, 3)} ms"
+            "(Student t); values are means over them,\nrequests and max over all of them. "
+            "A quantile is known to 1 % (the histogram's buckets): ± 0 means\nthe "
+            f"replications' fell in one bucket. End-to-end mean latency {fmt_interval(mean, 3)} ms"
         )
     blocks.append(
         format_table(
