@@ -138,7 +138,7 @@ def run_tables(result: RunResult) -> str:
             f"\n± 95 % confidence half-width over {intervals.replications} replications "
             "(Student t); values are means over them,\nrequests and max over all of them. "
             "A quantile is known to 1 % (the histogram's buckets): ± 0 means\nthe "
-            f"replications' fell in one bucket. End-to-end mean latency {fmt_interval(mean, 3)} ms"
+            f"replications fell in one bucket. End-to-end mean latency {fmt_interval(mean, 3)} ms"
         )
     blocks.append(
         format_table(
