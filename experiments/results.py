@@ -25,6 +25,11 @@ __all__ = [
     "TimeSeriesResult",
     "ServiceHurt",
     "FaultResult",
+    "Figures",
+    "ReplicationResult",
+    "Interval",
+    "FigureIntervals",
+    "Intervals",
     "RunResult",
 ]
 
@@ -476,6 +481,111 @@ class FaultResult(BaseModel):
         return finite_or_none(value)
 
 
+class Figures(BaseModel):
+    """One replication's own figures for the whole request path or one service (what the
+    confidence intervals are computed from).
+
+    Attributes:
+        requests: requests measured (answered after the warm-up).
+        throughput_rps: ``requests`` per measured second.
+        error_rate: share of ``requests`` answered with an error (0 when none was measured).
+        mean_ms / p50_ms / p90_ms / p99_ms / p999_ms: latency in milliseconds (NaN, ``null``
+            in JSON, when none was measured).
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    requests: int
+    throughput_rps: Measure
+    error_rate: Measure
+    mean_ms: Measure
+    p50_ms: Measure
+    p90_ms: Measure
+    p99_ms: Measure
+    p999_ms: Measure
+
+    @classmethod
+    def of(
+        cls, requests: int, errors: int, measured_s: float, histogram: LatencyHistogram
+    ) -> Figures:
+        """The figures of ``requests`` (``errors`` of them failed) over ``measured_s``
+        seconds, with their latencies (seconds) in ``histogram``."""
+        latency = LatencySummary.from_histogram(histogram)
+        return cls(
+            requests=requests,
+            throughput_rps=requests / measured_s,
+            error_rate=errors / requests if requests else 0.0,
+            mean_ms=latency.mean_ms,
+            p50_ms=latency.p50_ms,
+            p90_ms=latency.p90_ms,
+            p99_ms=latency.p99_ms,
+            p999_ms=latency.p999_ms,
+        )
+
+
+class ReplicationResult(Figures):
+    """One replication, end to end, with its seed and each service's figures.
+
+    Attributes:
+        seed: the replication's own seed (spawned from the run's).
+        services: per workload, its pods' figures in this replication.
+    """
+
+    seed: int
+    services: dict[str, Figures] = {}
+
+
+class Interval(BaseModel):
+    """A mean over replications and its 95 % confidence half-width (Student t over the
+    replications: ``t(0.975, n - 1) * s / sqrt(n)``; see ``sim.stats.mean_half_width``).
+
+    Attributes:
+        mean: the mean of the replications' values (NaN left out).
+        half_width: the interval is ``mean ± half_width``; NaN (``null`` in JSON) with
+            fewer than two values.
+        n: the replications whose value was measured (not NaN).
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    mean: Measure
+    half_width: Measure
+    n: int
+
+
+class FigureIntervals(BaseModel):
+    """Each figure of :class:`Figures` (but ``requests``) as a mean over replications with
+    its 95 % confidence half-width. A quantile's interval is that of the mean of the
+    replications' quantiles, which can differ a little from the quantile of their merged
+    histogram (``ServiceResult.latency``)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    throughput_rps: Interval
+    error_rate: Interval
+    mean_ms: Interval
+    p50_ms: Interval
+    p90_ms: Interval
+    p99_ms: Interval
+    p999_ms: Interval
+
+
+class Intervals(BaseModel):
+    """95 % confidence intervals over the replications, end to end and per service.
+
+    Attributes:
+        replications: how many replications they are over.
+        end_to_end: as the load generator saw the requests.
+        services: per workload.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    replications: int
+    end_to_end: FigureIntervals
+    services: dict[str, FigureIntervals] = {}
+
+
 class RunResult(BaseModel):
     """The result of one experiment (all its replications merged).
 
@@ -503,6 +613,10 @@ class RunResult(BaseModel):
         error: what went wrong, if the run failed.
         warnings: what makes the figures hard to read: a component busy all the time (its
             queue grows with the run: no steady state), no request measured.
+        replications: each replication's own figures, in the order of
+            ``replication_seeds`` (empty in results written before they were kept).
+        intervals: means over the replications with 95 % confidence half-widths (None in
+            results written before they were kept; half-widths NaN with one replication).
     """
 
     model_config = ConfigDict(frozen=True)
@@ -532,6 +646,8 @@ class RunResult(BaseModel):
     faults: list[FaultResult] | None = None
     error: str | None = None
     warnings: list[str] = []
+    replications: list[ReplicationResult] = []
+    intervals: Intervals | None = None
 
     @field_serializer("spec", "latency_histogram", "extras", when_used="json")
     def _strict_json(self, value: dict[str, Any]) -> Any:

@@ -13,8 +13,13 @@ from experiments.results import (
     ControlPlaneResult,
     CpuResult,
     FaultResult,
+    FigureIntervals,
+    Figures,
+    Interval,
+    Intervals,
     LatencySummary,
     ProxyResult,
+    ReplicationResult,
     RunResult,
     ServiceResult,
     TimeSeriesResult,
@@ -28,7 +33,7 @@ from models.routing import Counters
 from models.simulation import Simulation, SimulationOutput
 from models.telemetry import IstioTelemetry
 from sim.random import replication_seeds
-from sim.stats import LatencyHistogram
+from sim.stats import LatencyHistogram, mean_half_width
 
 __all__ = ["run_experiment", "run_sweep", "meshsim_version"]
 
@@ -145,6 +150,7 @@ def summarise(
     hops_ms = {k: v * 1e3 / measured if measured else 0.0 for k, v in sorted(hop_totals.items())}
     traffic = _traffic(outputs)
     timeseries, faults = _over_time(spec, outputs, measured, traffic)
+    replications = _replications(seeds, outputs)
 
     return RunResult(
         name=spec.name,
@@ -173,6 +179,46 @@ def summarise(
         control_plane=_control_plane(outputs),
         extras=_merge_extras(outputs),
         warnings=_warnings(outputs, measured),
+        replications=replications,
+        intervals=_intervals(replications),
+    )
+
+
+def _replications(seeds: list[int], outputs: list[SimulationOutput]) -> list[ReplicationResult]:
+    """Each replication's own figures, end to end and per service."""
+    found = []
+    for seed, out in zip(seeds, outputs, strict=True):
+        w = out.workload
+        e2e = Figures.of(w.measured, w.measured_errors, out.measured_s, w.latency)
+        services = {
+            name: Figures.of(stats.count, stats.errors, out.measured_s, stats.latency)
+            for name, stats in out.services.items()
+        }
+        found.append(ReplicationResult(seed=seed, services=services, **e2e.model_dump()))
+    return found
+
+
+_INTERVAL_FIELDS = tuple(FigureIntervals.model_fields)
+
+
+def _figure_intervals(figures: list[Figures]) -> FigureIntervals:
+    intervals = {}
+    for field in _INTERVAL_FIELDS:
+        mean, half_width, n = mean_half_width(getattr(f, field) for f in figures)
+        intervals[field] = Interval(mean=mean, half_width=half_width, n=n)
+    return FigureIntervals(**intervals)
+
+
+def _intervals(replications: list[ReplicationResult]) -> Intervals:
+    """Means over the replications with their 95 % confidence half-widths (Student t; the
+    method of independent replications: each replication one sample of each figure)."""
+    names = replications[0].services if replications else {}
+    return Intervals(
+        replications=len(replications),
+        end_to_end=_figure_intervals(list(replications)),
+        services={
+            name: _figure_intervals([r.services[name] for r in replications]) for name in names
+        },
     )
 
 

@@ -5,12 +5,20 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from experiments.results import RunResult, ServiceResult, TimeSeriesResult, TrafficResult
+from experiments.results import (
+    FigureIntervals,
+    Interval,
+    RunResult,
+    ServiceResult,
+    TimeSeriesResult,
+    TrafficResult,
+)
 
 __all__ = [
     "format_table",
     "run_tables",
     "fmt",
+    "fmt_interval",
     "traffic_tables",
     "errors_table",
     "faults_table",
@@ -32,6 +40,20 @@ def fmt(value: float | int | str | None, digits: int = 2) -> str:
     if math.isnan(value):
         return "-"
     return f"{value:,.{digits}f}"
+
+
+def fmt_interval(interval: Interval, digits: int = 2, scale: float = 1.0) -> str:
+    """``mean ± half-width`` (both times ``scale``, ``digits`` decimals); the mean alone
+    when the half-width is NaN (fewer than two replications measured it)."""
+    mean = fmt(interval.mean * scale, digits)
+    if math.isnan(interval.half_width) or math.isnan(interval.mean):
+        return mean
+    return f"{mean} ± {fmt(interval.half_width * scale, digits)}"
+
+
+def _with_intervals(result: RunResult) -> bool:
+    """Whether the tables print ``value ± half-width``: two replications or more."""
+    return result.intervals is not None and result.intervals.replications >= 2
 
 
 def format_table(headers: Sequence[str], rows: Sequence[Sequence[str]], title: str = "") -> str:
@@ -69,8 +91,28 @@ def run_tables(result: RunResult) -> str:
         "max ms",
     ]
     rows = []
+    intervals = result.intervals if _with_intervals(result) else None
     for item in [result.end_to_end, *result.services.values()]:
         lat = item.latency
+        ci: FigureIntervals | None = None
+        if intervals is not None:
+            ci = intervals.end_to_end if item is result.end_to_end else None
+            ci = intervals.services.get(item.name) if ci is None else ci
+        if ci is not None:
+            rows.append(
+                [
+                    item.name,
+                    fmt(item.requests),
+                    fmt_interval(ci.throughput_rps, 1),
+                    fmt_interval(ci.error_rate, 2, scale=100),
+                    fmt_interval(ci.p50_ms, 3),
+                    fmt_interval(ci.p90_ms, 3),
+                    fmt_interval(ci.p99_ms, 3),
+                    fmt_interval(ci.p999_ms, 3),
+                    fmt(lat.max_ms, 3),
+                ]
+            )
+            continue
         rows.append(
             [
                 item.name,
@@ -90,6 +132,14 @@ def run_tables(result: RunResult) -> str:
         f"{result.measured_s:g} s measured, {result.wall_time_s:.1f} s wall"
     )
     blocks = [format_table(latency_headers, rows, title)]
+    if intervals is not None:
+        mean = intervals.end_to_end.mean_ms
+        blocks[0] += (
+            f"\n± 95 % confidence half-width over {intervals.replications} replications "
+            "(Student t); values are means over them,\nrequests and max over all of them. "
+            "A quantile is known to 1 % (the histogram's buckets): ± 0 means\nthe "
+            f"replications fell in one bucket. End-to-end mean latency {fmt_interval(mean, 3)} ms"
+        )
     blocks.append(
         format_table(
             ["hop", "ms per request"],
