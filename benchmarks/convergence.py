@@ -28,9 +28,9 @@ import hashlib
 import json
 import time
 
+from experiments.runner import build_simulation
 from experiments.spec import spec_from_dict
 from models.control_plane import convergence_summary
-from models.simulation import Simulation
 
 
 def run(pods: int, scoping: str, duration_s: float) -> dict:
@@ -45,15 +45,7 @@ def run(pods: int, scoping: str, duration_s: float) -> dict:
         }
     )
     started = time.perf_counter()
-    simulation = Simulation(
-        spec.resolve_topology(),
-        spec.mesh.resolve(),
-        spec.workload,
-        spec.seed,
-        spec.duration,
-        spec.warmup,
-        changes=spec.changes,
-    )
+    simulation = build_simulation(spec)
     built = time.perf_counter()
     out = simulation.run()
     done = time.perf_counter()
@@ -92,15 +84,7 @@ def run_maesh(pods: int, duration_s: float) -> dict:
         }
     )
     started = time.process_time()
-    simulation = Simulation(
-        spec.resolve_topology(),
-        spec.mesh.resolve(),
-        spec.workload,
-        spec.seed,
-        spec.duration,
-        spec.warmup,
-        changes=spec.changes,
-    )
+    simulation = build_simulation(spec)
     built = time.process_time()
     events = 0
     step = simulation.env.step

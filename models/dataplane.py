@@ -35,7 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from models.connections import Connection, ConnectionPool
 from models.control_plane import ControlPlane, ControlPlaneSpec
-from models.defaults import ISTIO, Outcome, parse_retry_on
+from models.defaults import ISTIO, TRAEFIK, Outcome, parse_retry_on
 from models.filters import PROTOCOLS, Listener, ListenerCost
 from models.loadbalancer import LbPolicy
 from models.mesh import Mesh, Parent
@@ -396,15 +396,12 @@ class ProxiedMesh(Mesh):
         acl = proxy.policies.acl  # the rules the proxy was given (pushed, or polled)
         assert acl is not None
         endpoints = self.endpoints.get(host) or []
-        accounts = {
-            (getattr(p, "namespace", "default"), getattr(p, "service_account", ""))
-            for p in endpoints
-        }
+        accounts = {(p.namespace, p.service_account) for p in endpoints}
         rules = [r for r in acl if r.destination in accounts]
         if not rules:
             proxy.counters.acl_denied += 1
             return ACL_NO_ROUTE
-        caller = (getattr(src, "namespace", "default"), getattr(src, "service_account", ""))
+        caller = (src.namespace, src.service_account)
         for rule in rules:
             if caller in rule.sources and (
                 not rule.matches or any(m(request) for m in rule.matches)
@@ -798,8 +795,12 @@ class Exchange(Task):
             stats.upstream_rq_pending_overflow += 1
             self._no_try(OVERFLOWED)
             return
-        retry = self.action.retry or self.router.retry  # type: ignore[union-attr]
-        dst = cluster.pick(self.request, self.src, self.tried, retry.host_attempts)
+        pick = cluster.simple_pick
+        if pick is not None and self.tried is None:  # a first try: the balancer's choice
+            dst = pick()
+        else:
+            retry = self.action.retry or self.router.retry  # type: ignore[union-attr]
+            dst = cluster.pick(self.request, self.src, self.tried, retry.host_attempts)
         if dst is None:
             self.mesh.count("no_route")
             self._no_try(NO_UPSTREAM)
@@ -1107,14 +1108,9 @@ class Exchange(Task):
         response = self.response
         assert response is not None
         cluster = self.cluster
-        if (
-            response.status < 400
-            and self.router.plain  # type: ignore[union-attr]
-            and not self.tries
-            and self.owner is None
-            and self.parent is not None
-        ):
-            # The common case: a success of a first try, nobody else to tell.
+        # A plain router's exchange is never an attempt nor a mirror (both come from routes
+        # with policies), so a success of its first try has nobody else to tell.
+        if response.status < 400 and self.router.plain and not self.tries:  # type: ignore[union-attr]
             cluster.finished(self.dst)
             self._respond(self.env._now)  # type: ignore[attr-defined]
             return
@@ -1445,8 +1441,9 @@ APP_REFUSED = Response(503, 0)  # the app's own error: its proxy refused the con
 NO_UPSTREAM = Response(503, 0, Flags.NO_HEALTHY_UPSTREAM)
 OVERFLOWED = Response(503, 0, Flags.UPSTREAM_OVERFLOW)
 TIMED_OUT = Response(504, 24, Flags.UPSTREAM_TIMEOUT)  # "upstream request timeout"
-ACL_NO_ROUTE = Response(404, 19)  # "404 page not found": Traefik has no router for it
-ACL_FORBIDDEN = Response(403, 9)  # "Forbidden", from the IP allow-list middleware
-TRAEFIK_RATE_LIMITED = Response(429, 17)  # "Too Many Requests"
-TRAEFIK_BREAKER_OPEN = Response(503, 19)  # "Service Unavailable"
+# Traefik's own answers (statuses from the defaults table; bodies as Traefik writes them).
+ACL_NO_ROUTE = Response(TRAEFIK["acl.noRouteStatus"], 19)  # "404 page not found": no router
+ACL_FORBIDDEN = Response(TRAEFIK["acl.deniedStatus"], 9)  # "Forbidden": the IP allow-list
+TRAEFIK_RATE_LIMITED = Response(TRAEFIK["rateLimit.status"], 17)  # "Too Many Requests"
+TRAEFIK_BREAKER_OPEN = Response(TRAEFIK["circuitBreaker.status"], 19)  # "Service Unavailable"
 MIRROR_ACTION = Action((("", None),), (1.0,), retry=NO_RETRY)

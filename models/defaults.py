@@ -99,6 +99,7 @@ TRAEFIK: dict[str, Any] = {
     "acl.noRouteStatus": 404,
     "rateLimit.status": 429,
     "connectFailure.status": 502,
+    "dialTimeout": 30.0,  # serversTransport.forwardingTimeouts.dialTimeout (Traefik docs)
     "limits.http": 10,
     "limits.tcp": 25,
     "provider.pollInterval": 5.0,

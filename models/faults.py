@@ -334,11 +334,7 @@ def _crash(
         pod.alive = True
     mesh.world.faults_active -= 1
     record.events.append((env.now, "restarted"))
-    if removed:
-        if fault.readiness_delay > 0:
-            yield env.timeout(fault.readiness_delay)
-        mesh.set_ready(removed, True)
-        record.events.append((env.now, "endpoints back"))
+    yield from _ready_again(env, mesh, fault, removed, record)
 
 
 def _misbehave(
@@ -360,13 +356,7 @@ def _node_failure(
     failed = _nodes(world, name)
     others = [n for n in world.nodes.values() if n not in failed]
     record.targets = [n.name for n in failed]
-    heals = env.now + fault.duration if fault.duration is not None else float("inf")
-    undo = _cut(
-        world,
-        failed,
-        others,
-        lambda base: FaultedLink(base, cut=True, heals_at=heals, clock=lambda: env.now),
-    )
+    undo = _cut(world, failed, others, _cut_until_heal(env, fault))
     detection = NODE_DETECTION_S if fault.detection is None else fault.detection
     end = env.now + (fault.duration if fault.duration is not None else float("inf"))
     on_nodes = [p for p in mesh.all_pods() if p.node in failed and p.serving]
@@ -384,11 +374,19 @@ def _node_failure(
         yield from _wait(env, fault)
     undo()
     record.events.append((env.now, "node back"))
-    if removed:
-        if fault.readiness_delay > 0:
-            yield env.timeout(fault.readiness_delay)
-        mesh.set_ready(removed, True)
-        record.events.append((env.now, "endpoints back"))
+    yield from _ready_again(env, mesh, fault, removed, record)
+
+
+def _ready_again(
+    env: simpy.Environment, mesh: Mesh, fault: FaultSpec, removed: list[Any], record: FaultRecord
+) -> Generator[simpy.Event, Any, None]:
+    """Pods taken out of the endpoints rejoin them once ready (``readiness_delay``)."""
+    if not removed:
+        return
+    if fault.readiness_delay > 0:
+        yield env.timeout(fault.readiness_delay)
+    mesh.set_ready(removed, True)
+    record.events.append((env.now, "endpoints back"))
 
 
 def _links(
@@ -398,14 +396,8 @@ def _links(
     a, b = fault.target.link
     side_a, side_b = _nodes(world, a), _nodes(world, b)
     record.targets = [f"{a}<->{b}"]
-    heals = env.now + fault.duration if fault.duration is not None else float("inf")
     if fault.kind == "partition":
-        undo = _cut(
-            world,
-            side_a,
-            side_b,
-            lambda base: FaultedLink(base, cut=True, heals_at=heals, clock=lambda: env.now),
-        )
+        undo = _cut(world, side_a, side_b, _cut_until_heal(env, fault))
     else:
         undo = _cut(
             world,
@@ -415,6 +407,13 @@ def _links(
         )
     yield from _wait(env, fault)
     undo()
+
+
+def _cut_until_heal(env: simpy.Environment, fault: FaultSpec) -> Any:
+    """How a fault that starts now cuts a link of class ``base``: everything lost until it
+    ends (its messages then arrive with TCP's next retransmission), for good without an end."""
+    heals = env.now + fault.duration if fault.duration is not None else float("inf")
+    return lambda base: FaultedLink(base, cut=True, heals_at=heals, clock=lambda: env.now)
 
 
 def _cut(world: World, side_a: list[Node], side_b: list[Node], make: Any) -> Any:

@@ -11,6 +11,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Literal
 
 from models.dataplane import Hop, MtlsMode, ProxiedMesh, ProxiedSpec
+from models.defaults import TRAEFIK
 from models.loadbalancer import LbPolicy
 from models.messages import Response
 from models.proxy import Proxy, ProxySpec
@@ -61,8 +62,8 @@ class PerNodeMesh(ProxiedMesh):
         # Traefik answers a failed connection with 502 Bad Gateway (no Envoy flags), after
         # its dial timeout (serversTransport forwardingTimeouts.dialTimeout, 30 s) when
         # nothing answers.
-        self.refused = Response(502, 11)
-        self.connect_timeout = 30.0
+        self.refused = Response(TRAEFIK["connectFailure.status"], 11)
+        self.connect_timeout = TRAEFIK["dialTimeout"]
 
     def use_policies(self, policies: PolicySet) -> None:
         # In ACL mode, what no TrafficTarget allows is denied: with none, everything.

@@ -116,6 +116,12 @@ def _varies(parsed: Any) -> bool:
     return False
 
 
+NetworkingVersion = Literal[
+    "networking.istio.io/v1", "networking.istio.io/v1beta1", "networking.istio.io/v1alpha3"
+]
+"""The apiVersions of Istio's networking resources (VirtualService, DestinationRule)."""
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
@@ -301,9 +307,7 @@ class VirtualServiceSpec(_Strict):
 class VirtualService(_Strict):
     """Istio's VirtualService (networking.istio.io)."""
 
-    apiVersion: Literal[
-        "networking.istio.io/v1", "networking.istio.io/v1beta1", "networking.istio.io/v1alpha3"
-    ] = "networking.istio.io/v1"
+    apiVersion: NetworkingVersion = "networking.istio.io/v1"
     kind: Literal["VirtualService"] = "VirtualService"
     metadata: ObjectMeta
     spec: VirtualServiceSpec
@@ -422,9 +426,7 @@ class DestinationRuleSpec(_Strict):
 class DestinationRule(_Strict):
     """Istio's DestinationRule (networking.istio.io)."""
 
-    apiVersion: Literal[
-        "networking.istio.io/v1", "networking.istio.io/v1beta1", "networking.istio.io/v1alpha3"
-    ] = "networking.istio.io/v1"
+    apiVersion: NetworkingVersion = "networking.istio.io/v1"
     kind: Literal["DestinationRule"] = "DestinationRule"
     metadata: ObjectMeta
     spec: DestinationRuleSpec
@@ -675,7 +677,7 @@ SMI_KINDS = frozenset({"TrafficSplit", "HTTPRouteGroup", "TrafficTarget"})
 """Kinds Traefik Mesh runs."""
 
 
-def short_host(host: str, namespace: str = "default") -> str:
+def short_host(host: str) -> str:
     """A host as the topology names it: ``reviews``, ``reviews.default``,
     ``reviews.default.svc`` and ``reviews.default.svc.cluster.local`` are all ``reviews``
     (the namespace part is checked by :func:`check_policies`)."""

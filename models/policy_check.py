@@ -128,7 +128,7 @@ def check_policies(policies: Sequence[Any], graph: CallGraphSpec, mesh: Any) -> 
                     raise ValueError(
                         f"{where(i, f'spec.subsets.{j}.labels')}: no workload of {host!r} has "
                         f"labels {dict(subset.labels)}; its workloads' labels: "
-                        + "; ".join(f"{s.name} {_labels(s)}" for s in pods)
+                        + "; ".join(f"{s.name} {dict(s.pod_labels())}" for s in pods)
                     )
     routed: dict[str, int] = {}
     for i, policy in enumerate(policies):
@@ -231,12 +231,6 @@ def _check_group_refs(
                 )
 
 
-def _labels(svc: Any) -> dict[str, str]:
-    labels = {"app": svc.host_name, "version": svc.version}
-    labels.update(getattr(svc, "labels", {}) or {})
-    return labels
-
-
 def _selects(selector: Any, svc: Any) -> bool:
-    labels = _labels(svc)
+    labels = svc.pod_labels()
     return all(labels.get(k) == v for k, v in selector.items())

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from models.connections import PoolLimits
-from models.defaults import CONNECT_FAILURE_ONLY, ISTIO, UNLIMITED, RetryOn, parse_retry_on
+from models.defaults import CONNECT_FAILURE_ONLY, ENVOY, ISTIO, UNLIMITED, RetryOn, parse_retry_on
 from models.loadbalancer import make_balancer
 from models.messages import Flags, Request, Response
 from models.policies import (
@@ -343,6 +343,8 @@ class Cluster:
         self._outlier_version = -1
         self.balancer: Any = None
         self._ring: tuple[list[int], list[Any]] | None = None
+        # The balancer's pick when a first try needs nothing else (see _rebuild), else None.
+        self.simple_pick: Callable[[], Any] | None = None
         self.version = proxy.config_version  # the configuration its endpoints come from
         self._rebuild()
 
@@ -356,6 +358,7 @@ class Cluster:
     def _rebuild(self) -> None:
         """The balancer over the hosts to use: the healthy ones (or all, in panic)."""
         hosts: Sequence[Any] = self.all
+        self.simple_pick = None
         if self.outlier is not None:
             self._outlier_version = self.outlier.version
             hosts = panic_hosts(self.outlier.healthy(), self.all, self.policy.panic_threshold)
@@ -365,6 +368,10 @@ class Cluster:
         self.balancer = make_balancer(self._lb, hosts, self._uniform, self._in_flight)  # type: ignore[arg-type]
         if self.policy.hash_on is not None:
             self._ring = _ring(hosts, self.policy.ring_size)
+        elif self.outlier is None:
+            # Nothing to check before a first try's pick (no ejection, no hash): the data
+            # plane calls the balancer straight away (see models.dataplane.Exchange._try).
+            self.simple_pick = self.balancer.pick
 
     def pick(self, request: Request, src: Any, tried: list[Any] | None, attempts: int) -> Any:
         """An endpoint for ``request``, or None when the cluster has none (``UH``); with
@@ -522,8 +529,8 @@ def _rule_matches(rule: Any, src: Any, request: Request) -> bool:
 
 
 def _source_matches(source: Any, src: Any) -> bool:
-    principal = getattr(src, "principal", "")
-    namespace = getattr(src, "namespace", "default")
+    principal = src.principal
+    namespace = src.namespace
     if source.principals and not _glob(source.principals, principal):
         return False
     if source.notPrincipals and _glob(source.notPrincipals, principal):
@@ -561,7 +568,7 @@ class _LocalRateLimit:
         return RATE_LIMITED
 
 
-RATE_LIMITED = Response(429, 18, Flags.RATE_LIMITED)
+RATE_LIMITED = Response(ENVOY["localRateLimit.status"], 18, Flags.RATE_LIMITED)
 
 
 class LocalChain:
@@ -668,8 +675,8 @@ class PolicySet:
         deny: list[AuthorizationPolicy] = []
         allow: list[AuthorizationPolicy] = []
         root = ISTIO["authorization.rootNamespace"]
-        namespace = getattr(pod, "namespace", "default")
-        labels = getattr(pod, "labels", {})
+        namespace = pod.namespace
+        labels = pod.labels
         for policy in self.authorization:
             ns = policy.metadata.namespace
             if ns != root and ns != namespace:
