@@ -14,6 +14,7 @@ How many services share a namespace there was not published; we take 10.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +30,7 @@ from topologies import TopologySpec
 __all__ = [
     "CalibrationRow",
     "benchmark_spec",
+    "benchmark_memory_mb",
     "calibrate",
     "format_calibration",
     "loadtest_memory_mb",
@@ -168,11 +170,22 @@ def calibrate(
             )
         )
         per_proxy = result.cpu.per_proxy_per_1000_rps
+        vcpu_targets = _per_kind(targets.get("vcpu_per_1000_rps_per_proxy"), per_proxy)
         for kind, vcpu in per_proxy.items():
-            # The published figure is for the profile's one kind of proxy on the path.
-            published = targets.get("vcpu_per_1000_rps_per_proxy") if len(per_proxy) == 1 else None
             rows.append(
-                CalibrationRow(name, f"{kind} vCPU per 1000 rps", published, vcpu, tolerance)
+                CalibrationRow(
+                    name, f"{kind} vCPU per 1000 rps", vcpu_targets.get(kind), vcpu, tolerance
+                )
+            )
+        for kind, published in (targets.get("benchmark_memory_mb") or {}).items():
+            rows.append(
+                CalibrationRow(
+                    name,
+                    f"{kind} memory in the benchmark (MB)",
+                    published,
+                    benchmark_memory_mb(result, kind),
+                    tolerance,
+                )
             )
         if "mixer_telemetry" in result.cpu.per_1000_rps:
             rows.append(
@@ -195,6 +208,24 @@ def calibrate(
                 )
             )
     return rows, results
+
+
+def _per_kind(target: Any, measured: Mapping[str, Any]) -> dict[str, float]:
+    """A profile's published figure per proxy kind: a mapping of kind to figure, or one
+    figure for a profile whose path has one kind of proxy (None: not published)."""
+    if target is None:
+        return {}
+    if isinstance(target, Mapping):
+        return {str(kind): float(value) for kind, value in target.items()}
+    return {kind: float(target) for kind in measured} if len(measured) == 1 else {}
+
+
+def benchmark_memory_mb(result: RunResult, kind: str) -> float:
+    """Mean modelled memory (MB, 10^6 bytes) of the proxies of ``kind`` in a benchmark run:
+    what Istio 1.24's page gives per proxy (its mesh is the benchmark's, not the load test's).
+    NaN when the run has no proxy of that kind."""
+    memory = [float(p.memory_bytes) for p in result.proxies.values() if p.kind == kind]
+    return sum(memory) / len(memory) / 1e6 if memory else float("nan")
 
 
 def format_calibration(rows: list[CalibrationRow]) -> str:

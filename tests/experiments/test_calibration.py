@@ -13,7 +13,15 @@ DURATION_S = 10.0
 @pytest.fixture(scope="module")
 def calibration():
     return calibrate(
-        ["istio-1.8", "istio-ambient", "istio-1.1", "istio-1.4"], duration_s=DURATION_S
+        [
+            "istio-1.8",
+            "istio-ambient",
+            "istio-1.1",
+            "istio-1.4",
+            "istio-1.24",
+            "istio-1.24-ambient",
+        ],
+        duration_s=DURATION_S,
     )
 
 
@@ -92,3 +100,33 @@ def test_mixer_era_profiles_within_15_percent(calibration, profile, expected):
         row = rows[metric]
         assert row.published == published
         assert row.simulated == pytest.approx(published, rel=0.15), format_calibration([row])
+
+
+@pytest.mark.parametrize(
+    ("profile", "expected"),
+    [
+        (
+            "istio-1.24",
+            {"sidecar vCPU per 1000 rps": 0.20, "sidecar memory in the benchmark (MB)": 60.0},
+        ),
+        (
+            "istio-1.24-ambient",
+            {
+                "ztunnel vCPU per 1000 rps": 0.06,
+                "waypoint vCPU per 1000 rps": 0.25,
+                "ztunnel memory in the benchmark (MB)": 12.0,
+                "waypoint memory in the benchmark (MB)": 60.0,
+            },
+        ),
+    ],
+)
+def test_istio_1_24_within_tolerance_of_its_performance_page(calibration, profile, expected):
+    rows = rows_of(calibration[0], profile)
+    tolerance = {"istio-1.24": 0.15, "istio-1.24-ambient": 0.20}[profile]
+    for metric, published in expected.items():
+        row = rows[metric]
+        assert row.published == published
+        assert row.simulated == pytest.approx(published, rel=tolerance), format_calibration([row])
+    # 1.24's page gives its latencies only as charts: the rows say so instead of a figure.
+    assert rows["added p90 (ms)"].published is None
+    assert rows["added p99 (ms)"].within is None
