@@ -140,24 +140,7 @@ def run(
         _run_with_exports(spec, experiment, out, scrape_every_s, json_out)
         return
     if experiment.sweep is not None:
-        points = run_sweep(experiment)
-        if json_out:
-            payload = [
-                {
-                    "assignments": p.assignments,
-                    "result": p.result.model_dump(mode="json") if p.result else None,
-                    "error": p.error,
-                }
-                for p in points
-            ]
-            typer.echo(_json(payload))
-        else:
-            typer.echo(sweep_table(points))
-        for point in points:
-            for warning in point.result.warnings if point.result else []:
-                typer.echo(f"warning: {point.assignments}: {warning}", err=True)
-        if any(p.error for p in points):
-            raise typer.Exit(1)
+        _print_sweep(run_sweep(experiment), json_out)
         return
     try:
         result = run_experiment(experiment)
@@ -194,6 +177,142 @@ def _run_with_exports(
         typer.echo(line, err=json_out)
     for warning in result.warnings:
         typer.echo(f"warning: {warning}", err=True)
+
+
+@app.command()
+def sweep(
+    spec: Annotated[Path, typer.Argument(help="An experiment spec with a sweep (YAML).")],
+    set_: SetOption = None,
+    workers: Annotated[
+        int, typer.Option(help="Processes running points at once (process, local dask).")
+    ] = 1,
+    backend: Annotated[
+        str, typer.Option(help="Where points run: serial, process or dask.")
+    ] = "serial",
+    scheduler: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(
+            help="With --backend dask: the scheduler's address (tcp://host:8786); "
+            "default: a local cluster of --workers processes."
+        ),
+    ] = None,
+    store: Annotated[
+        Optional[Path],  # noqa: UP045
+        typer.Option(
+            help="Keep every finished point here; a rerun computes only the missing "
+            "ones (meshsim report DIR rebuilds the tables)."
+        ),
+    ] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the points as JSON.")] = False,
+    budget_events: BudgetEventsOption = None,
+    budget_memory: BudgetMemoryOption = None,
+) -> None:
+    """Run a sweep's points serially, in processes or on Dask, keeping them in a store."""
+    from experiments.store import BACKENDS, SweepStore, run_sweep_points
+
+    if backend not in BACKENDS:
+        _fail(f"--backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    if workers < 1:
+        _fail(f"--workers must be >= 1, got {workers}")
+    if scheduler is not None and backend != "dask":
+        _fail("--scheduler is for --backend dask")
+    experiment = _load(spec, set_)
+    if experiment.sweep is None:
+        _fail(f"{spec}: has no sweep (meshsim run runs a single experiment)")
+    estimate = _within_budget(experiment, budget_events, budget_memory, "meshsim sweep")
+    parallel = workers if backend != "serial" and scheduler is None else 1
+    largest = max(run.memory_bytes for run in estimate.runs)
+    limit = DEFAULT_MEMORY_BYTES if budget_memory is None else budget_memory
+    if largest * parallel > limit:
+        _fail(
+            f"{parallel} points at once may take {format_bytes(largest * parallel)} "
+            f"(the largest point {format_bytes(largest)}), over the memory budget of "
+            f"{format_bytes(limit)}: use fewer --workers or raise --budget-memory"
+        )
+    kept = None
+    if store is not None:
+        _check_out_dir("--store", store)
+        kept = SweepStore(store)
+
+    def progress(done: int, total: int, point: Any) -> None:
+        where = ", ".join(f"{k}={v}" for k, v in point.assignments.items())
+        state = "failed: " + point.error if point.error else "done"
+        typer.echo(f"[{done}/{total}] {where}: {state}", err=True)
+
+    try:
+        outcome = run_sweep_points(
+            experiment,
+            backend=backend,  # type: ignore[arg-type]
+            workers=workers,
+            store=kept,
+            scheduler=scheduler,
+            on_point=progress,
+        )
+    except KeyboardInterrupt:
+        where = f"; the finished points are in {store}" if store is not None else ""
+        typer.echo(f"interrupted{where}", err=True)
+        raise typer.Exit(130) from None
+    except SpecError as error:
+        _fail(str(error))
+    if kept is not None:
+        typer.echo(
+            f"{outcome.reused} of {len(outcome.points)} points were in the store; "
+            f"{outcome.ran} computed",
+            err=True,
+        )
+    _print_sweep(outcome.points, json_out)
+
+
+def _print_sweep(points: list[Any], json_out: bool) -> None:
+    """A sweep's table (or JSON) on stdout, its warnings on stderr; exit 1 if a point failed."""
+    if json_out:
+        typer.echo(_sweep_json(points))
+    else:
+        typer.echo(sweep_table(points))
+    for point in points:
+        for warning in point.result.warnings if point.result else []:
+            typer.echo(f"warning: {point.assignments}: {warning}", err=True)
+    if any(p.error for p in points):
+        raise typer.Exit(1)
+
+
+def _sweep_json(points: list[Any]) -> str:
+    return _json(
+        [
+            {
+                "assignments": p.assignments,
+                "result": p.result.model_dump(mode="json") if p.result else None,
+                "error": p.error,
+            }
+            for p in points
+        ]
+    )
+
+
+@app.command()
+def report(
+    store: Annotated[Path, typer.Argument(help="A sweep's store (meshsim sweep --store DIR).")],
+    json_out: Annotated[bool, typer.Option("--json", help="Print the points as JSON.")] = False,
+) -> None:
+    """Rebuild a sweep's table and its HTML report (DIR/report.html) from its store."""
+    from experiments.report import write_sweep_report
+    from experiments.store import StoreError, SweepStore
+
+    kept = SweepStore(store)
+    try:
+        points = kept.points()
+        title = f"meshsim sweep: {kept.manifest()['base'].get('name', store.name)}"
+    except StoreError as error:
+        _fail(str(error))
+    missing = sum(p.result is None for p in points)
+    if missing:
+        typer.echo(f"{missing} of {len(points)} points are not in the store yet", err=True)
+    path = write_sweep_report(points, store / "report.html", title)
+    if json_out:
+        typer.echo(_sweep_json(points))
+    else:
+        typer.echo(sweep_table(points))
+        typer.echo(f"\nReport: {path}")
 
 
 @app.command()

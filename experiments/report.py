@@ -17,11 +17,13 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from experiments.comparison import BASELINE
+from experiments.sweep import sweep_label, sweep_table
 from experiments.tables import fmt
 
 if TYPE_CHECKING:
     from experiments.comparison import Comparison
     from experiments.results import RunResult
+    from experiments.sweep import SweepPoint
 
 __all__ = [
     "write_report",
@@ -555,4 +557,58 @@ def write_run_report(result: RunResult, path: Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(render_run_report(result), encoding="utf-8")
+    return path
+
+
+# --- the report of a sweep (``meshsim report DIR``) --------------------------------------------
+
+
+def sweep_figure(points: list[SweepPoint]) -> go.Figure:
+    """End-to-end p50, p90 and p99 latency and throughput at every finished point, in grid
+    order (the x axis names each point by its values)."""
+    done = [p for p in points if p.result is not None]
+    labels = [
+        ", ".join(f"{k.split('.')[-1]}={sweep_label(v)}" for k, v in p.assignments.items())
+        for p in done
+    ]
+    fig = make_subplots(
+        rows=2,
+        cols=1,
+        shared_xaxes=True,
+        vertical_spacing=0.08,
+        subplot_titles=("latency (ms)", "throughput (rps)"),
+    )
+    for quantile in ("p50", "p90", "p99"):
+        values = [getattr(p.result.end_to_end.latency, f"{quantile}_ms") for p in done]  # type: ignore[union-attr]
+        clean = [None if v is None or math.isnan(v) else v for v in values]
+        fig.add_trace(go.Scatter(x=labels, y=clean, name=quantile, mode="lines+markers"), 1, 1)
+    rps = [p.result.end_to_end.throughput_rps for p in done]  # type: ignore[union-attr]
+    fig.add_trace(go.Scatter(x=labels, y=rps, name="rps", mode="lines+markers"), 2, 1)
+    return _layout(fig, "end to end, per sweep point", height=640)
+
+
+def render_sweep_report(points: list[SweepPoint], title: str) -> str:
+    """A sweep's report: its table and a figure over its points, self-contained."""
+    table = html.escape(sweep_table(points))
+    if any(p.result is not None for p in points):
+        div = sweep_figure(points).to_html(
+            full_html=False, include_plotlyjs=True, config=CONFIG, default_width="100%"
+        )
+        body = f"<div class='figure'>{div}</div>"
+    else:
+        body = "<p>No point has finished: nothing to plot.</p>"
+    return (
+        "<!DOCTYPE html>\n<html lang='en'>\n<head>\n<meta charset='utf-8'>\n"
+        f"<title>{html.escape(title)}</title>\n"
+        "<meta name='viewport' content='width=device-width, initial-scale=1'>\n"
+        f"<style>{CSS}</style>\n</head>\n<body>\n<main>\n"
+        f"<h1>{html.escape(title)}</h1>\n<pre>{table}</pre>\n{body}\n</main>\n</body>\n</html>\n"
+    )
+
+
+def write_sweep_report(points: list[SweepPoint], path: Path, title: str) -> Path:
+    """Write a sweep's report to ``path`` and return it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(render_sweep_report(points, title), encoding="utf-8")
     return path

@@ -25,8 +25,8 @@ from experiments.results import (
     TimeSeriesResult,
     TrafficResult,
 )
-from experiments.spec import ExperimentSpec, spec_from_dict
-from experiments.sweep import SweepPoint, sweep_points
+from experiments.spec import ExperimentSpec
+from experiments.sweep import SweepPoint
 from experiments.timeseries import fault_results, merge_series, series_result
 from models.control_plane import convergence_summary
 from models.routing import Counters
@@ -457,15 +457,8 @@ def _merge_extras(outputs: list[SimulationOutput]) -> dict[str, Any]:
 
 def run_sweep(spec: ExperimentSpec) -> list[SweepPoint]:
     """Run every point of ``spec``'s sweep, one after another; a point that fails keeps its
-    error, and the others their results."""
-    assert spec.sweep is not None
-    base = spec.model_dump(mode="json", exclude={"sweep"})
-    results = []
-    for assignments, data in sweep_points(base, spec.sweep):
-        point = SweepPoint(assignments)
-        try:
-            point.result = run_experiment(spec_from_dict(data))
-        except Exception as error:  # one point failing must not lose the others
-            point.error = f"{type(error).__name__}: {error}"
-        results.append(point)
-    return results
+    error, and the others their results. ``experiments.store.run_sweep_points`` runs them in
+    processes or on Dask, and keeps them in a store."""
+    from experiments.store import run_sweep_points  # the store runs points through this module
+
+    return run_sweep_points(spec).points

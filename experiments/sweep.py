@@ -22,7 +22,15 @@ from experiments.overrides import set_path
 from experiments.results import RunResult
 from experiments.tables import fmt, format_table
 
-__all__ = ["MAX_SWEEP_POINTS", "SweepSpec", "SweepPoint", "sweep_points", "sweep_table"]
+__all__ = [
+    "MAX_SWEEP_POINTS",
+    "NOT_RUN",
+    "SweepSpec",
+    "SweepPoint",
+    "sweep_label",
+    "sweep_points",
+    "sweep_table",
+]
 
 MAX_SWEEP_POINTS = 10_000
 """The most points of a grid. Every point is validated as a spec of its own (about 2 ms for
@@ -57,6 +65,10 @@ class SweepSpec(BaseModel):
         return grid
 
 
+NOT_RUN = "not run yet"
+"""The error of a point a store does not hold yet (``meshsim report`` on a partial sweep)."""
+
+
 @dataclass
 class SweepPoint:
     """One point of a sweep: its assignments, and its result or its error."""
@@ -82,7 +94,8 @@ def sweep_points(
     return points
 
 
-def _label(value: Any) -> str:
+def sweep_label(value: Any) -> str:
+    """A swept value as a short label (a mesh by its profile)."""
     if isinstance(value, dict):
         if "profile" in value:
             return str(value["profile"])
@@ -108,10 +121,10 @@ def sweep_table(points: list[SweepPoint]) -> str:
         headers += ["checks failed", "denied"]
     rows = []
     for point in points:
-        row = [_label(point.assignments[p]) for p in paths]
+        row = [sweep_label(point.assignments[p]) for p in paths]
         r = point.result
         if r is None:
-            rows.append(row + [f"FAILED: {point.error}"])
+            rows.append(row + [point.error if point.error == NOT_RUN else f"FAILED: {point.error}"])
             continue
         lat = r.end_to_end.latency
         row += [
