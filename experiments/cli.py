@@ -204,12 +204,15 @@ def sweep(
         ),
     ] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the points as JSON.")] = False,
+    frame: FrameOption = None,
+    frame_format: FormatOption = None,
     budget_events: BudgetEventsOption = None,
     budget_memory: BudgetMemoryOption = None,
 ) -> None:
     """Run a sweep's points serially, in processes or on Dask, keeping them in a store."""
     from experiments.store import BACKENDS, SweepStore, run_sweep_points
 
+    _check_frame(frame, frame_format)
     if backend not in BACKENDS:
         _fail(f"--backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
     if workers < 1:
@@ -260,7 +263,56 @@ def sweep(
             f"{outcome.ran} computed",
             err=True,
         )
+    _write_frame(outcome.points, frame, frame_format)
     _print_sweep(outcome.points, json_out)
+
+
+FrameOption = Annotated[
+    Optional[Path],  # noqa: UP045
+    typer.Option(
+        "--frame",
+        metavar="FILE",
+        help="Also write the points' figures as one tidy table (CSV or Parquet; pandas, "
+        "in the 'frames' extra).",
+    ),
+]
+FormatOption = Annotated[
+    Optional[str],  # noqa: UP045
+    typer.Option(
+        "--format", help="The --frame file's format: csv or parquet (default: its suffix)."
+    ),
+]
+
+
+def _check_frame(frame: Path | None, fmt: str | None) -> None:
+    """Check --frame and --format before any run (a bad option loses no results)."""
+    from experiments.frames import FORMATS
+
+    if frame is None:
+        if fmt is not None:
+            _fail("--format is the format of --frame: give --frame FILE too")
+        return
+    if frame.exists() and frame.is_dir():
+        _fail(f"--frame {frame}: is a directory, not a file")
+    chosen = fmt or frame.suffix.lstrip(".").lower()
+    if chosen not in FORMATS:
+        _fail(
+            f"--format must be one of {', '.join(FORMATS)} (or a .csv/.parquet --frame), "
+            f"got {chosen!r}"
+        )
+    _check_out_dir("--frame", frame.parent if str(frame.parent) else Path("."))
+
+
+def _write_frame(points: list[Any], frame: Path | None, fmt: str | None) -> None:
+    if frame is None:
+        return
+    from experiments.frames import sweep_frame, write_frame
+
+    try:
+        path = write_frame(sweep_frame(points), frame, fmt)
+    except SpecError as error:
+        _fail(str(error))
+    typer.echo(f"Table: {path}", err=True)
 
 
 def _print_sweep(points: list[Any], json_out: bool) -> None:
@@ -293,11 +345,14 @@ def _sweep_json(points: list[Any]) -> str:
 def report(
     store: Annotated[Path, typer.Argument(help="A sweep's store (meshsim sweep --store DIR).")],
     json_out: Annotated[bool, typer.Option("--json", help="Print the points as JSON.")] = False,
+    frame: FrameOption = None,
+    frame_format: FormatOption = None,
 ) -> None:
     """Rebuild a sweep's table and its HTML report (DIR/report.html) from its store."""
     from experiments.report import write_sweep_report
     from experiments.store import StoreError, SweepStore
 
+    _check_frame(frame, frame_format)
     kept = SweepStore(store)
     try:
         points = kept.points()
@@ -308,6 +363,7 @@ def report(
     if missing:
         typer.echo(f"{missing} of {len(points)} points are not in the store yet", err=True)
     path = write_sweep_report(points, store / "report.html", title)
+    _write_frame(points, frame, frame_format)
     if json_out:
         typer.echo(_sweep_json(points))
     else:

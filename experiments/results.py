@@ -654,6 +654,13 @@ class RunResult(BaseModel):
         # Free-form data: no type to say "NaN is null", so say it here.
         return finite_or_none(value)
 
+    def to_frame(self) -> Any:
+        """The run's figures as a tidy pandas DataFrame (``experiments.frames``; pandas is
+        in the ``frames`` extra)."""
+        from experiments.frames import run_frame  # pandas only when asked for
+
+        return run_frame(self)
+
     @property
     def memory_total_bytes(self) -> float:
         return float(sum(self.memory_bytes.values()))
