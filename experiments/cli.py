@@ -101,7 +101,19 @@ def _load(path: Path, sets: list[str] | None) -> ExperimentSpec:
 
 @app.command()
 def run(
-    spec: Annotated[Path, typer.Argument(help="The experiment spec (YAML).")],
+    spec: Annotated[
+        Optional[Path],  # noqa: UP045
+        typer.Argument(help="The experiment spec (YAML); or --from a result."),
+    ] = None,
+    from_result: Annotated[
+        Optional[Path],  # noqa: UP045
+        typer.Option(
+            "--from",
+            metavar="RESULT",
+            help="Re-run the experiment a result.json holds (its effective spec: the same "
+            "numbers, whatever became of the profile or topology it named).",
+        ),
+    ] = None,
     set_: SetOption = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
     budget_events: BudgetEventsOption = None,
@@ -124,7 +136,14 @@ def run(
     ] = None,
 ) -> None:
     """Run one experiment (or every point of its sweep) and print the result."""
-    experiment = _load(spec, set_)
+    if (spec is None) == (from_result is None):
+        _fail("give a spec file or --from RESULT (one of them)")
+    if from_result is not None:
+        experiment = _from_result(from_result, set_)
+        spec = from_result
+    else:
+        assert spec is not None
+        experiment = _load(spec, set_)
     _within_budget(experiment, budget_events, budget_memory, "meshsim run")
     scrape_every_s = None
     if scrape_every is not None:
@@ -152,6 +171,31 @@ def run(
         typer.echo(run_tables(result))
     for warning in result.warnings:
         typer.echo(f"warning: {warning}", err=True)
+
+
+def _from_result(path: Path, sets: list[str] | None) -> ExperimentSpec:
+    """The effective spec a result file holds (``meshsim run --from``), or exit 2."""
+    from experiments.spec import spec_from_dict
+
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        _fail(f"--from {path}: no such file")
+    except (OSError, UnicodeDecodeError, ValueError) as error:
+        _fail(f"--from {path}: not a result file (JSON): {error}")
+    if not isinstance(data, dict) or not isinstance(data.get("spec"), dict):
+        _fail(f"--from {path}: not a result file (no 'spec'); meshsim run --out writes one")
+    effective = data.get("effective_spec") or data["spec"]
+    if not data.get("effective_spec"):
+        typer.echo(
+            f"warning: {path} predates effective specs: re-running its spec as written "
+            "(a changed profile or topology changes the numbers)",
+            err=True,
+        )
+    try:
+        return spec_from_dict(effective, overrides=sets or [])
+    except SpecError as error:
+        _fail(f"--from {path}:\n{error}")
 
 
 def _run_with_exports(
@@ -477,6 +521,26 @@ def calibrate(
     typer.echo(format_calibration(rows))
     if any(row.within is False for row in rows):
         raise typer.Exit(1)
+
+
+@app.command()
+def show(
+    profile: Annotated[str, typer.Argument(help="A built-in profile (meshsim list).")],
+) -> None:
+    """A profile's effective mesh fields, defaults filled in: what a spec's mesh overrides can
+    set (``mesh: {profile: NAME, overrides: {...}}``)."""
+    import yaml
+
+    from experiments.profiles import ProfileError, resolve_mesh
+
+    try:
+        described = load_profile(profile)
+        mesh = resolve_mesh(profile).model_dump(mode="json")
+    except ProfileError as error:
+        _fail(str(error))
+    typer.echo(f"# {described.name}: {described.description}")
+    typer.echo("# Every field below can be overridden: mesh: {profile: NAME, overrides: {...}}")
+    typer.echo(yaml.safe_dump(finite_or_none(mesh), sort_keys=False, width=100).rstrip())
 
 
 @app.command("list")

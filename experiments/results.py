@@ -592,6 +592,10 @@ class RunResult(BaseModel):
     Attributes:
         name: the experiment's name.
         spec: the effective spec, as data (profiles and overrides resolved).
+        effective_spec: the spec with its topology and mesh resolved and written out in
+            full (``ExperimentSpec.effective``): ``meshsim run --from`` re-runs it to the
+            same numbers, whatever became of the profile or topology it named (empty in
+            results written before it was kept).
         seed: the root seed; ``replication_seeds`` were spawned from it.
         version: meshsim's version.
         wall_time_s: wall-clock seconds the run took.
@@ -623,6 +627,7 @@ class RunResult(BaseModel):
 
     name: str
     spec: dict[str, Any]
+    effective_spec: dict[str, Any] = {}
     seed: int
     replication_seeds: list[int]
     version: str
@@ -649,7 +654,7 @@ class RunResult(BaseModel):
     replications: list[ReplicationResult] = []
     intervals: Intervals | None = None
 
-    @field_serializer("spec", "latency_histogram", "extras", when_used="json")
+    @field_serializer("spec", "effective_spec", "latency_histogram", "extras", when_used="json")
     def _strict_json(self, value: dict[str, Any]) -> Any:
         # Free-form data: no type to say "NaN is null", so say it here.
         return finite_or_none(value)

@@ -155,6 +155,7 @@ def summarise(
     return RunResult(
         name=spec.name,
         spec=spec.model_dump(mode="json"),
+        effective_spec=spec.effective().model_dump(mode="json"),
         seed=spec.seed,
         replication_seeds=seeds,
         version=meshsim_version(),

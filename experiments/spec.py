@@ -424,6 +424,18 @@ class ExperimentSpec(BaseModel):
         """The topology this spec names."""
         return self.topology.resolve()
 
+    def effective(self) -> ExperimentSpec:
+        """This experiment with its topology and mesh resolved and written out in full (a
+        catalog entry built, a file read, a profile's fields with its overrides merged), so
+        that it re-runs to the same numbers after a profile, the catalog or the file change.
+        The mesh keeps its profile's name, as a label."""
+        mesh = MeshRef(
+            profile=self.mesh.profile, inline=self.mesh.resolve().model_dump(mode="json")
+        )
+        return self.model_copy(
+            update={"topology": TopologyRef(inline=self.resolve_topology()), "mesh": mesh}
+        )
+
 
 def _check_fault_target(i: int, fault: FaultSpec, spec: ExperimentSpec, mesh: Any) -> None:
     """The pods, nodes or zones a fault names exist; a proxy crash needs proxies."""

@@ -190,6 +190,7 @@ def test_timeseries_off_changes_nothing_else():
         for key in ("wall_time_s", "timeseries", "faults"):
             data.pop(key)
         data["spec"].pop("timeseries")
+        data["effective_spec"].pop("timeseries")
     assert a == b
     payload = json.loads(json.dumps(off.model_dump(mode="json")))
     assert payload["timeseries"] is None and payload["faults"] is None
