@@ -13,6 +13,7 @@ import typer
 from experiments.budget import (
     DEFAULT_EVENTS,
     DEFAULT_MEMORY_BYTES,
+    EVENTS_PER_CPU_SECOND,
     Budget,
     ExperimentEstimate,
     check_budget,
@@ -26,8 +27,9 @@ from experiments.calibration import format_calibration
 from experiments.compare import compare
 from experiments.exports import run_with_exports, write_exports
 from experiments.profiles import list_profiles, load_profile
+from experiments.progress import RunProgress, SweepProgress
 from experiments.results import finite_or_none
-from experiments.runner import run_experiment, run_sweep
+from experiments.runner import RunInterrupted, run_experiment, run_sweep
 from experiments.spec import MAX_SEED, ExperimentSpec, SpecError, load_spec
 from experiments.specs import shipped_specs
 from experiments.sweep import sweep_table
@@ -41,6 +43,11 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+QuietOption = Annotated[
+    bool,
+    typer.Option("--quiet", "-q", help="No progress on stderr (warnings still)."),
+]
 
 SetOption = Annotated[
     Optional[list[str]],  # noqa: UP045 (typer needs Optional on Python 3.10)
@@ -118,6 +125,7 @@ def run(
     json_out: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
     budget_events: BudgetEventsOption = None,
     budget_memory: BudgetMemoryOption = None,
+    quiet: QuietOption = False,
     out: Annotated[
         Optional[Path],  # noqa: UP045
         typer.Option(
@@ -144,7 +152,7 @@ def run(
     else:
         assert spec is not None
         experiment = _load(spec, set_)
-    _within_budget(experiment, budget_events, budget_memory, "meshsim run")
+    estimate = _within_budget(experiment, budget_events, budget_memory, "meshsim run")
     scrape_every_s = None
     if scrape_every is not None:
         if out is None:
@@ -156,21 +164,39 @@ def run(
         if experiment.sweep is not None:
             _fail("--out writes the files of one run; this spec has a sweep")
         _check_out_dir("--out", out)
-        _run_with_exports(spec, experiment, out, scrape_every_s, json_out)
-        return
     if experiment.sweep is not None:
         _print_sweep(run_sweep(experiment), json_out)
         return
+    progress = RunProgress(
+        experiment.duration,
+        experiment.replications,
+        estimate.events / EVENTS_PER_CPU_SECOND,
+        quiet=quiet,
+    )
     try:
-        result = run_experiment(experiment)
+        with progress:
+            if out is not None:
+                exported = run_with_exports(experiment, scrape_every_s, progress)
+                result = exported.result
+            else:
+                result = run_experiment(experiment, progress)
+    except RunInterrupted as error:
+        typer.echo(f"interrupted: {error}", err=True)
+        raise typer.Exit(130) from None
     except ValueError as error:  # a spec the validation let through but the model refused
         _fail(f"{spec}: the run stopped: {error}", code=1)
     if json_out:
         typer.echo(_json(result.model_dump(mode="json")))
     else:
         typer.echo(run_tables(result))
+    if out is not None:
+        # With --json, stdout is the result alone: what was written goes to stderr.
+        for line in write_exports(exported, out):
+            typer.echo(line, err=json_out)
     for warning in result.warnings:
         typer.echo(f"warning: {warning}", err=True)
+    if result.interrupted:
+        raise typer.Exit(130)
 
 
 def _from_result(path: Path, sets: list[str] | None) -> ExperimentSpec:
@@ -196,31 +222,6 @@ def _from_result(path: Path, sets: list[str] | None) -> ExperimentSpec:
         return spec_from_dict(effective, overrides=sets or [])
     except SpecError as error:
         _fail(f"--from {path}:\n{error}")
-
-
-def _run_with_exports(
-    path: Path,
-    experiment: ExperimentSpec,
-    out: Path,
-    scrape_every_s: float | None,
-    json_out: bool,
-) -> None:
-    """``meshsim run --out``: the run, its tables (or JSON), and the files it writes."""
-    try:
-        exported = run_with_exports(experiment, scrape_every_s)
-    except ValueError as error:  # a spec the validation let through but the model refused
-        _fail(f"{path}: the run stopped: {error}", code=1)
-    result = exported.result
-    if json_out:
-        typer.echo(_json(result.model_dump(mode="json")))
-    else:
-        typer.echo(run_tables(result))
-    lines = write_exports(exported, out)
-    # With --json, stdout is the result alone: what was written goes to stderr.
-    for line in lines:
-        typer.echo(line, err=json_out)
-    for warning in result.warnings:
-        typer.echo(f"warning: {warning}", err=True)
 
 
 @app.command()
@@ -252,6 +253,7 @@ def sweep(
     frame_format: FormatOption = None,
     budget_events: BudgetEventsOption = None,
     budget_memory: BudgetMemoryOption = None,
+    quiet: QuietOption = False,
 ) -> None:
     """Run a sweep's points serially, in processes or on Dask, keeping them in a store."""
     from experiments.store import BACKENDS, SweepStore, run_sweep_points
@@ -281,20 +283,16 @@ def sweep(
         _check_out_dir("--store", store)
         kept = SweepStore(store)
 
-    def progress(done: int, total: int, point: Any) -> None:
-        where = ", ".join(f"{k}={v}" for k, v in point.assignments.items())
-        state = "failed: " + point.error if point.error else "done"
-        typer.echo(f"[{done}/{total}] {where}: {state}", err=True)
-
     try:
-        outcome = run_sweep_points(
-            experiment,
-            backend=backend,  # type: ignore[arg-type]
-            workers=workers,
-            store=kept,
-            scheduler=scheduler,
-            on_point=progress,
-        )
+        with SweepProgress(quiet=quiet) as progress:
+            outcome = run_sweep_points(
+                experiment,
+                backend=backend,  # type: ignore[arg-type]
+                workers=workers,
+                store=kept,
+                scheduler=scheduler,
+                on_point=progress,
+            )
     except KeyboardInterrupt:
         where = f"; the finished points are in {store}" if store is not None else ""
         typer.echo(f"interrupted{where}", err=True)

@@ -30,11 +30,10 @@ from typing import Any
 
 from experiments.report import write_run_report
 from experiments.results import RunResult, finite_or_none
-from experiments.runner import build_simulation, meshsim_version, summarise
+from experiments.runner import ReplicationProgress, meshsim_version, run_replications
 from experiments.spec import ExperimentSpec
 from models.simulation import SimulationOutput
 from models.telemetry import DURATION_BUCKETS_MS, IstioTelemetry, SeriesKey, istio_reporting
-from sim.random import replication_seeds
 from sim.recorder import Span
 from sim.stats import LatencyHistogram
 
@@ -87,7 +86,11 @@ class ExportedRun:
     written: list[str] = field(default_factory=list)
 
 
-def run_with_exports(spec: ExperimentSpec, scrape_every_s: float | None = None) -> ExportedRun:
+def run_with_exports(
+    spec: ExperimentSpec,
+    scrape_every_s: float | None = None,
+    progress: ReplicationProgress | None = None,
+) -> ExportedRun:
     """Run ``spec`` as ``run_experiment`` does, collecting Istio's metrics as well (when the
     mesh reports them), and keep the raw outputs for the traces.
 
@@ -95,18 +98,18 @@ def run_with_exports(spec: ExperimentSpec, scrape_every_s: float | None = None) 
         spec: the experiment (not a sweep).
         scrape_every_s: one Prometheus scrape per window of this width (seconds); None for
             one scrape at the end.
+        progress: as ``run_experiment``'s (a stopped run exports what it measured).
     """
     import time
 
     if spec.sweep is not None:
         raise ValueError("exports are written for one run, not a sweep")
     started = time.perf_counter()
-    seeds = replication_seeds(spec.seed, spec.replications)
-    outputs = []
-    for seed in seeds:
-        collector = IstioTelemetry(window_s=scrape_every_s)
-        outputs.append(build_simulation(spec, seed, telemetry=collector).run())
-    result = summarise(spec, seeds, outputs, time.perf_counter() - started)
+    run = run_replications(
+        spec, progress, telemetry=lambda: IstioTelemetry(window_s=scrape_every_s)
+    )
+    result = run.summarise(time.perf_counter() - started)
+    seeds, outputs = run.seeds[: len(run.outputs)], run.outputs
     merged: IstioTelemetry | None = None
     for out in outputs:
         if out.telemetry is not None:

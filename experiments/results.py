@@ -596,6 +596,8 @@ class RunResult(BaseModel):
             full (``ExperimentSpec.effective``): ``meshsim run --from`` re-runs it to the
             same numbers, whatever became of the profile or topology it named (empty in
             results written before it was kept).
+        interrupted: the run was stopped (Ctrl-C) before its end: the figures cover what
+            it measured until then (its first warning says what).
         seed: the root seed; ``replication_seeds`` were spawned from it.
         version: meshsim's version.
         wall_time_s: wall-clock seconds the run took.
@@ -628,6 +630,7 @@ class RunResult(BaseModel):
     name: str
     spec: dict[str, Any]
     effective_spec: dict[str, Any] = {}
+    interrupted: bool = False
     seed: int
     replication_seeds: list[int]
     version: str

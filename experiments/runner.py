@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import time
 from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
@@ -45,16 +48,95 @@ def meshsim_version() -> str:
         return "0+unknown"
 
 
-def run_experiment(spec: ExperimentSpec) -> RunResult:
+class RunInterrupted(Exception):
+    """A run stopped (Ctrl-C) before it measured anything: there is no result to give."""
+
+
+ReplicationProgress = Callable[[int, float, int], bool]
+"""Called during a run with (replication index, simulated seconds, requests sent); returns
+True to stop the run there (see ``models.simulation.Progress``)."""
+
+
+def run_experiment(spec: ExperimentSpec, progress: ReplicationProgress | None = None) -> RunResult:
     """Run every replication of ``spec`` and merge their statistics.
 
     Replication ``i`` runs with the ``i``-th seed spawned from ``spec.seed``, so the result
     depends only on the spec.
+
+    With ``progress``, the run reports as it goes and stops when it returns True. What was
+    measured is kept, marked ``interrupted``: the replications that finished, or the first
+    replication until it stopped when none did. Stopped before anything was measured, it
+    raises :class:`RunInterrupted`.
     """
     started = time.perf_counter()
+    run = run_replications(spec, progress)
+    return run.summarise(time.perf_counter() - started)
+
+
+@dataclass
+class Replications:
+    """The raw outputs of a run's replications, and where it stopped if it was stopped.
+
+    Attributes:
+        spec: the experiment.
+        seeds: every replication's seed.
+        outputs: the outputs kept: every replication's, or those that finished before a
+            stop, or the first replication's part when it was stopped in its measured time.
+        stopped: (replication index, its output) when the run was stopped.
+    """
+
+    spec: ExperimentSpec
+    seeds: list[int]
+    outputs: list[SimulationOutput]
+    stopped: tuple[int, SimulationOutput] | None = None
+
+    def summarise(self, wall_time_s: float) -> RunResult:
+        """The result, marked ``interrupted`` with a first warning saying what it covers
+        when the run was stopped."""
+        result = summarise(self.spec, self.seeds[: len(self.outputs)], self.outputs, wall_time_s)
+        if self.stopped is None:
+            return result
+        index, out = self.stopped
+        kept = (
+            f"the first {out.measured_s:g} s measured of replication 1"
+            if self.outputs[-1] is out
+            else f"the {len(self.outputs)} finished replication(s) of {len(self.seeds)}"
+        )
+        note = (
+            f"interrupted at {out.interrupted_at_s:g} s of {self.spec.duration:g} s in "
+            f"replication {index + 1} of {len(self.seeds)}: the figures cover {kept}"
+        )
+        warnings = [note, *result.warnings]
+        return result.model_copy(update={"interrupted": True, "warnings": warnings})
+
+
+def run_replications(
+    spec: ExperimentSpec,
+    progress: ReplicationProgress | None = None,
+    telemetry: Callable[[], IstioTelemetry] | None = None,
+) -> Replications:
+    """Run ``spec``'s replications one after another (see :func:`run_experiment`).
+
+    Args:
+        spec: the experiment (not a sweep).
+        progress: told of each slice of the run; True stops it.
+        telemetry: makes each replication's collector of Istio's metrics (exports).
+    """
     seeds = replication_seeds(spec.seed, spec.replications)
-    outputs = [build_simulation(spec, seed).run() for seed in seeds]
-    return summarise(spec, seeds, outputs, time.perf_counter() - started)
+    outputs: list[SimulationOutput] = []
+    for i, seed in enumerate(seeds):
+        report = None if progress is None else functools.partial(progress, i)
+        collector = None if telemetry is None else telemetry()
+        out = build_simulation(spec, seed, telemetry=collector).run(report)
+        if out.interrupted_at_s is not None:
+            # A replication cut short measured less time than the others: kept only alone.
+            if not outputs and out.measured_s > 0:
+                outputs.append(out)
+            if not outputs:
+                raise RunInterrupted("the run was stopped during its warm-up: nothing was measured")
+            return Replications(spec, seeds, outputs, (i, out))
+        outputs.append(out)
+    return Replications(spec, seeds, outputs)
 
 
 def build_simulation(

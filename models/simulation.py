@@ -7,7 +7,7 @@ The experiments layer turns the :class:`SimulationOutput` into a user-facing res
 from __future__ import annotations
 
 import gc
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -127,6 +127,16 @@ class SimulationOutput:
     telemetry: IstioTelemetry | None = None
     # The run in windows (the spec's ``timeseries``); None when it is off.
     series: SeriesOutput | None = None
+    # Where a run stopped when its progress callback asked it to (simulated seconds).
+    interrupted_at_s: float | None = None
+
+
+PROGRESS_STEPS = 200
+"""Slices of a run's duration between two calls of its progress callback."""
+
+Progress = Callable[[float, int], bool]
+"""Called between slices of a run with (simulated seconds, requests sent so far); returns
+True to stop the run there (a user's Ctrl-C): what was measured until then is kept."""
 
 
 class Simulation:
@@ -397,8 +407,14 @@ class Simulation:
             made.append(pod)
         return made
 
-    def run(self) -> SimulationOutput:
+    def run(self, progress: Progress | None = None) -> SimulationOutput:
         """Run to the end of the duration and collect.
+
+        With ``progress``, the run goes in :data:`PROGRESS_STEPS` slices of its duration and
+        calls it between them; slicing changes no number (each slice ends as SimPy's
+        ``run(until)`` does, and the next one goes on with the same queue). When it returns
+        True, the run stops there: the output covers the measured time until then, and
+        ``interrupted_at_s`` says where.
 
         With ``gc_tuning``, the objects built so far, which live for the whole run, are
         frozen out of the garbage collector's sweeps while it runs (``gc.freeze``: a run of
@@ -410,27 +426,44 @@ class Simulation:
         if freeze:
             gc.freeze()
         try:
-            return self._run()
+            return self._run(progress)
         finally:
             if freeze:
                 gc.unfreeze()
 
-    def _run(self) -> SimulationOutput:
+    def _advance(self, until: float, progress: Progress | None) -> bool:
+        """Run to ``until``; in slices with ``progress``. True if it asked to stop."""
+        if progress is None:
+            run_until(self.env, self.world.runner, until)
+            return False
+        step = self.duration_s / PROGRESS_STEPS
+        while self.env.now < until:
+            run_until(self.env, self.world.runner, min(until, self.env.now + step))
+            if progress(self.env.now, self.workload.stats.sent):
+                return True
+        return False
+
+    def _run(self, progress: Progress | None = None) -> SimulationOutput:
         self.workload.start()
         self.fault_records = schedule_faults(
             self.env, self.mesh, self.faults, self.pods, self.world, self.duration_s
         )
         if self.changes:
             self.env.process(self._change_schedule())
+        stopped = False
         if self.warmup_s > 0:
-            run_until(self.env, self.world.runner, self.warmup_s)
+            stopped = self._advance(self.warmup_s, progress)
+            # Stopped in the warm-up: nothing is measured (an empty window from here).
             self.world.reset_stats()
             self.mesh.reset_stats()
             self.workload.stats.in_flight.reset(self.env.now)
-        run_until(self.env, self.world.runner, self.duration_s)
+        if not stopped:
+            stopped = self._advance(self.duration_s, progress)
+        end = self.env.now
         return SimulationOutput(
             series=self._series(),
-            measured_s=self.duration_s - self.warmup_s,
+            measured_s=max(0.0, end - self.warmup_s),
+            interrupted_at_s=end if stopped else None,
             workload=self.workload.stats,
             services=self.world.service_stats,
             recorder=self.world.recorder,
