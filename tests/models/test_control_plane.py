@@ -193,9 +193,7 @@ ABC_EDS = [(1, 2)] * 5
 
 @pytest.mark.parametrize("slots", [100, 1])
 @pytest.mark.parametrize("incremental_eds", [True, False])
-def test_convergence_of_a_scale_change_is_debounce_generation_network_apply(
-    slots, incremental_eds
-):
+def test_convergence_of_a_scale_change_is_debounce_generation_network_apply(slots, incremental_eds):
     data = spec_dict(
         ABC,
         "a",
