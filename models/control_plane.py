@@ -4,12 +4,12 @@ A configuration change (scale a workload, deploy a new version, change route wei
 service) reaches the proxies as follows, for each variant:
 
 * ``istiod``: the change is debounced (a quiet period of ``debounce_quiet`` with no newer
-  change, at most ``debounce_max`` after the first), then pushed to every proxy whose
-  configuration includes the changed service (its scoping decides): at most
-  ``max_concurrent_pushes`` at once per replica (Istio: ``min(15 + 5 x CPUs, 100)``), each
-  push costing the replica ``push_base_cpu`` plus a cost per cluster and endpoint the proxy
-  knows, then the network, then the proxy's time to apply. Proxies are shared among the
-  replicas.
+  change, at most ``debounce_max`` after the first; changes meanwhile merge into one push
+  request), then pushed to every proxy whose configuration includes the changed service (its
+  scoping decides): at most ``max_concurrent_pushes`` at once per replica (Istio:
+  ``min(15 + 5 x CPUs, 100)``), each push costing the replica ``push_base_cpu`` plus a cost
+  per cluster and endpoint it sends, then the network, then the proxy's time to apply.
+  Proxies are shared among the replicas.
 * ``split`` (before Istio 1.5): Galley validates the change (``galley_cpu``) and hands it to
   Pilot after ``galley_handoff``; Pilot debounces and pushes as istiod does; Citadel signs
   the certificates.
@@ -18,6 +18,42 @@ service) reaches the proxies as follows, for each variant:
   nothing new costs no event: a proxy is woken only at its first poll instant at or after a
   newer configuration is built (and the controller is up), and the polls it made meanwhile
   are counted in closed form (``polls`` and ``empty_polls`` in the summary).
+
+What an Istio push sends, and how pushes are scheduled, follow the release (read in
+istio/istio at each release's tag; the profiles say which release has which):
+
+* **Incremental EDS** (``incremental_eds``): a change of endpoints only (``scale``,
+  ``deploy``, a readiness change) is a push request that is not ``Full``: istiod sends the
+  changed services' ClusterLoadAssignments and nothing else, with no new push context and no
+  CDS, LDS or RDS (1.1: ``DiscoveryServer.Push(full=false)`` -> ``edsIncremental`` in
+  pilot/pkg/proxy/envoy/v2/discovery.go and ads.go; 1.4 to today: ``Push`` skips
+  ``InitContext`` for a request that is not ``Full``, and ``EdsGenerator.buildEndpoints``
+  in pilot/pkg/xds/eds.go skips the clusters whose service did not change). Without it
+  every change regenerates every proxy's whole configuration. Any other change (a route,
+  a policy, a new service) is a full push: a new push context (``push_context_cpu`` plus
+  ``push_context_per_service_cpu`` per service), then each proxy's configuration.
+* **Delta xDS** (``xds: delta``, ``ISTIO_DELTA_XDS``, the default from 1.22;
+  pilot/pkg/xds/delta.go ``pushDeltaXds``): a full push sends only the resources that
+  changed, for the changes Istio's delta generators handle: a new service
+  (``CdsGenerator.GenerateDeltas`` in pilot/pkg/xds/cds.go "only builds deltas when services
+  change") and endpoints. A route or policy change is still generated whole (CDS for a
+  DestinationRule is a "todo" there; RDS and LDS have no ``GenerateDeltas``). The model
+  charges a delta push for the changed clusters and their endpoints only, a lower bound for
+  a new service, whose listener and route configuration Istio still resends whole.
+* **The push queue** (``push_queue``, Istio 1.3 on: ``PushQueue`` in pilot/pkg/xds/
+  pushqueue.go): each replica keeps one pending push request per proxy; a request for a
+  proxy already queued is merged into it (``Enqueue``: ``CopyMerge``, ``Full`` if either
+  was, the changed services added together), and one for a proxy being pushed to waits
+  and is queued again when that push is done (``MarkDone``). ``max_concurrent_pushes``
+  workers take proxies from the queue in order (``doSendPushes``). Without it (Istio 1.1,
+  ``startPush`` in pilot/pkg/proxy/envoy/v2/ads.go), every push request is sent to each
+  proxy on its own, and a full push still waiting for a slot is dropped once a newer full
+  push has started ("PushAll abort").
+* **The debouncer waits for the last push** (``debounce_waits_for_push``, Istio 1.3 on:
+  ``debounce`` in pilot/pkg/xds/discovery.go, its ``free`` flag and ``freeCh``): a debounced
+  push does not start while the previous one is still building its push context and
+  queueing the proxies; it starts when that one is done, if the debounce still allows it
+  then. Before (1.1, ``handleUpdates``), a new push started at once, beside the last.
 
 Each proxy holds a configuration version and the endpoints of that version; traffic routed on
 an old version can go to a pod that no longer exists. The convergence of a change is the time
@@ -33,6 +69,7 @@ and from it fails.
 from __future__ import annotations
 
 import math
+from collections import deque
 from collections.abc import Generator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Annotated, Any, Literal
@@ -58,6 +95,7 @@ __all__ = [
     "ConfigChangeSpec",
     "ControlPlane",
     "ChangeRecord",
+    "PushRequest",
 ]
 
 
@@ -107,7 +145,20 @@ class ControlPlaneSpec(BaseModel):
         push_base_cpu: CPU to generate one proxy's push (seconds).
         push_per_cluster_cpu: and per cluster that proxy knows.
         push_per_endpoint_cpu: and per endpoint.
-        push_bytes_per_cluster: size of a push on the wire, per cluster.
+        push_bytes_per_cluster: size of a push on the wire, per cluster it sends.
+        push_context_cpu: CPU to build a new push context, once per full push and replica
+            (``initPushContext``; a push of endpoints only reuses the last one).
+        push_context_per_service_cpu: and per service of the mesh.
+        incremental_eds: a change of endpoints only sends the changed services' endpoints
+            (EDS), not the whole configuration.
+        xds: ``sotw`` (state of the world: a full push sends the proxy's whole
+            configuration) or ``delta`` (Incremental xDS: only the changed resources, for
+            the changes Istio's delta generators handle; ``ISTIO_DELTA_XDS``).
+        push_queue: one pending push request per proxy, merged (Istio's ``PushQueue``);
+            False: each request pushed on its own, an older full push dropped when a newer
+            one starts (Istio 1.1).
+        debounce_waits_for_push: a debounced push waits until the last one has built its
+            push context and queued its proxies (the ``free`` channel of Istio's debouncer).
         apply_delay: the proxy's time to apply a push (a distribution).
         galley_cpu: ``split``: Galley's validation CPU per change.
         galley_handoff: ``split``: from Galley to Pilot (seconds).
@@ -128,6 +179,12 @@ class ControlPlaneSpec(BaseModel):
     push_per_cluster_cpu: Duration = 0.00001
     push_per_endpoint_cpu: Duration = 0.000001
     push_bytes_per_cluster: Size = 2048
+    push_context_cpu: Annotated[Duration, Field(ge=0)] = 0.001
+    push_context_per_service_cpu: Annotated[Duration, Field(ge=0)] = 0.00002
+    incremental_eds: bool = True
+    xds: Literal["sotw", "delta"] = "sotw"
+    push_queue: bool = True
+    debounce_waits_for_push: bool = True
     apply_delay: DistributionSpec = Field(default=0.005, validate_default=True)
     galley_cpu: Duration = 0.02
     galley_handoff: Duration = 0.1
@@ -270,9 +327,50 @@ class ChangeRecord:
     convergence_s: list[float] = field(default_factory=list)
 
 
-@dataclass
+# Changes of endpoints only: an incremental EDS push (pilot/pkg/xds/eds.go, the
+# ``kind.Endpoints`` configs); every other kind is a full push.
+ENDPOINT_CHANGES = frozenset({"scale", "deploy", "readiness"})
+# Changes Istio's delta generators do not make a delta of: routes and policies regenerate the
+# proxy's listeners, routes (and clusters, for a DestinationRule) whole (pilot/pkg/xds/cds.go
+# ``GenerateDeltas``; RDS and LDS have none).
+WHOLE_CHANGES = frozenset({"route_weights", "policy"})
+
+
+@dataclass(frozen=True)
+class PushRequest:
+    """What a push carries (Istio's ``model.PushRequest``, as far as its cost goes).
+
+    Attributes:
+        full: not endpoints only: a new push context, and configuration beyond EDS.
+        whole: a change delta xDS cannot send as a delta (a route, a policy).
+        hosts: the changed services.
+        version: the configuration version it brings.
+        view: that version's endpoints (and policies).
+    """
+
+    full: bool
+    whole: bool
+    hosts: frozenset[str]
+    version: int
+    view: dict = field(compare=False, repr=False)
+
+    def merge(self, other: PushRequest) -> PushRequest:
+        """Two requests as one (``PushRequest.Merge``/``CopyMerge``, pilot/pkg/model/
+        push_context.go): full if either is, the changed services added together, the newer
+        version."""
+        newer = other if other.version >= self.version else self
+        return PushRequest(
+            self.full or other.full,
+            self.whole or other.whole,
+            self.hosts | other.hosts,
+            newer.version,
+            newer.view,
+        )
+
+
+@dataclass(eq=False)
 class _Client:
-    """A proxy as the control plane sees it."""
+    """A proxy as the control plane sees it (hashed by identity: the push queue's key)."""
 
     proxy: Proxy
     known_hosts: frozenset[str] | None  # None: every service of the mesh
@@ -285,12 +383,55 @@ class _Client:
     polls: int = 0
 
 
+class _PushQueue:
+    """A replica's push queue: one pending request per proxy, merged (Istio's ``PushQueue``,
+    pilot/pkg/xds/pushqueue.go: ``Enqueue``, ``Dequeue``, ``MarkDone``)."""
+
+    def __init__(self) -> None:
+        self.pending: dict[_Client, PushRequest] = {}
+        self.order: deque[_Client] = deque()
+        # Proxies being pushed to, and the request that came for them meanwhile (None: none).
+        self.processing: dict[_Client, PushRequest | None] = {}
+        self.idle: deque[simpy.Event] = deque()  # workers waiting for a proxy
+        self.merged = 0
+
+    def enqueue(self, client: _Client, request: PushRequest) -> None:
+        """Queue a push for ``client``, or merge it into the one it has pending."""
+        if client in self.processing:
+            waiting = self.processing[client]
+            self.processing[client] = request if waiting is None else waiting.merge(request)
+            self.merged += waiting is not None
+            return
+        pending = self.pending.get(client)
+        if pending is not None:
+            self.pending[client] = pending.merge(request)
+            self.merged += 1
+            return
+        self.pending[client] = request
+        self.order.append(client)
+        if self.idle:
+            self.idle.popleft().succeed()
+
+    def dequeue(self) -> tuple[_Client, PushRequest]:
+        client = self.order.popleft()
+        self.processing[client] = None
+        return client, self.pending.pop(client)
+
+    def mark_done(self, client: _Client) -> None:
+        """The push to ``client`` is sent: a request that came meanwhile is queued again."""
+        waiting = self.processing.pop(client)
+        if waiting is not None and not client.gone:
+            self.pending[client] = waiting
+            self.order.append(client)
+
+
 class _Replica:
     def __init__(self, world: World, name: str, node: Node, kind: str, spec: ControlPlaneSpec):
         self.name = name
         self.node = node
         self.cpu: CpuServer = world.cpu_server(spec.cores, f"{node.name}.{name}", kind, node)
         self.slots = simpy.Resource(world.env, capacity=spec.push_limit)
+        self.queue = _PushQueue()
         self.net = NetworkPort(world.topology.cluster.network, world.rng(f"{name}.net"))
 
 
@@ -338,8 +479,17 @@ class ControlPlane:
         self._apply = spec.apply_delay.sampler(world.rng("control-plane.apply"))
         self._clients: list[_Client] = []
         self.changes: list[ChangeRecord] = []
-        self._pending_hosts: set[str] = set()
+        self._pending: PushRequest | None = None  # the debounced changes, merged
         self._debouncing = False
+        self._free = True  # no push is building its context and queueing its proxies
+        self._freed = self.env.event()  # succeeds when that push is done
+        self._full_started = 0  # the newest full push started (1.1 drops older ones)
+        self.push_counts = {"full": 0, "eds": 0, "delta": 0}
+        self.push_cpu_s = 0.0  # CPU of the pushes to proxies
+        self.push_bytes = 0.0
+        self.push_contexts = 0
+        self.push_context_cpu_s = 0.0
+        self.aborted_pushes = 0  # without a queue: full pushes dropped for a newer one
         self._first_change = 0.0
         self._last_change = 0.0
         self.pushes = 0
@@ -351,6 +501,10 @@ class ControlPlane:
         self._built = self.env.event()  # maesh: succeeds when a newer one is built
         self._fetches = 0  # maesh: polls that fetched a configuration
         self._retired_polls = 0  # maesh: polls made by proxies now gone
+        if spec.kind != "maesh" and spec.push_queue:
+            for replica in self.replicas:  # ``doSendPushes``: push_limit pushes at once
+                for _ in range(spec.push_limit):
+                    self.env.process(self._push_worker(replica))
 
     # --- proxies -------------------------------------------------------------------------
 
@@ -388,26 +542,34 @@ class ControlPlane:
         self.changes.append(record)
         if self.spec.kind == "maesh":
             self.env.process(self._build(self.version, view))
-        elif self.spec.kind == "split":
-            self.env.process(self._galley(hosts))
+            return
+        request = PushRequest(
+            full=not (self.spec.incremental_eds and kind in ENDPOINT_CHANGES),
+            whole=kind in WHOLE_CHANGES,
+            hosts=record.hosts,
+            version=self.version,
+            view=view,
+        )
+        if self.spec.kind == "split":
+            self.env.process(self._galley(request))
         else:
-            self._debounce(hosts)
+            self._debounce(request)
 
     @staticmethod
     def _concerns(client: _Client, hosts: frozenset[str]) -> bool:
         return client.known_hosts is None or not client.known_hosts.isdisjoint(hosts)
 
-    def _galley(self, hosts: set[str]) -> Generator[simpy.Event, Any, None]:
+    def _galley(self, request: PushRequest) -> Generator[simpy.Event, Any, None]:
         """Galley validates, then hands the change to Pilot over MCP."""
         assert self.galley is not None
         yield from self._wait_up()
         yield from self.galley.execute(self.spec.galley_cpu)
         yield self.env.timeout(self.spec.galley_handoff)
-        self._debounce(hosts)
+        self._debounce(request)
 
-    def _debounce(self, hosts: set[str]) -> None:
+    def _debounce(self, request: PushRequest) -> None:
         now = self.env.now
-        self._pending_hosts |= hosts
+        self._pending = request if self._pending is None else self._pending.merge(request)
         self._last_change = now
         if not self._debouncing:
             self._debouncing = True
@@ -415,7 +577,14 @@ class ControlPlane:
             self.env.process(self._debouncer())
 
     def _debouncer(self) -> Generator[simpy.Event, Any, None]:
-        """Wait for a quiet period (or the maximum delay), then push."""
+        """Wait for a quiet period (or the maximum delay), and for the last push to be done
+        (``debounce_waits_for_push``), then push.
+
+        As ``debounce`` in pilot/pkg/xds/discovery.go: when the timer fires while a push is
+        still in progress (not ``free``), nothing happens; when that push is done
+        (``freeCh``), the quiet period and the maximum delay are checked again, and the push
+        waits further if a change came meanwhile.
+        """
         spec = self.spec
         while True:
             due = min(
@@ -423,40 +592,117 @@ class ControlPlane:
             )
             if due > self.env.now:
                 yield self.env.timeout(due - self.env.now)
-            if self.env.now >= min(
-                self._last_change + spec.debounce_quiet, self._first_change + spec.debounce_max
-            ):
-                break
-        hosts = frozenset(self._pending_hosts)
-        self._pending_hosts = set()
+                continue
+            if spec.debounce_waits_for_push and not self._free:
+                yield self._freed
+                continue
+            break
+        request = self._pending
+        assert request is not None
+        self._pending = None
         self._debouncing = False
-        version, view = self.version, self.view
-        for client in self._clients:
-            if self._concerns(client, hosts):
-                self.env.process(self._push(client, version, view))
+        self._free = False
+        self.env.process(self._push_all(request))
 
-    def _cost(self, client: _Client) -> float:
-        proxy = client.proxy
+    def _push_all(self, request: PushRequest) -> Generator[simpy.Event, Any, None]:
+        """One debounced push: each replica builds a new push context (a full push only),
+        then queues a push to each of its proxies the change concerns (``Push`` and
+        ``AdsPushAll`` in pilot/pkg/xds/discovery.go). Done, it frees the debouncer."""
         spec = self.spec
-        return (
-            spec.push_base_cpu
-            + spec.push_per_cluster_cpu * proxy.known_clusters
-            + spec.push_per_endpoint_cpu * proxy.known_endpoints
-        )
+        if request.full:
+            self._full_started = max(self._full_started, request.version)
+            cost = spec.push_context_cpu + spec.push_context_per_service_cpu * self.services
+            if cost > 0.0:
+                yield self.env.all_of(
+                    [self.env.process(self._push_context(r, cost)) for r in self.replicas]
+                )
+        clients = [c for c in self._clients if self._concerns(c, request.hosts)]
+        for client in clients:
+            if spec.push_queue:
+                self.replicas[client.replica].queue.enqueue(client, request)
+            else:
+                self.env.process(self._push(client, request))
+        self._free = True
+        freed, self._freed = self._freed, self.env.event()
+        freed.succeed()
 
-    def _push(self, client: _Client, version: int, view: dict) -> Generator[simpy.Event, Any, None]:
-        """One push: a slot, the generation, the network, the proxy's apply."""
+    def _push_context(self, replica: _Replica, cost: float) -> Generator[simpy.Event, Any, None]:
+        """A replica builds its push context (``initPushContext``)."""
+        yield from self._wait_up()
+        yield from replica.cpu.execute(cost)
+        self.push_contexts += 1
+        self.push_context_cpu_s += cost
+
+    def _sent(self, client: _Client, request: PushRequest) -> tuple[str, float, int]:
+        """What a push of ``request`` to ``client`` is: its kind (``full``, ``eds`` or
+        ``delta``), its CPU (seconds) and its size (bytes).
+
+        A full push regenerates the proxy's whole configuration (every cluster and endpoint
+        it knows). An EDS push, or a delta one, sends the changed services the proxy knows:
+        a cluster each (none for a proxy without L7 clusters) and their endpoints.
+        """
+        spec = self.spec
+        proxy = client.proxy
+        if request.full and (spec.xds == "sotw" or request.whole):
+            kind, clusters, endpoints = "full", proxy.known_clusters, proxy.known_endpoints
+        else:
+            kind = "delta" if request.full else "eds"
+            changed = request.hosts
+            if client.known_hosts is not None:
+                changed = changed & client.known_hosts
+            view = request.view
+            endpoints = sum(len(view.get(host, ())) for host in changed)
+            clusters = len(changed) if proxy.holds_clusters else 0
+        cost = (
+            spec.push_base_cpu
+            + spec.push_per_cluster_cpu * clusters
+            + spec.push_per_endpoint_cpu * endpoints
+        )
+        return kind, cost, int(spec.push_bytes_per_cluster * max(1, clusters))
+
+    def _push_worker(self, replica: _Replica) -> Generator[simpy.Event, Any, None]:
+        """One of a replica's ``max_concurrent_pushes`` pushers: it takes the next proxy from
+        the push queue, sends it its request, marks it done (``doSendPushes``)."""
+        queue = replica.queue
+        while True:
+            while not queue.order:
+                wake = self.env.event()
+                queue.idle.append(wake)
+                yield wake
+            client, request = queue.dequeue()
+            if not client.gone:
+                yield from self._send(replica, client, request)
+            queue.mark_done(client)
+
+    def _push(self, client: _Client, request: PushRequest) -> Generator[simpy.Event, Any, None]:
+        """Without a push queue (Istio 1.1's ``startPush``): one push on its own, in a slot;
+        a full push older than the newest full push started is dropped ("PushAll abort")."""
         replica = self.replicas[client.replica]
         with replica.slots.request() as slot:
             yield slot
-            yield from self._wait_up()
-            yield from replica.cpu.execute(self._cost(client))
-            self.pushes += 1
-            size = self.spec.push_bytes_per_cluster * max(1, client.proxy.known_clusters)
-            link = self.world.link(replica.node, client.proxy.node)
-            yield self.env.timeout(replica.net.delay(link, size))
-        yield self.env.timeout(self._apply())
-        self._applied(client, version, view)
+            if request.full and request.version < self._full_started:
+                self.aborted_pushes += 1
+                return
+            if not client.gone:
+                yield from self._send(replica, client, request)
+
+    def _send(
+        self, replica: _Replica, client: _Client, request: PushRequest
+    ) -> Generator[simpy.Event, Any, None]:
+        """The generation and the network; then the proxy applies it (while the pusher goes
+        on to the next)."""
+        yield from self._wait_up()
+        kind, cost, size = self._sent(client, request)
+        yield from replica.cpu.execute(cost)
+        self.pushes += 1
+        self.push_counts[kind] += 1
+        self.push_cpu_s += cost
+        self.push_bytes += size
+        link = self.world.link(replica.node, client.proxy.node)
+        yield self.env.timeout(replica.net.delay(link, size))
+        applied = self.env.timeout(self._apply())
+        version, view = request.version, request.view
+        applied.callbacks.append(lambda _: self._applied(client, version, view))
 
     def _build(self, version: int, view: dict) -> Generator[simpy.Event, Any, None]:
         """Maesh: the controller builds the new configuration once; proxies pull it after."""
@@ -585,6 +831,13 @@ class ControlPlane:
             "signatures": self.signatures,
             "signature_failures": self.signature_failures,
             "memory_bytes": self.memory_bytes(),
+            "push_counts": dict(self.push_counts),
+            "push_cpu_s": self.push_cpu_s,
+            "push_bytes": self.push_bytes,
+            "push_contexts": self.push_contexts,
+            "push_context_cpu_s": self.push_context_cpu_s,
+            "merged_pushes": sum(r.queue.merged for r in self.replicas),
+            "aborted_pushes": self.aborted_pushes,
             "changes": [
                 {
                     "at_s": r.at_s,

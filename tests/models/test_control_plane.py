@@ -61,6 +61,9 @@ CONTROL_PLANE: dict[str, Any] = {
     "push_bytes_per_cluster": BYTES_PER_CLUSTER,
     "apply_delay": APPLY_S,
     "certificates": None,
+    # No push-context cost here (its own tests give one): a push is its proxies' pushes.
+    "push_context_cpu": 0.0,
+    "push_context_per_service_cpu": 0.0,
 }
 
 SEED = 7
@@ -181,27 +184,37 @@ ABC = [service("a", calls=["b", "c"]), service("b"), service("c")]
 # (made by the scale change). The change makes every configuration count the 4 endpoints
 # that exist after it, and the pushes that carry it cost that.
 ABC_PROXIES = [(4, 4), (4, 4), (4, 4), (3, 4), (4, 4)]
+# The same change as an incremental EDS push: c's cluster and its 2 endpoints, to each.
+ABC_EDS = [(1, 2)] * 5
 
 
 # --- 1. convergence of one change, by hand --------------------------------------------------
 
 
 @pytest.mark.parametrize("slots", [100, 1])
-def test_convergence_of_a_scale_change_is_debounce_generation_network_apply(slots):
+@pytest.mark.parametrize("incremental_eds", [True, False])
+def test_convergence_of_a_scale_change_is_debounce_generation_network_apply(slots, incremental_eds):
     data = spec_dict(
         ABC,
         "a",
-        control_plane={"max_concurrent_pushes": slots},
+        control_plane={"max_concurrent_pushes": slots, "incremental_eds": incremental_eds},
         changes=[{"at": 1.0, "kind": "scale", "service": "c", "replicas": 2}],
     )
     sim, result = run(data)
     proxies = [(p.known_clusters, p.known_endpoints) for p in sim.mesh.proxies()]
     assert proxies == ABC_PROXIES  # the scoping counts the cost model uses
-    expected = pushed(ABC_PROXIES, QUIET_S, slots)
+    # Incremental EDS: c's endpoints only; without it, each proxy's whole configuration.
+    sent = ABC_EDS if incremental_eds else ABC_PROXIES
+    expected = pushed(sent, QUIET_S, slots)
     assert convergence(sim) == pytest.approx(expected, rel=1e-9)  # in registration order
     cp = result.control_plane
     assert cp is not None and cp.kind == "istiod"
     assert cp.pushes == len(ABC_PROXIES)
+    summary = sim.mesh.control_plane.summary()
+    kind = "eds" if incremental_eds else "full"
+    assert summary["push_counts"] == {"full": 0, "eds": 0, "delta": 0, kind: len(sent)}
+    assert summary["push_cpu_s"] == pytest.approx(sum(cost(*x) for x in sent), rel=1e-12)
+    assert summary["push_bytes"] == sum(BYTES_PER_CLUSTER * c for c, _ in sent)
     (change,) = cp.changes
     assert (change.at_s, change.kind, change.service) == (1.0, "scale", "c")
     check_change(change, expected)
@@ -214,9 +227,9 @@ def test_a_scale_down_does_not_push_to_the_removed_pod():
         services, "a", changes=[{"at": 1.0, "kind": "scale", "service": "c", "replicas": 1}]
     )
     sim, result = run(data)
-    # a-0, b-0, c-0 (c-1 is gone: unregistered before the push), loadgen-0; the change
-    # leaves 3 pods, and every configuration counts them.
-    expected = pushed([(4, 3), (4, 3), (4, 3), (3, 3)], QUIET_S)
+    # a-0, b-0, c-0 (c-1 is gone: unregistered before the push), loadgen-0: each gets c's
+    # endpoints (EDS), the one left.
+    expected = pushed([(1, 1)] * 4, QUIET_S)
     assert convergence(sim) == pytest.approx(expected, rel=1e-9)
     check_change(result.control_plane.changes[0], expected)
 
@@ -273,12 +286,11 @@ def test_scoping_decides_which_proxies_a_change_concerns(scoping, affected):
     assert change.converged == affected
     assert result.control_plane.pushes == affected
 
-    # With dependencies, the push costs follow what each proxy knows after the change, in
-    # registration order (placement lists pods by workload name): back-0, back-1 and the
-    # new back-2 know back (+ inbound), 3 endpoints; front-0 knows front and back
-    # (+ inbound), 4 endpoints. The others get nothing.
+    # With dependencies, the proxies that know back get its endpoints (EDS: one cluster, 3
+    # endpoints), in registration order (placement lists pods by workload name): back-0,
+    # back-1, front-0, and the new back-2. The others get nothing.
     if scoping == "dependencies":
-        expected = pushed([(2, 3), (2, 3), (3, 4), (2, 3)], QUIET_S)
+        expected = pushed([(1, 3)] * 4, QUIET_S)
         check_change(change, expected)
 
 
@@ -308,9 +320,9 @@ def stale_spec(attempts: int, duration: float) -> dict[str, Any]:
 
 
 def test_stale_routing_fails_until_the_push_and_not_after():
-    # Proxies, registration order: back-0, back-1 (gone at the change), front-0 (3 clusters
-    # each, 2 endpoints after the change), loadgen-0 (2 clusters).
-    expected = pushed([(3, 2), (3, 2), (2, 2)], 1.0)
+    # Proxies, registration order: back-0, back-1 (gone at the change), front-0, loadgen-0:
+    # each gets back's one endpoint left (EDS).
+    expected = pushed([(1, 1)] * 3, 1.0)
     sim, long = run(stale_spec(0, 4.0))
     cp = long.control_plane
     check_change(cp.changes[0], expected)
@@ -359,7 +371,7 @@ def test_split_converges_later_by_galley_validation_and_handoff():
     split_sim, split = run(
         spec_dict(ABC, "a", control_plane={**costs, "kind": "split"}, changes=changes)
     )
-    expected = pushed(ABC_PROXIES, QUIET_S)
+    expected = pushed(ABC_EDS, QUIET_S)
     check_change(istiod.control_plane.changes[0], expected)
     check_change(split.control_plane.changes[0], [galley_cpu + handoff + x for x in expected])
     assert split.control_plane.kind == "split"
