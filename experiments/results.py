@@ -234,6 +234,14 @@ class ControlPlaneResult(BaseModel):
         retries: retries those failures caused.
         tls_failures: requests that failed because a certificate had expired.
         changes: per configuration change, its convergence.
+        push_counts: pushes by kind: ``full`` (a whole configuration, after a new push
+            context), ``eds`` (incremental EDS: the changed services' endpoints) and
+            ``delta`` (delta xDS: only what changed), summed over replications.
+        push_cpu_s / push_bytes: CPU seconds and bytes the pushes took.
+        push_contexts / push_context_cpu_s: push contexts built (one per full push
+            round) and their CPU.
+        merged_pushes: pushes merged into one already queued for the same proxy.
+        aborted_pushes: full pushes dropped for a newer one (before Istio 1.3's queue).
     """
 
     model_config = ConfigDict(frozen=True)
@@ -241,6 +249,13 @@ class ControlPlaneResult(BaseModel):
     kind: str
     proxies: int
     pushes: int
+    push_counts: dict[str, int] = {}
+    push_cpu_s: Measure = 0.0
+    push_bytes: int = 0
+    push_contexts: int = 0
+    push_context_cpu_s: Measure = 0.0
+    merged_pushes: int = 0
+    aborted_pushes: int = 0
     signatures: int
     signature_failures: int
     memory_bytes: Measure

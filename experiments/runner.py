@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
@@ -445,6 +445,13 @@ def _control_plane(outputs: list[SimulationOutput]) -> ControlPlaneResult | None
         kind=summaries[0]["kind"],
         proxies=summaries[0]["proxies"],
         pushes=sum(s["pushes"] for s in summaries),
+        push_counts=dict(sum((Counter(s["push_counts"]) for s in summaries), Counter())),
+        push_cpu_s=sum(s["push_cpu_s"] for s in summaries),
+        push_bytes=int(sum(s["push_bytes"] for s in summaries)),
+        push_contexts=sum(s["push_contexts"] for s in summaries),
+        push_context_cpu_s=sum(s["push_context_cpu_s"] for s in summaries),
+        merged_pushes=sum(s["merged_pushes"] for s in summaries),
+        aborted_pushes=sum(s["aborted_pushes"] for s in summaries),
         signatures=sum(s["signatures"] for s in summaries),
         signature_failures=sum(s["signature_failures"] for s in summaries),
         memory_bytes=sum(s["memory_bytes"] for s in summaries) / len(summaries),

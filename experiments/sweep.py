@@ -116,7 +116,7 @@ def sweep_table(points: list[SweepPoint]) -> str:
     headers = [p.split(".")[-1] for p in paths] + ["rps", "err %", "p50 ms", "p90 ms", "p99 ms"]
     headers += [f"{k} mCPU" for k in kinds] + ["mesh MiB"]
     if has_cp:
-        headers += ["proxies", "conv p50 s", "conv p99 s", "conv max s", "stale fails"]
+        headers += ["proxies", "pushes", "conv p50 s", "conv p99 s", "conv max s", "stale fails"]
     if has_mixer:
         headers += ["checks failed", "denied"]
     rows = []
@@ -142,13 +142,15 @@ def sweep_table(points: list[SweepPoint]) -> str:
                 change = cp.changes[0]
                 row += [
                     fmt(cp.proxies),
+                    "/".join(f"{n} {k}" for k, n in sorted(cp.push_counts.items()) if n)
+                    or fmt(cp.pushes),
                     fmt(change.p50_s, 3),
                     fmt(change.p99_s, 3),
                     fmt(change.max_s, 3),
                     fmt(cp.stale_failures),
                 ]
             else:
-                row += ["-"] * 5
+                row += ["-"] * 6
         if has_mixer:
             mixer = r.extras.get("mixer", {})
             row += [fmt(mixer.get("check_failures")), fmt(mixer.get("denied"))]

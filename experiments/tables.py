@@ -6,6 +6,7 @@ import math
 from collections.abc import Sequence
 
 from experiments.results import (
+    ControlPlaneResult,
     FigureIntervals,
     Interval,
     RunResult,
@@ -190,6 +191,21 @@ def run_tables(result: RunResult) -> str:
     return "\n\n".join(blocks)
 
 
+def _kinds(cp: ControlPlaneResult) -> str:
+    """Pushes by kind, their CPU and bytes, and what the queue merged: `` (12 full, 300
+    eds; 1.2 s CPU, 3.4 MiB; 5 merged)``."""
+    if not cp.push_counts:
+        return ""
+    kinds = ", ".join(f"{n:,} {kind}" for kind, n in sorted(cp.push_counts.items()) if n)
+    extra = f"; {cp.merged_pushes:,} merged" if cp.merged_pushes else ""
+    if cp.aborted_pushes:
+        extra += f"; {cp.aborted_pushes:,} aborted"
+    return (
+        f" ({kinds}; {cp.push_cpu_s + cp.push_context_cpu_s:,.2f} s CPU, "
+        f"{cp.push_bytes / 2**20:,.1f} MiB{extra})"
+    )
+
+
 def control_plane_table(result: RunResult) -> str:
     """Each change's convergence, and what the control plane did."""
     cp = result.control_plane
@@ -207,7 +223,7 @@ def control_plane_table(result: RunResult) -> str:
         for change in cp.changes
     ]
     title = (
-        f"Control plane ({cp.kind}): {cp.proxies:,} proxies, {cp.pushes:,} pushes, "
+        f"Control plane ({cp.kind}): {cp.proxies:,} proxies, {cp.pushes:,} pushes{_kinds(cp)}, "
         f"{cp.signatures:,} certificates signed ({cp.signature_failures:,} failed), "
         f"{cp.memory_bytes / 2**20:,.1f} MiB; stale routing: {cp.stale_connect_failures:,} "
         f"refused connections, {cp.retries:,} retries, {cp.stale_failures:,} failed calls; "
