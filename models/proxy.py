@@ -355,7 +355,9 @@ class Proxy:
             self.peak_open_bytes = level
 
     def stream_closed(self, now: float) -> None:
-        """A request's response left this proxy at ``now`` (or its stream was reset)."""
+        """A request's response left this proxy at ``now``, or its stream was reset (a try
+        given up on). A request lost on the way (a partition) stays in flight, as its stream
+        does in Envoy until a timeout resets it."""
         self.streams -= 1
         self._stream_time += now
 
