@@ -182,7 +182,9 @@ class ProxyResult(BaseModel):
         rps: requests per second through it (each request counted once per proxy, inbound
             and outbound alike).
         vcpu_per_1000_rps: cores per 1000 rps through it (Istio's "per proxy" figure).
-        memory_bytes: modelled memory.
+        memory_bytes: modelled memory, its peak after the warm-up (configuration, and the
+            most its connections and requests in flight held at once).
+        memory_mean_bytes: modelled memory, its time-weighted mean after the warm-up.
     """
 
     model_config = ConfigDict(frozen=True)
@@ -193,6 +195,7 @@ class ProxyResult(BaseModel):
     rps: Measure
     vcpu_per_1000_rps: Measure
     memory_bytes: Measure
+    memory_mean_bytes: Measure = 0.0
 
 
 class ChangeResult(BaseModel):

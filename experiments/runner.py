@@ -393,6 +393,7 @@ def _proxies(outputs: list[SimulationOutput], total_s: float) -> dict[str, Proxy
     cpu: dict[str, float] = defaultdict(float)
     requests: dict[str, int] = defaultdict(int)
     memory: dict[str, float] = defaultdict(float)
+    memory_mean: dict[str, float] = defaultdict(float)
     first = {}
     for out in outputs:
         for proxy in out.proxies:
@@ -400,6 +401,7 @@ def _proxies(outputs: list[SimulationOutput], total_s: float) -> dict[str, Proxy
             cpu[proxy.scope] += proxy.cpu_s
             requests[proxy.scope] += proxy.requests
             memory[proxy.scope] += proxy.memory_bytes / len(outputs)
+            memory_mean[proxy.scope] += proxy.memory_mean_bytes / len(outputs)
     results = {}
     for scope in sorted(first):
         cores = cpu[scope] / total_s
@@ -411,6 +413,7 @@ def _proxies(outputs: list[SimulationOutput], total_s: float) -> dict[str, Proxy
             rps=rps,
             vcpu_per_1000_rps=cores / rps * 1000.0 if rps > 0 else 0.0,
             memory_bytes=memory[scope],
+            memory_mean_bytes=memory_mean[scope],
         )
     return results
 

@@ -560,6 +560,7 @@ class Exchange(Task):
         "abandoned",
         "timer",
         "routed",
+        "inside",
     )
 
     def __init__(
@@ -592,6 +593,9 @@ class Exchange(Task):
         self.reached_at = 0.0
         # The exchange this one is an attempt of (None: it is the exchange itself).
         self.owner: Exchange | None = None
+        # The deepest hop whose proxy holds the request's stream (entered, response not
+        # yet gone back through it): the request is in flight through hops up to it.
+        self.inside = -1
 
     # --- out -------------------------------------------------------------------------------
 
@@ -617,6 +621,8 @@ class Exchange(Task):
         reached = self.reached_at = now + network
         self.sent = now
         proxy.requests += 1
+        proxy.stream_opened(now)
+        self.inside = i
         cost = hop.costs[request.protocol]
         self.i = i
         self._next = self._at_hop
@@ -628,6 +634,7 @@ class Exchange(Task):
             self.wake_at(res[3])  # an earlier arrival went first: the visit ends later
             return
         if self.owner is not None and self.abandoned:
+            self._close_streams()
             return  # a try given up on: its stream was reset, it goes no further
         i = self.i
         hop = self.hops[i]
@@ -891,6 +898,7 @@ class Exchange(Task):
         attempt.reached_at = 0.0
         attempt.owner = self
         attempt.abandoned = False
+        attempt.inside = self.picker  # it holds the streams of the hops after the picker
         attempt.tries = self.tries
         attempt.tried = self.tried
         attempt.flags = ""
@@ -1035,6 +1043,7 @@ class Exchange(Task):
     def on_reply(self, slot: int, response: Response) -> None:
         """The app has answered."""
         if self.owner is not None and self.abandoned:
+            self._close_streams()
             return  # the try was given up: its connection was reset, nobody reads this
         self.response = response
         self.here = self.dst
@@ -1278,6 +1287,7 @@ class Exchange(Task):
         """This attempt is given up: its stream is reset (an HTTP/1.1 connection closes, an
         HTTP/2 stream ends), a pending request leaves the queue."""
         self.abandoned = True
+        self._close_streams()
         held = self.held
         if held and held[-1][0] == self.picker:
             _, pool, conn = held[-1]
@@ -1288,6 +1298,14 @@ class Exchange(Task):
             else:
                 held.pop()
                 pool.reset(conn)
+
+    def _close_streams(self) -> None:
+        """An attempt given up on: the streams it holds after the picking hop are reset."""
+        now = self.env._now  # type: ignore[attr-defined]
+        hops = self.hops
+        for j in range(self.inside, self.picker, -1):
+            hops[j].proxy.stream_closed(now)
+        self.inside = self.picker
 
     def _respond(self, arrival: float) -> None:
         i = self.i
@@ -1324,6 +1342,9 @@ class Exchange(Task):
             res,
             request.trace,
         )
+        if i <= self.inside:  # not reset already (an attempt given up on the way back)
+            proxy.stream_closed(self.env._now)  # type: ignore[attr-defined]
+            self.inside = i - 1
         cost = hop.costs[request.protocol]
         after = cost.after_base + cost.after_per_byte * response.size_bytes
         if after > 0.0:

@@ -4,9 +4,24 @@ Mixer is a deployment of pods (istio-policy for checks, istio-telemetry for repo
 nodes, with workers and a CPU cost per check and per report batch, reached over the network.
 
 * **Check**: before it forwards, the proxy asks Mixer whether the request may go, unless its
-  check cache answers: either a fixed share of hits (``hit_ratio``) or a cache keyed by
-  (source workload, destination service) whose entries live ``ttl`` seconds. A miss costs a
-  round trip to a policy pod and that pod's CPU, on the request's path.
+  check cache answers. A miss costs a round trip to a policy pod and that pod's CPU, on the
+  request's path. Istio 1.1 and later install with ``disablePolicyChecks: true``
+  (install/kubernetes/helm/istio/values.yaml, ``global.disablePolicyChecks``, release-1.1 to
+  release-1.4; ``false`` in release-1.0): the proxy then never checks, and Mixer only takes
+  reports (``disable_policy_checks``).
+* **The check cache** is the Mixer client's in the proxy (istio/proxy,
+  src/istio/mixerclient/check_cache.cc, ``CheckCache::Check`` and ``CacheResponse``): an LRU
+  of at most ``max_entries`` answers (``CheckOptions::num_entries``, 10,000 by default,
+  include/istio/mixerclient/options.h), keyed by the values of the attributes Mixer says the
+  check referenced (``referenced_attributes``: here ``referenced``), each valid for
+  ``valid_duration`` and ``valid_use_count`` uses (the CheckResponse's precondition; Mixer
+  answers a check no adapter decided with 1 minute and 10,000 uses, istio/istio
+  mixer/pkg/runtime/dispatcher/dispatcher.go, ``defaultValidDuration`` and
+  ``defaultValidUseCount``). An entry is expired once ``now > expiry`` or its uses are spent
+  (``CacheElem::IsExpired``); a hit spends one use and makes the entry the most recent. Only
+  an answer is cached: a check that failed (Mixer down or too slow) is not. Envoy keeps one
+  cache per worker thread (the filter's ``Control`` is thread-local, src/envoy/http/mixer/
+  control_factory.h); here a proxy has one, as a request's worker is not modelled here.
 * **Report**: after the response the proxy adds the request to a batch, sent every
   ``report_batch_size`` requests or ``report_interval`` seconds, asynchronously: it costs the
   proxy's CPU (charged to a worker, like telemetry) and Mixer's, never the request's time.
@@ -20,17 +35,18 @@ Telemetry v2 (Istio 1.5 and later) has no Mixer: its stats filter is CPU in the 
 
 from __future__ import annotations
 
-from collections.abc import Generator
+import re
+from collections import OrderedDict
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
 import simpy
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from models.messages import Flags, Request, Response
 from models.proxy import Proxy
 from models.world import Node, PodBase, World
-from sim.distributions import UniformDist
 from sim.network import NetworkPort
 from sim.random import stable_hash
 from sim.servers import CpuServer
@@ -48,20 +64,66 @@ class MixerDeploymentSpec(BaseModel):
     workers: Annotated[int, Field(ge=1)] = 4
 
 
+# The attributes a check may reference (Istio's attribute vocabulary), and how a request's
+# value of each is read: (source pod, destination host, request) -> value.
+_ATTRIBUTES: dict[str, Callable[[PodBase, str, Request], str]] = {
+    "source.principal": lambda src, host, request: src.principal,
+    "source.workload.name": lambda src, host, request: src.workload,
+    "source.namespace": lambda src, host, request: src.namespace,
+    "destination.service.host": lambda src, host, request: host,
+    "request.method": lambda src, host, request: request.method,
+    "request.path": lambda src, host, request: request.path,
+}
+_HEADER = re.compile(r"request\.headers\[([A-Za-z0-9_.-]+)\]")
+
+
+def _header(name: str) -> Callable[[PodBase, str, Request], str]:
+    return lambda src, host, request: request.headers.get(name, "")
+
+
+def _reader(attribute: str) -> Callable[[PodBase, str, Request], str]:
+    """How to read ``attribute`` of a check (see :data:`_ATTRIBUTES`)."""
+    found = _ATTRIBUTES.get(attribute)
+    if found is not None:
+        return found
+    header = _HEADER.fullmatch(attribute)
+    if header is None:
+        raise ValueError(
+            f"{attribute!r} is not an attribute a check can reference here: one of "
+            f"{', '.join(_ATTRIBUTES)}, or request.headers[<name>]"
+        )
+    return _header(header.group(1).lower())
+
+
 class CheckCacheSpec(BaseModel):
-    """The proxy's check cache: a fixed ``hit_ratio``, or entries that live ``ttl`` seconds
-    per (source workload, destination service); neither means no cache."""
+    """The proxy's check cache (the Mixer client's; see the module docstring).
+
+    Attributes:
+        max_entries: answers kept, least recently used evicted first (the Mixer client's
+            ``num_entries``: 10,000); 0 turns the cache off (every check goes to Mixer).
+        valid_duration: how long an answer stays valid (seconds; Mixer's default answer: 60).
+        valid_use_count: how many hits an answer serves (Mixer's default answer: 10,000).
+        referenced: the attributes the check referenced, whose values key the cache. What
+            Mixer references depends on its rules; the default (the source workload and the
+            destination service) is an assumption for a mesh whose rules match on those.
+            ``source.principal``, ``source.workload.name``, ``source.namespace``,
+            ``destination.service.host``, ``request.method``, ``request.path``,
+            ``request.headers[<name>]``.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    hit_ratio: Annotated[float, Field(ge=0.0, le=1.0)] | None = None
-    ttl: Duration | None = None
+    max_entries: Annotated[int, Field(ge=0)] = 10_000
+    valid_duration: Annotated[Duration, Field(gt=0)] = 60.0
+    valid_use_count: Annotated[int, Field(ge=1)] = 10_000
+    referenced: tuple[str, ...] = ("source.workload.name", "destination.service.host")
 
-    @model_validator(mode="after")
-    def _one(self) -> CheckCacheSpec:
-        if self.hit_ratio is not None and self.ttl is not None:
-            raise ValueError("give hit_ratio or ttl, not both")
-        return self
+    @field_validator("referenced")
+    @classmethod
+    def _known(cls, referenced: tuple[str, ...]) -> tuple[str, ...]:
+        for attribute in referenced:
+            _reader(attribute)
+        return referenced
 
 
 class MixerSpec(BaseModel):
@@ -72,6 +134,8 @@ class MixerSpec(BaseModel):
         telemetry: the deployment that takes reports.
         check_cpu: Mixer's CPU per check (seconds).
         check_size_bytes: a check's request (its attribute bag) and answer, each way.
+        disable_policy_checks: no check at all, only reports (Istio's
+            ``global.disablePolicyChecks``: false in 1.0, true from 1.1 on).
         check_on: which side's proxy checks (Istio checks on the server side, ``inbound``).
         check_cache: the proxy's check cache.
         fail_policy: what a failed check does (Istio's ``policyCheckFailOpen: false`` means
@@ -92,6 +156,7 @@ class MixerSpec(BaseModel):
     telemetry: MixerDeploymentSpec = MixerDeploymentSpec()
     check_cpu: Duration = 0.0
     check_size_bytes: Size = 1024
+    disable_policy_checks: bool = False
     check_on: Literal["inbound", "outbound", "both"] = "inbound"
     check_cache: CheckCacheSpec = CheckCacheSpec()
     fail_policy: Literal["fail_open", "fail_closed"] = "fail_closed"
@@ -102,6 +167,10 @@ class MixerSpec(BaseModel):
     report_batch_cpu: Duration = 0.0
     report_request_cpu: Duration = 0.0
     report_request_bytes: Size = 512
+
+    def checks(self, direction: str) -> bool:
+        """Whether the proxies check on their ``inbound`` or ``outbound`` listener."""
+        return not self.disable_policy_checks and self.check_on in (direction, "both")
 
 
 class MixerPod:
@@ -119,8 +188,8 @@ class MixerPod:
 class _Client:
     """What one proxy keeps for Mixer: its check cache, its report batch."""
 
-    chance: Any
-    cache: dict[tuple[str, str], float] = field(default_factory=dict)
+    # Its check cache: key -> [expiry (seconds), uses left], least recently used first.
+    cache: OrderedDict[tuple[str, ...], list[float]] = field(default_factory=OrderedDict)
     batch: int = 0
     batch_id: int = 0
 
@@ -131,6 +200,7 @@ class MixerStats:
 
     checks: int = 0
     cache_hits: int = 0
+    cache_evictions: int = 0
     check_failures: int = 0
     check_timeouts: int = 0
     denied: int = 0
@@ -161,6 +231,7 @@ class Mixer:
         self._next_telemetry = 0
         self._clients: dict[str, _Client] = {}
         self._check_sink: dict[str, Any] = {}
+        self._readers = [_reader(a) for a in spec.check_cache.referenced]
 
     def _deploy(self, name: str, kind: str, spec: MixerDeploymentSpec) -> list[MixerPod]:
         nodes = sorted(self.world.nodes)
@@ -179,26 +250,46 @@ class Mixer:
     def _client(self, proxy: Proxy) -> _Client:
         client = self._clients.get(proxy.name)
         if client is None:
-            chance = UniformDist(low=0.0, high=1.0).sampler(self.world.rng(f"{proxy.name}.mixer"))
-            client = self._clients[proxy.name] = _Client(chance)
+            client = self._clients[proxy.name] = _Client()
         return client
 
     def _counting(self) -> bool:
         return self.env.now >= self.world.warmup_s
 
-    def _cache_hit(self, client: _Client, src: PodBase, host: str) -> bool:
-        cache = self.spec.check_cache
-        if cache.hit_ratio is not None:
-            return client.chance() < cache.hit_ratio
-        if cache.ttl is not None:
-            expires = client.cache.get(self._cache_key(src, host))
-            return expires is not None and expires > self.env.now
-        return False
+    def _key(self, src: PodBase, host: str, request: Request) -> tuple[str, ...]:
+        """The values of the referenced attributes: what a cached answer is for."""
+        return tuple([read(src, host, request) for read in self._readers])
 
-    @staticmethod
-    def _cache_key(src: PodBase, host: str) -> tuple[str, str]:
-        """(source workload, destination service): what the cached answer is for."""
-        return (getattr(getattr(src, "spec", None), "name", src.name), host)
+    def _cache_hit(self, client: _Client, key: tuple[str, ...]) -> bool:
+        """Whether the cache answers (``CheckCache::Check``): an entry past its expiry or
+        out of uses is removed and misses; a hit spends a use and becomes the most recent."""
+        cache = client.cache
+        entry = cache.get(key)
+        if entry is None:
+            return False
+        if self.env.now > entry[0] or entry[1] == 0:
+            del cache[key]
+            return False
+        entry[1] -= 1
+        cache.move_to_end(key)
+        return True
+
+    def _cache_answer(self, client: _Client, key: tuple[str, ...]) -> None:
+        """Keep Mixer's answer for ``key`` (``CheckCache::CacheResponse``): valid for
+        ``valid_duration`` and ``valid_use_count`` uses; at capacity, the least recently
+        used entry goes."""
+        spec = self.spec.check_cache
+        cache = client.cache
+        entry = [self.env.now + spec.valid_duration, spec.valid_use_count]
+        if key in cache:
+            cache[key] = entry
+            cache.move_to_end(key)
+            return
+        if len(cache) >= spec.max_entries:
+            cache.popitem(last=False)
+            if self._counting():
+                self.stats.cache_evictions += 1
+        cache[key] = entry
 
     def local_reply(
         self, proxy: Proxy, src: PodBase, host: str, request: Request
@@ -210,7 +301,9 @@ class Mixer:
         client = self._client(proxy)
         if counting:
             self.stats.checks += 1
-        if self._cache_hit(client, src, host):
+        caching = self.spec.check_cache.max_entries > 0
+        key = self._key(src, host, request) if caching else ()
+        if caching and self._cache_hit(client, key):
             if counting:
                 self.stats.cache_hits += 1
             return None
@@ -230,8 +323,8 @@ class Mixer:
                 self.stats.check_timeouts += 1
         self._sink(proxy).add(start, env.now, not failed, request.trace)
         if not failed:
-            if self.spec.check_cache.ttl is not None:  # only an answer is cached
-                client.cache[self._cache_key(src, host)] = env.now + self.spec.check_cache.ttl
+            if caching:  # only an answer is cached
+                self._cache_answer(client, key)
             return None
         if counting:
             self.stats.check_failures += 1

@@ -41,10 +41,26 @@ __all__ = ["ProxySpec", "MemorySpec", "TlsSpec", "Proxy"]
 
 
 class MemorySpec(BaseModel):
-    """Proxy memory: base + per known cluster and endpoint + per open connection.
+    """Proxy memory: base + per known cluster and endpoint + per open connection + per
+    request in flight through it.
 
     The configuration a proxy holds (clusters, endpoints) depends on what it must know, and
-    that is what the mesh's scoping decides; the request rate does not enter.
+    that is what the mesh's scoping decides. Load enters through what is open at a time:
+    connections (socket buffers, TLS state; Envoy's ``per_connection_buffer_limit_bytes``,
+    1 MiB by default, is a limit on what a connection may buffer, not what it uses), and
+    requests in flight (a stream's state: header maps, filter state; Istio's Performance and
+    Scalability pages: "the proxy normally doesn't buffer the data passing through", so no
+    body is held). A proxy reports the peak, and the time-weighted mean, of
+    ``base + config + connections * per_connection_bytes + in_flight * per_request_bytes``
+    over the measured period (:meth:`Proxy.memory_bytes`, :meth:`Proxy.memory_mean_bytes`).
+
+    Attributes:
+        base_bytes: memory with no configuration and nothing open (bytes).
+        per_cluster_bytes: per known cluster (bytes).
+        per_endpoint_bytes: per known endpoint (bytes).
+        per_connection_bytes: per open connection, from or to the proxy (bytes).
+        per_request_bytes: per request in flight through the proxy, from when it is sent to
+            the proxy until its response has left it (bytes).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -53,13 +69,19 @@ class MemorySpec(BaseModel):
     per_cluster_bytes: Size = 0
     per_endpoint_bytes: Size = 0
     per_connection_bytes: Size = 0
+    per_request_bytes: Size = 0
 
-    def total(self, clusters: int, endpoints: int, connections: int) -> float:
+    def total(
+        self, clusters: int, endpoints: int, connections: float, requests: float = 0
+    ) -> float:
+        """The memory of a proxy holding ``clusters`` and ``endpoints``, with ``connections``
+        open and ``requests`` in flight (bytes)."""
         return float(
             self.base_bytes
             + self.per_cluster_bytes * clusters
             + self.per_endpoint_bytes * endpoints
             + self.per_connection_bytes * connections
+            + self.per_request_bytes * requests
         )
 
 
@@ -177,6 +199,17 @@ class Proxy:
         self.pools: dict[tuple[str, bool], ConnectionPool] = {}
         self.connections = 0
         self.peak_connections = 0
+        # For its memory (MemorySpec): requests in flight through it (``streams``, opened and
+        # closed by the exchanges, models.dataplane), the peak of what is open in bytes, and
+        # the time integrals of connections and streams since the warm-up, kept as
+        # sum(-opened + closed) plus what is still open times now (so an update is one add).
+        self.streams = 0
+        self._per_connection = float(spec.memory.per_connection_bytes)
+        self._per_request = float(spec.memory.per_request_bytes)
+        self.peak_open_bytes = 0.0
+        self._stream_time = 0.0
+        self._connection_time = 0.0
+        self._since = self.env.now
         self.requests = 0
         self.known_clusters = 0
         self.known_endpoints = 0
@@ -309,6 +342,29 @@ class Proxy:
         self.connections += delta
         if self.connections > self.peak_connections:
             self.peak_connections = self.connections
+        self._connection_time -= delta * self.env.now
+        if delta > 0:
+            self._peak_open()
+
+    def stream_opened(self, now: float) -> None:
+        """A request was sent to this proxy at ``now``: it is in flight through it."""
+        self.streams += 1
+        self._stream_time -= now
+        level = self.connections * self._per_connection + self.streams * self._per_request
+        if level > self.peak_open_bytes:
+            self.peak_open_bytes = level
+
+    def stream_closed(self, now: float) -> None:
+        """A request's response left this proxy at ``now``, or its stream was reset (a try
+        given up on). A request lost on the way (a partition) stays in flight, as its stream
+        does in Envoy until a timeout resets it."""
+        self.streams -= 1
+        self._stream_time += now
+
+    def _peak_open(self) -> None:
+        level = self.connections * self._per_connection + self.streams * self._per_request
+        if level > self.peak_open_bytes:
+            self.peak_open_bytes = level
 
     def pool(
         self,
@@ -345,12 +401,33 @@ class Proxy:
         return hosts
 
     def memory_bytes(self) -> float:
-        """Modelled memory: configuration held plus the peak of open connections."""
+        """Modelled memory, its peak over the measured period: the configuration held, plus
+        the most bytes its open connections and requests in flight held at once."""
+        config = self.spec.memory.total(self.known_clusters, self.known_endpoints, 0)
+        return config + self.peak_open_bytes
+
+    def memory_mean_bytes(self) -> float:
+        """Modelled memory, its time-weighted mean over the measured period (bytes)."""
+        now = self.env.now
+        span = now - self._since
+        if span <= 0.0:
+            connections: float = self.connections
+            streams: float = self.streams
+        else:
+            connections = (self._connection_time + self.connections * now) / span
+            streams = (self._stream_time + self.streams * now) / span
         return self.spec.memory.total(
-            self.known_clusters, self.known_endpoints, self.peak_connections
+            self.known_clusters, self.known_endpoints, connections, streams
         )
 
     def reset_stats(self) -> None:
+        # The measured period starts now: what is open counts from now, and so does its peak.
+        now = self.env.now
+        self._since = now
+        self._connection_time = -self.connections * now
+        self._stream_time = -self.streams * now
+        self.peak_open_bytes = 0.0
+        self._peak_open()
         self.requests = 0
         self.counters.reset()
         for counters in self._host_counters.values():

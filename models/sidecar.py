@@ -56,9 +56,8 @@ class SidecarMesh(ProxiedMesh):
     def attach(self, pods: list[ServicePod], clients: list[ClientPod]) -> None:
         if self.spec.mixer is not None:
             mixer = self.mixer = Mixer(self.world, self.spec.mixer)
-            check_on = self.spec.mixer.check_on
-            self._check_out = mixer if check_on in ("outbound", "both") else None
-            self._check_in = mixer if check_on in ("inbound", "both") else None
+            self._check_out = mixer if self.spec.mixer.checks("outbound") else None
+            self._check_in = mixer if self.spec.mixer.checks("inbound") else None
         super().attach(pods, clients)
 
     def make_proxies(

@@ -66,7 +66,8 @@ class RolloutStep:
 
 @dataclass(frozen=True)
 class ProxyUsage:
-    """What one proxy did after the warm-up, and the memory it is modelled to hold."""
+    """What one proxy did after the warm-up, and the memory it is modelled to hold: its peak
+    (``memory_bytes``) and its time-weighted mean (``memory_mean_bytes``) after the warm-up."""
 
     scope: str
     kind: str
@@ -74,6 +75,7 @@ class ProxyUsage:
     cpu_s: float
     requests: int
     memory_bytes: float
+    memory_mean_bytes: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -481,6 +483,7 @@ class Simulation:
                     p.cpu.cpu_s,
                     p.requests,
                     0.0 if p.retired else p.memory_bytes(),  # its pod is gone: no memory
+                    0.0 if p.retired else p.memory_mean_bytes(),
                 )
                 for p in self.mesh.proxies()
             ],

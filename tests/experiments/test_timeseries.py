@@ -20,9 +20,9 @@ OUTAGE_START_S, OUTAGE_S = 4.0, 2.0
 
 
 def chain_spec(**extra: Any) -> dict[str, Any]:
-    """Two services ``s0 -> s1`` under Istio 1.1 (Mixer), 200 rps; Mixer fails closed,
-    checks on the inbound side and has no check cache, and no retries, so every request
-    during a Mixer outage fails at ``s0``'s inbound sidecar (``UAEX``)."""
+    """Two services ``s0 -> s1`` under Istio 1.1 (Mixer), 200 rps, policy checks turned on;
+    Mixer fails closed, checks on the inbound side and has no check cache, and no retries,
+    so every request during a Mixer outage fails at ``s0``'s inbound sidecar (``UAEX``)."""
     spec: dict[str, Any] = {
         "topology": {"catalog": "chain", "params": {"n": 2}},
         "mesh": {
@@ -30,8 +30,9 @@ def chain_spec(**extra: Any) -> dict[str, Any]:
             "overrides": {
                 "mixer": {
                     "fail_policy": "fail_closed",
+                    "disable_policy_checks": False,
                     "check_on": "inbound",
-                    "check_cache": {"hit_ratio": 0},
+                    "check_cache": {"max_entries": 0},
                 },
                 "retries": {"attempts": 0},
             },

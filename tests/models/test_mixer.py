@@ -65,6 +65,8 @@ CLIENT_SIDECAR = "node-0.loadgen-0.sidecar"
 SERVER_SIDECAR = "node-1.srv-0.sidecar"
 
 QPS = 10.0
+NO_CACHE = {"max_entries": 0}  # every check goes to Mixer
+UNCHECKED = {"disable_policy_checks": True}  # Istio 1.1 to 1.4's default: reports only
 DURATION_S = 0.95  # ten requests, at 0, 0.1, ..., 0.9 s, all finished in time
 REQUESTS = 10
 
@@ -77,7 +79,7 @@ def mixer(**fields: Any) -> dict[str, Any]:
         "check_cpu": CHECK_CPU,
         "check_size_bytes": CHECK_BYTES,
         "check_on": "inbound",
-        "check_cache": {"hit_ratio": 0.0},
+        "check_cache": NO_CACHE,
         "fail_policy": "fail_closed",
         "report_batch_size": 1,
         "report_interval": 1.0,
@@ -226,43 +228,59 @@ def with_checks(hit_trace: list, checkers: list[str], seconds: dict[str, float])
     return out
 
 
-# --- 1. a check-cache miss costs exactly one round trip to Mixer ----------------------------
+# --- 1. a check costs exactly one round trip to Mixer; a cache hit costs nothing ---------------
 
 
 @pytest.mark.parametrize("check_on", ["inbound", "outbound", "both"])
-def test_a_cache_miss_adds_one_mixer_round_trip(check_on):
-    hit_sim, hit = simulate(mixer(check_on=check_on, check_cache={"hit_ratio": 1.0}))
-    miss_sim, miss = simulate(mixer(check_on=check_on, check_cache={"hit_ratio": 0.0}))
+def test_a_check_adds_one_mixer_round_trip(check_on):
+    free_sim, free = simulate(mixer(check_on=check_on, **UNCHECKED))
+    miss_sim, miss = simulate(mixer(check_on=check_on, check_cache=NO_CACHE))
     (policy,) = miss_sim.mesh.mixer.policy_pods  # type: ignore[attr-defined]
     assert policy.node.name == POLICY_NODE  # the hand model's placement is the simulation's
 
     checkers = CHECKERS[check_on]
     trips = {c: check_round_trip(c) for c in checkers}
     added = sum(trips.values())
-    assert len(hit.recorder.traces) == len(miss.recorder.traces) == REQUESTS
-    for i, (h, m) in enumerate(zip(hit.recorder.traces, miss.recorder.traces, strict=True)):
-        # A hit never leaves the proxy; a miss is the hit's path plus the check span(s).
+    assert len(free.recorder.traces) == len(miss.recorder.traces) == REQUESTS
+    for i, (h, m) in enumerate(zip(free.recorder.traces, miss.recorder.traces, strict=True)):
+        # Unchecked, nothing leaves the proxy; a miss is that path plus the check span(s).
         assert "mixer_check" not in {s.kind for s in h}
         assert_same_spans(durations(non_zero(m)), with_checks(h, checkers, trips))
         for span in (s for s in m if s.kind == "mixer_check"):
             assert span.ok
         assert latency(m, i) - latency(h, i) == pytest.approx(added, rel=1e-9)
     # The histograms agree: min (steady) and max (the first request, with its handshakes).
-    assert miss.workload.latency.min - hit.workload.latency.min == pytest.approx(added, rel=1e-9)
-    assert miss.workload.latency.max - hit.workload.latency.max == pytest.approx(added, rel=1e-9)
+    assert miss.workload.latency.min - free.workload.latency.min == pytest.approx(added, rel=1e-9)
+    assert miss.workload.latency.max - free.workload.latency.max == pytest.approx(added, rel=1e-9)
 
     per_request = len(checkers)
-    assert hit.extras["mixer"]["checks"] == miss.extras["mixer"]["checks"] == 10 * per_request
-    assert hit.extras["mixer"]["cache_hits"] == 10 * per_request
+    assert free.extras["mixer"]["checks"] == free.extras["mixer"]["cache_hits"] == 0
+    assert miss.extras["mixer"]["checks"] == 10 * per_request
     assert miss.extras["mixer"]["cache_hits"] == 0
     assert miss.extras["mixer"]["check_failures"] == miss.extras["mixer"]["denied"] == 0
-    # Mixer's CPU: one check_cpu per miss on the policy pod, none for hits.
+    # Mixer's CPU: one check_cpu per miss on the policy pod, none without checks.
     assert policy.cpu.cpu_s == pytest.approx(10 * per_request * CHECK_CPU, rel=1e-9)
-    assert hit_sim.mesh.mixer.policy_pods[0].cpu.cpu_s == 0.0  # type: ignore[attr-defined]
+    assert free_sim.mesh.mixer.policy_pods[0].cpu.cpu_s == 0.0  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("check_on", ["inbound", "both"])
+def test_a_cache_hit_is_as_fast_as_no_check(check_on):
+    # Mixer's default answer (1 minute, 10,000 uses): the first request misses, fills the
+    # (loadgen, srv) entry, and the nine after it hit, on the path an unchecked request takes.
+    _, free = simulate(mixer(check_on=check_on, **UNCHECKED))
+    _, cached = simulate(mixer(check_on=check_on, check_cache={}))
+    _, miss = simulate(mixer(check_on=check_on, check_cache=NO_CACHE))
+    first = durations(non_zero(cached.recorder.traces[0]))
+    assert first == durations(non_zero(miss.recorder.traces[0]))
+    for h, c in zip(free.recorder.traces[1:], cached.recorder.traces[1:], strict=True):
+        assert durations(non_zero(c)) == durations(non_zero(h))
+    checkers = len(CHECKERS[check_on])
+    assert cached.extras["mixer"]["checks"] == 10 * checkers
+    assert cached.extras["mixer"]["cache_hits"] == 9 * checkers
 
 
 def test_the_check_time_is_in_the_run_result_per_request():
-    data = spec_dict(mixer(check_cache={"hit_ratio": 0.0}), trace_every=0)
+    data = spec_dict(mixer(check_cache=NO_CACHE), trace_every=0)
     result = run_experiment(spec_from_dict(data))
     assert result.end_to_end.requests == REQUESTS
     assert result.hops_ms["mixer_check"] == pytest.approx(
@@ -274,30 +292,139 @@ def test_the_check_time_is_in_the_run_result_per_request():
     assert result.extras["mixer"]["checks"] == REQUESTS
 
 
-# --- 2. the TTL cache -----------------------------------------------------------------------
+# --- 2. the check cache: valid duration, use count, LRU, keys ------------------------------
 
 
-def test_ttl_cache_misses_once_per_ttl():
+def missed(out: Any) -> list[int]:
+    return [i for i, t in enumerate(out.recorder.traces) if any(s.kind == "mixer_check" for s in t)]
+
+
+def test_an_answer_expires_after_its_valid_duration():
     # Thirteen requests, at 0, 0.1, ..., 1.2 s; the server sidecar checks each one a constant
-    # time after it is sent (longer for the first, which opens the connection). The first
-    # misses and caches the (loadgen, srv) entry for 0.5 s; requests 1 to 5 hit; request 6
-    # (0.6 s) finds it expired and misses; 7 to 11 hit; 12 misses.
-    sim, out = simulate(mixer(check_cache={"ttl": 0.5}), duration=1.25)
+    # time after it is sent (longer for the first, which opens the connection: its entry
+    # expires a little later than 0.45 s after request 0's send). The first misses and keeps
+    # the (loadgen, srv) answer for 0.45 s; requests 1 to 4 hit; request 5 (0.5 s) finds it
+    # expired and misses; 6 to 9 hit; 10 misses; 11 and 12 hit.
+    _, out = simulate(mixer(check_cache={"valid_duration": 0.45}), duration=1.25)
     traces = out.recorder.traces
     assert len(traces) == 13
-    missed = [i for i, t in enumerate(traces) if any(s.kind == "mixer_check" for s in t)]
-    assert missed == [0, 6, 12]
+    assert missed(out) == [0, 5, 10]
     assert out.extras["mixer"]["checks"] == 13
     assert out.extras["mixer"]["cache_hits"] == 10
-    for i in missed:
+    for i in missed(out):
         (check,) = [s for s in traces[i] if s.kind == "mixer_check"]
         assert check.scope == SERVER_SIDECAR
         assert check.end_s - check.start_s == pytest.approx(check_round_trip(SERVER_SIDECAR))
     # The steady requests that miss are exactly one round trip slower than those that hit.
     steady_hit = latency(traces[1], 1)
-    assert latency(traces[6], 6) - steady_hit == pytest.approx(check_round_trip(SERVER_SIDECAR))
-    assert latency(traces[12], 12) - steady_hit == pytest.approx(check_round_trip(SERVER_SIDECAR))
-    assert all(latency(traces[i], i) == pytest.approx(steady_hit) for i in (2, 5, 7, 11))
+    assert latency(traces[5], 5) - steady_hit == pytest.approx(check_round_trip(SERVER_SIDECAR))
+    assert latency(traces[10], 10) - steady_hit == pytest.approx(check_round_trip(SERVER_SIDECAR))
+    assert all(latency(traces[i], i) == pytest.approx(steady_hit) for i in (2, 4, 6, 9, 11))
+
+
+@pytest.mark.parametrize(("uses", "expected"), [(1, [0, 2, 4, 6, 8]), (3, [0, 4, 8]), (9, [0])])
+def test_an_answer_serves_its_valid_use_count_then_misses(uses, expected):
+    # An answer serves ``uses`` hits after the miss that brought it; the next request misses.
+    _, out = simulate(mixer(check_cache={"valid_use_count": uses}))
+    assert missed(out) == expected
+    assert out.extras["mixer"]["cache_hits"] == REQUESTS - len(expected)
+
+
+def chain_spec(max_entries: int, referenced: list[str]) -> dict[str, Any]:
+    """``srv`` calls ``a`` then ``b`` for each request; its sidecar checks on the outbound
+    side, so one cache sees (srv, a), (srv, b), (srv, a), ... in turn."""
+    data = spec_dict(
+        mixer(
+            check_on="outbound", check_cache={"max_entries": max_entries, "referenced": referenced}
+        )
+    )
+    services = data["topology"]["call_graph"]["services"]
+    services[0]["steps"] = [{"calls": ["a"]}, {"calls": ["b"]}]
+    services += [{"name": "a", "service_time": "1ms"}, {"name": "b", "service_time": "1ms"}]
+    data["topology"]["placement"]["assignments"].update({"a-0": SERVER_NODE, "b-0": SERVER_NODE})
+    return data
+
+
+def srv_checks(out: Any) -> list[str]:
+    """The scopes of the checks that went to Mixer, in the order they were made."""
+    spans = [s for t in out.recorder.traces for s in t if s.kind == "mixer_check"]
+    return [s.scope for s in sorted(spans, key=lambda s: s.start_s)]
+
+
+@pytest.mark.parametrize(
+    ("max_entries", "referenced", "srv_misses", "evictions"),
+    [
+        # Two keys, room for two: each misses once.
+        (2, ["source.workload.name", "destination.service.host"], 2, 0),
+        # Room for one: a evicts b and b evicts a, every time after the first.
+        (1, ["source.workload.name", "destination.service.host"], 20, 19),
+        # The destination not referenced: one key for both calls.
+        (1, ["source.workload.name"], 1, 0),
+    ],
+)
+def test_lru_eviction_at_capacity_and_a_different_key_misses(
+    max_entries, referenced, srv_misses, evictions
+):
+    spec = spec_from_dict(chain_spec(max_entries, referenced))
+    sim = Simulation(
+        spec.resolve_topology(),
+        spec.mesh.resolve(),
+        spec.workload,
+        seed=3,
+        duration_s=spec.duration,
+        warmup_s=spec.warmup,
+        client_node=spec.client_node,
+        trace_every=spec.trace_every,
+    )
+    out = sim.run()
+    checks = srv_checks(out)
+    # The load generator's sidecar checks srv once per key too (one key: loadgen -> srv).
+    assert checks.count(CLIENT_SIDECAR) == 1
+    assert checks.count(SERVER_SIDECAR) == srv_misses
+    stats = out.extras["mixer"]
+    assert stats["checks"] == REQUESTS * 3  # loadgen -> srv, srv -> a, srv -> b
+    assert stats["cache_hits"] == REQUESTS * 3 - 1 - srv_misses
+    assert stats["cache_evictions"] == evictions
+
+
+def test_the_cache_in_the_small():
+    """The cache's mechanics on one proxy's client, at fixed times: LRU order, a hit's use,
+    expiry strictly after the valid duration, a different key."""
+    spec = spec_from_dict(
+        spec_dict(
+            mixer(check_cache={"max_entries": 2, "valid_duration": 1.0, "valid_use_count": 2})
+        )
+    )
+    sim = Simulation(
+        spec.resolve_topology(), spec.mesh.resolve(), spec.workload, seed=3, duration_s=5.0
+    )
+    mixer_ = sim.mesh.mixer  # type: ignore[attr-defined]
+    proxy = sim.mesh.sidecars["srv-0"]  # type: ignore[attr-defined]
+    client = mixer_._client(proxy)
+    a, b, c = ("loadgen", "a"), ("loadgen", "b"), ("loadgen", "c")
+    assert not mixer_._cache_hit(client, a)  # empty
+    mixer_._cache_answer(client, a)  # valid until 1.0 s, 2 uses
+    mixer_._cache_answer(client, b)
+    assert not mixer_._cache_hit(client, c)  # a different key misses
+    assert mixer_._cache_hit(client, a)  # a is now the most recent; b the least
+    mixer_._cache_answer(client, c)  # at capacity: b goes
+    assert list(client.cache) == [a, c]
+    assert not mixer_._cache_hit(client, b)
+    assert mixer_._cache_hit(client, a)  # its second and last use
+    assert not mixer_._cache_hit(client, a)  # no use left: removed
+    assert list(client.cache) == [c]
+    sim.env.run(until=1.0)
+    assert mixer_._cache_hit(client, c)  # at exactly the expiry it is still valid
+    sim.env.run(until=1.0 + 1e-9)
+    assert not mixer_._cache_hit(client, c)  # expired: removed
+    assert not client.cache
+
+
+def test_a_check_cache_refuses_an_unknown_attribute():
+    data = spec_dict(mixer(check_cache={"referenced": ["source.principal", "request.body"]}))
+    with pytest.raises(SpecError, match=r"check_cache\.referenced") as caught:
+        spec_from_dict(data)
+    assert "request.body" in str(caught.value)
 
 
 # --- 3. reports never lengthen a request ----------------------------------------------------
@@ -313,7 +440,7 @@ def test_reports_cost_cpu_but_never_latency():
     and with two workers the next request always finds one free anyway."""
 
     def run(**costs: float) -> Any:
-        data = spec_dict(mixer(check_cache={"hit_ratio": 1.0}, **costs), trace_every=0)
+        data = spec_dict(mixer(**UNCHECKED, **costs), trace_every=0)
         # Measure from 0.05 s: the ten requests of 0.1 s ... 1.0 s, all reported by 1.05 s.
         data.update(duration=1.05, warmup=0.05)
         return run_experiment(spec_from_dict(data))
@@ -391,7 +518,7 @@ def test_report_batches_by_size_and_interval(size, interval, expected):
         "report_request_cpu": REPORT_REQUEST_CPU,
     }
     spec = mixer(
-        check_cache={"hit_ratio": 1.0},
+        **UNCHECKED,
         report_batch_size=size,
         report_interval=interval,
         **costs,
@@ -494,12 +621,12 @@ def test_fail_closed_answers_503_uaex_during_the_outage():
     assert result.extras["mixer"]["reports_lost"] == 8
 
 
-def test_fail_closed_with_a_ttl_cache_denies_every_check_during_the_outage():
+def test_fail_closed_with_a_cache_denies_every_check_that_misses_during_the_outage():
     # Request 0 checks (ok) at ~0 s and caches for 0.5 s; 1 to 5 hit. Mixer is down from
     # 0.55 s: request 6 misses, its check fails, and it is denied. Requests 7 to 9 must not
     # hit a cache entry that Mixer never granted: 7 and 8 are denied too. Request 9 checks
     # just after the outage ends (at 0.9 s) and passes.
-    _, out = simulate(mixer(check_cache={"ttl": 0.5}), faults=outage(0.55, 0.35))
+    _, out = simulate(mixer(check_cache={"valid_duration": 0.5}), faults=outage(0.55, 0.35))
     assert out.extras["mixer"]["denied"] == 3
     assert out.extras["mixer"]["check_failures"] == 3
     assert out.workload.status_codes == {200: 7, 503: 3}
@@ -544,14 +671,32 @@ def test_an_inline_mesh_without_mixer_is_refused_too():
 
 
 @pytest.mark.parametrize("profile", ["istio-1.1", "istio-1.4"])
-def test_mixer_era_profiles_spend_mixer_cpu(profile):
+def test_mixer_era_profiles_report_but_do_not_check_as_installed(profile):
+    # Istio 1.1 to 1.4 install with disablePolicyChecks: true; reports go on.
     result = run_experiment(spec_from_dict(bookinfo_spec(profile)))
+    assert result.end_to_end.requests > 0
+    assert result.end_to_end.error_rate == 0.0
+    assert result.cpu.by_kind["mixer_policy"] == 0.0
+    assert result.cpu.by_kind["mixer_telemetry"] > 0.0
+    counts = result.extras["mixer"]
+    assert counts["checks"] == counts["cache_hits"] == 0
+    assert counts["reports_sent"] > 0 and counts["reported_requests"] > 0
+    assert "mixer_check" not in result.hops_ms or result.hops_ms["mixer_check"] == 0.0
+
+
+@pytest.mark.parametrize("profile", ["istio-1.1", "istio-1.4"])
+def test_mixer_era_profiles_check_when_a_spec_turns_checks_on(profile):
+    on = {"profile": profile, "overrides": {"mixer": {"disable_policy_checks": False}}}
+    # No warm-up: the first checks, which fill the caches, are the ones that reach Mixer.
+    result = run_experiment(spec_from_dict(bookinfo_spec(profile) | {"mesh": on, "warmup": 0}))
     assert result.end_to_end.requests > 0
     assert result.end_to_end.error_rate == 0.0
     assert result.cpu.by_kind["mixer_policy"] > 0.0
     assert result.cpu.by_kind["mixer_telemetry"] > 0.0
     counts = result.extras["mixer"]
-    assert 0 < counts["cache_hits"] < counts["checks"]
+    # Answers valid 1 minute and 10,000 uses: one miss per (source workload, destination
+    # service) per inbound sidecar, then hits (with a few concurrent first misses).
+    assert 0 < counts["checks"] - counts["cache_hits"] < counts["cache_hits"]
     assert counts["reports_sent"] > 0 and counts["reported_requests"] > 0
     assert counts["check_failures"] == counts["denied"] == counts["reports_lost"] == 0
     assert result.hops_ms["mixer_check"] > 0.0
