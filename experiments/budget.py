@@ -367,7 +367,7 @@ def estimate_run(spec: ExperimentSpec, label: str = "") -> RunEstimate:
     events_per_request = EVENTS_PER_REQUEST + visits * per_visit
     control_events, control_driver = _control_plane_events(spec, mesh, proxies)
     per_replication = requests * events_per_request + control_events
-    events = per_replication * spec.replications
+    events = per_replication * spec.most_replications
 
     connections = spec.workload.connections if isinstance(spec.workload, ClosedLoopSpec) else 0
     busiest = max(graph.services, key=lambda s: s.replicas * s.workers)
@@ -404,7 +404,7 @@ def estimate_run(spec: ExperimentSpec, label: str = "") -> RunEstimate:
             f"workload.connections: {connections:,}",
         ),
     }
-    memory = math.fsum(size for size, _ in memory_terms.values()) * spec.replications
+    memory = math.fsum(size for size, _ in memory_terms.values()) * spec.most_replications
 
     event_driver = _event_driver(
         spec,
@@ -430,7 +430,7 @@ def estimate_run(spec: ExperimentSpec, label: str = "") -> RunEstimate:
         events_per_visit=per_visit,
         events_per_request=events_per_request,
         control_plane_events=control_events,
-        replications=spec.replications,
+        replications=spec.most_replications,
         events=events,
         memory_bytes=memory,
         memory_terms=memory_terms,

@@ -169,7 +169,7 @@ def run(
         return
     progress = RunProgress(
         experiment.duration,
-        experiment.replications,
+        experiment.most_replications,
         estimate.events / EVENTS_PER_CPU_SECOND,
         quiet=quiet,
     )

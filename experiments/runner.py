@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import math
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable
@@ -94,6 +95,22 @@ class Replications:
         """The result, marked ``interrupted`` with a first warning saying what it covers
         when the run was stopped."""
         result = summarise(self.spec, self.seeds[: len(self.outputs)], self.outputs, wall_time_s)
+        precision = self.spec.precision
+        if (
+            precision is not None
+            and result.intervals is not None
+            and not precision.reached(result.intervals.end_to_end)
+        ):
+            widths = ", ".join(
+                f"{name} ±{_relative(getattr(result.intervals.end_to_end, name))}"
+                for name in precision.figures
+            )
+            note = (
+                f"precision: ±{precision.relative:.1%} not reached after "
+                f"{len(self.outputs)} replications ({widths}); raise "
+                "precision.max_replications or lengthen the runs"
+            )
+            result = result.model_copy(update={"warnings": [note, *result.warnings]})
         if self.stopped is None:
             return result
         index, out = self.stopped
@@ -122,9 +139,11 @@ def run_replications(
         progress: told of each slice of the run; True stops it.
         telemetry: makes each replication's collector of Istio's metrics (exports).
     """
-    seeds = replication_seeds(spec.seed, spec.replications)
+    seeds = replication_seeds(spec.seed, spec.most_replications)
     outputs: list[SimulationOutput] = []
     for i, seed in enumerate(seeds):
+        if _precise(spec, seeds, outputs):
+            break
         report = None if progress is None else functools.partial(progress, i)
         collector = None if telemetry is None else telemetry()
         out = build_simulation(spec, seed, telemetry=collector).run(report)
@@ -136,7 +155,25 @@ def run_replications(
                 raise RunInterrupted("the run was stopped during its warm-up: nothing was measured")
             return Replications(spec, seeds, outputs, (i, out))
         outputs.append(out)
-    return Replications(spec, seeds, outputs)
+    return Replications(spec, seeds[: len(outputs)], outputs)
+
+
+def _relative(interval: Interval) -> str:
+    if interval.n < 2 or math.isnan(interval.half_width) or not interval.mean:
+        return "?"
+    return f"{interval.half_width / abs(interval.mean):.1%}"
+
+
+def _precise(spec: ExperimentSpec, seeds: list[int], outputs: list[SimulationOutput]) -> bool:
+    """Enough replications: ``spec.replications`` of them without a precision target; with
+    one, at least ``replications`` (and 2), then until its figures are precise enough."""
+    done = len(outputs)
+    if spec.precision is None:
+        return done >= spec.replications
+    if done < max(2, spec.replications):
+        return False
+    figures = _replications(seeds[:done], outputs)
+    return spec.precision.reached(_figure_intervals(list(figures)))
 
 
 def build_simulation(

@@ -15,7 +15,7 @@ import re
 from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Any, get_args
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import (
     BaseModel,
@@ -171,6 +171,45 @@ class MeshRef(BaseModel):
         return resolve_mesh(self.profile, self.overrides)
 
 
+MAX_REPLICATIONS = 1000
+"""The most replications a precision target may run."""
+
+PrecisionFigure = Literal[
+    "throughput_rps", "error_rate", "mean_ms", "p50_ms", "p90_ms", "p99_ms", "p999_ms"
+]
+
+
+class PrecisionSpec(BaseModel):
+    """Replications until the figures are known to a relative precision.
+
+    After ``replications`` (at least 2), one more replication runs while the 95 % confidence
+    half-width of any listed end-to-end figure is more than ``relative`` times its mean, and
+    at most ``max_replications`` in all (the budget counts that many). A figure whose mean is
+    0 (no errors) is precise when its half-width is 0 too.
+
+    Attributes:
+        relative: the half-width as a share of the mean (0.05: ± 5 %).
+        figures: the end-to-end figures that must reach it.
+        max_replications: the cap.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    relative: Annotated[float, Field(gt=0, lt=1, allow_inf_nan=False)]
+    figures: Annotated[list[PrecisionFigure], Field(min_length=1)] = ["mean_ms"]
+    max_replications: Annotated[int, Field(ge=2, le=MAX_REPLICATIONS)] = 30
+
+    def reached(self, intervals: Any) -> bool:
+        """True when every listed figure of ``intervals`` (``FigureIntervals``) is precise."""
+        for name in self.figures:
+            interval = getattr(intervals, name)
+            if interval.n < 2 or math.isnan(interval.half_width):
+                return False
+            if interval.half_width > self.relative * abs(interval.mean):
+                return False
+        return True
+
+
 class ExperimentSpec(BaseModel):
     """One experiment.
 
@@ -182,7 +221,10 @@ class ExperimentSpec(BaseModel):
         duration: simulated time per replication, warm-up included (``"30s"``).
         warmup: cut from all statistics (``"2s"``).
         seed: the root seed; replications spawn theirs from it.
-        replications: independent runs whose statistics are merged.
+        replications: independent runs whose statistics are merged (with ``precision``,
+            the first ones, at least 2).
+        precision: more replications until the figures are known to a relative precision
+            (see :class:`PrecisionSpec`).
         client_node: the node of the load generator (default: the first node).
         trace_every: keep the whole trace of one request in this many (0 = none).
         faults: what breaks during the run (``mixer_outage``, ``control_plane_outage``).
@@ -213,6 +255,25 @@ class ExperimentSpec(BaseModel):
     policies: Annotated[list[Policy], Field(max_length=MAX_POLICIES)] = []
     sweep: SweepSpec | None = None
     timeseries: TimeSeriesSpec | None = None
+    precision: PrecisionSpec | None = None
+
+    @property
+    def most_replications(self) -> int:
+        """The replications the run may make: ``replications``, or with a precision target
+        its cap (what the budget counts)."""
+        if self.precision is None:
+            return self.replications
+        return max(self.replications, self.precision.max_replications)
+
+    @model_validator(mode="after")
+    def _precision_bounds(self) -> ExperimentSpec:
+        if self.precision is not None and self.replications > self.precision.max_replications:
+            raise ValueError(
+                f"precision.max_replications ({self.precision.max_replications}) is below "
+                f"replications ({self.replications}), the replications made before the "
+                "precision is looked at"
+            )
+        return self
 
     @model_validator(mode="after")
     def _windows_bounded(self) -> ExperimentSpec:
