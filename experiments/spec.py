@@ -278,7 +278,8 @@ class ExperimentSpec(BaseModel):
     @model_validator(mode="after")
     def _windows_bounded(self) -> ExperimentSpec:
         if self.timeseries is not None:
-            windows = math.ceil(self.duration / self.timeseries.window - 1e-9)
+            ratio = self.duration / self.timeseries.window  # inf for a subnormal window
+            windows = math.ceil(ratio - 1e-9) if math.isfinite(ratio) else math.inf
             if windows > MAX_WINDOWS:
                 raise ValueError(
                     f"timeseries.window: {self.timeseries.window:g} s makes {windows:,} windows "
