@@ -126,6 +126,32 @@ def test_each_direction_costs_its_own_io_in_an_exact_trace():
     assert out.workload.latency.min - without.workload.latency.min == pytest.approx(added, rel=1e-9)
 
 
+@pytest.mark.parametrize("architecture", ["ambient", "per_node"])
+def test_node_proxies_pay_their_direction_s_io(architecture):
+    """The node proxy that takes the call from the client passes it outbound (its outbound
+    listener), the one in front of the server inbound."""
+    data = spec_dict(proxy())
+    kind, key = ("ztunnel", "ztunnel") if architecture == "ambient" else ("node_proxy", "proxy")
+    data["mesh"] = {"architecture": architecture, key: {**proxy(io=IO), "layer": "l4"}}
+    if architecture == "per_node":
+        data["mesh"]["server_side"] = True
+    out = simulate(data)
+    found = [
+        (s.scope, s.end_s - s.start_s) for s in out.recorder.traces[1] if s.kind == f"{kind}_io"
+    ]
+    scopes = [scope for scope, _ in found]
+    assert len(found) == 4 and scopes[0] == scopes[3] and scopes[1] == scopes[2], found
+    if architecture == "ambient":  # (which node proxy a per-node client uses is not ours)
+        assert scopes[0].startswith("node-0.") and scopes[1].startswith("node-1."), found
+    want = [
+        io_of(OUT, REQUEST_BYTES),
+        io_of(IN, REQUEST_BYTES),
+        io_of(IN, RESPONSE_BYTES),
+        io_of(OUT, RESPONSE_BYTES),
+    ]
+    assert [seconds for _, seconds in found] == pytest.approx(want, rel=1e-9)
+
+
 def test_a_server_side_proxy_alone_pays_inbound_io_only():
     """The inbound io on its own: the client's sidecar has no outbound io at all."""
     out = simulate(spec_dict(proxy(io={"inbound": direction(IN)})))
