@@ -194,29 +194,30 @@ IoField = Annotated[IoSpec, BeforeValidator(_io_both_ways)]
 class _IoPlan:
     """One direction's io, folded at validation for the hot path.
 
-    ``parts`` are ``(component, mean seconds per message, seconds per byte)``; the constant
-    terms of every part are summed in ``base`` and their size terms in ``per_byte``; the random
-    terms are merged into ``random`` (None: none; a distribution; or a tuple of them, summed
-    draw by draw).
+    ``parts`` are ``(component, mean of its random term, its constant, seconds per byte)``
+    (seconds), components that cost nothing left out; the constants of every part are summed
+    in ``base`` and their size terms in ``per_byte``; the random terms are merged into
+    ``random`` (None: none; a distribution; or a tuple of them, summed draw by draw).
     """
 
     __slots__ = ("parts", "base", "per_byte", "random")
 
     def __init__(self, parts: list[tuple[str, Distribution, float]]) -> None:
-        self.parts: tuple[tuple[str, float, float], ...] = tuple(
-            (name, dist.mean(), per_byte)
-            for name, dist, per_byte in parts
-            if dist.mean() > 0.0 or per_byte > 0.0
-        )
+        found = []
         self.base = 0.0
         self.per_byte = 0.0
         randoms: list[Distribution] = []
-        for _, dist, per_byte in parts:
+        for name, dist, per_byte in parts:
             self.per_byte += per_byte
             if isinstance(dist, ConstantDist):
                 self.base += dist.value
+                random_mean, constant = 0.0, dist.value
             else:
                 randoms.append(dist)
+                random_mean, constant = dist.mean(), 0.0
+            if random_mean > 0.0 or constant > 0.0 or per_byte > 0.0:
+                found.append((name, random_mean, constant, per_byte))
+        self.parts: tuple[tuple[str, float, float, float], ...] = tuple(found)
         self.random = _merged(randoms)
 
 
@@ -251,12 +252,13 @@ class IoPath:
     of every component in one call (components that are gammas of one scale are merged into
     one gamma at validation: one draw, exactly the sum's distribution). The exchange counts
     the passes and their bytes here (after the warm-up), and :meth:`Proxy.io_split` shares
-    the io recorded by the proxy's sink over the components by what these counts make each
-    component's expected time: the deterministic terms (``per_kib`` x bytes, constants) are
-    exact, the random terms enter at their means. For gammas of one scale that is the exact
-    conditional expectation of each given their sum (Dirichlet shares); in general it is
-    unbiased. The components always sum to the recorded io, and the hot path pays one draw
-    and two counts per pass, never a draw per component nor a span per component.
+    out the io the proxy's sink recorded: each component gets its deterministic time exactly
+    (its constant x passes, its ``per_kib`` x bytes), and what is left, the random terms'
+    sum, is shared in proportion to their means. For gammas of one scale that share is the
+    exact conditional expectation of each term given their sum (their shares of a gamma sum
+    are Dirichlet); in general it is unbiased. The components always add up to the recorded
+    io. What the hot path pays: one draw and two counts per pass, never a draw per
+    component nor a span per component.
 
     Attributes:
         draw: the random terms of one pass (seconds).
@@ -264,7 +266,7 @@ class IoPath:
         per_byte: the size terms (seconds per byte).
         passes: passes since the warm-up.
         bytes: their bytes.
-        parts: ``(component, mean seconds per message, seconds per byte)``.
+        parts: ``(component, its random term's mean, its constant, seconds per byte)``.
     """
 
     __slots__ = ("draw", "base", "per_byte", "passes", "bytes", "parts")
@@ -281,10 +283,13 @@ class IoPath:
         """One pass's io for a message of ``size_bytes`` (seconds; draws)."""
         return self.draw() + self.base + self.per_byte * size_bytes
 
-    def weights(self) -> dict[str, float]:
-        """Each component's expected seconds over the passes counted."""
+    def counted(self) -> dict[str, tuple[float, float]]:
+        """Per component, over the passes counted: its deterministic seconds, and its random
+        term's expected seconds."""
+        n, size = self.passes, self.bytes
         return {
-            name: self.passes * mean + per_byte * self.bytes for name, mean, per_byte in self.parts
+            name: (n * constant + per_byte * size, n * random_mean)
+            for name, random_mean, constant, per_byte in self.parts
         }
 
 
@@ -631,24 +636,28 @@ class Proxy:
         the shorthand), shared out as :class:`IoPath` says; empty without io."""
         total = self.io_sink.total_s
         paths = [self.io_out] if self.io_in is self.io_out else [self.io_out, self.io_in]
-        weights: dict[str, float] = {}
+        fixed: dict[str, float] = {}
+        random: dict[str, float] = {}
         for path in paths:
-            for name, weight in path.weights().items():
-                weights[name] = weights.get(name, 0.0) + weight
-        if len(weights) == 1:  # no sharing: one component has it all (inf means too)
-            return {name: total for name in weights}
-        whole = sum(weights.values())
-        if whole <= 0.0:
-            # Io recorded but no pass counted since the warm-up (a pass drawn before it):
-            # share by the components' means per message.
+            for name, (det, mean) in path.counted().items():
+                fixed[name] = fixed.get(name, 0.0) + det
+                random[name] = random.get(name, 0.0) + mean
+        if len(fixed) <= 1:  # nothing to share out (the shorthand: one figure)
+            return {name: total for name in fixed}
+        rest = total - sum(fixed.values())
+        whole = sum(random.values())
+        if whole > 0.0:
+            return {name: fixed[name] + rest * random[name] / whole for name in fixed}
+        # No random term, or no pass counted since the warm-up (a pass that began before it
+        # ended after it): in proportion to what each component costs.
+        weights = fixed
+        if sum(weights.values()) <= 0.0:
             weights = {}
             for path in paths:
-                for name, mean, _ in path.parts:
-                    weights[name] = weights.get(name, 0.0) + mean
-            whole = sum(weights.values())
-            if whole <= 0.0:
-                return {}
-        return {name: total * weight / whole for name, weight in weights.items()}
+                for name, random_mean, constant, _ in path.parts:
+                    weights[name] = weights.get(name, 0.0) + random_mean + constant
+        whole = sum(weights.values())
+        return {name: total * w / whole for name, w in weights.items()} if whole > 0.0 else {}
 
     def reset_stats(self) -> None:
         self.requests = 0
