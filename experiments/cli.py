@@ -537,7 +537,10 @@ def show(
     except ProfileError as error:
         _fail(str(error))
     typer.echo(f"# {described.name}: {described.description}")
-    typer.echo("# Every field below can be overridden: mesh: {profile: NAME, overrides: {...}}")
+    typer.echo(
+        "# Override any field below (mesh: {profile: NAME, overrides: {...}}), or give the "
+        "whole mesh (mesh: {architecture: ..., ...})."
+    )
     typer.echo(yaml.safe_dump(finite_or_none(mesh), sort_keys=False, width=100).rstrip())
 
 

@@ -35,6 +35,7 @@ from pydantic_core import CoreSchema, core_schema
 from experiments.profiles import list_profiles
 from experiments.spec import ExperimentSpec, MeshRef, TopologyRef
 from models.architectures import MeshSpec
+from models.proxy import IoDirectionSpec, IoField, IoPart
 from sim import units
 from sim.distributions import DistributionSpec
 from topologies import CATALOG, CallSpec, StepSpec, TopologySpec
@@ -154,6 +155,8 @@ class SpecJsonSchema(GenerateJsonSchema):
         super().__init__(*args, **kwargs)
         self._quantity_schemas = _quantities()
         self._distribution_shorthand = _before_function(DistributionSpec)
+        self._io_part = _before_function(IoPart)
+        self._io_both_ways = _before_function(IoField)
 
     # --- quantities and distributions ---------------------------------------------------------
 
@@ -168,6 +171,14 @@ class SpecJsonSchema(GenerateJsonSchema):
             constant = copy.deepcopy(self._quantity_schemas[_before_function(units.Duration)])
             constant["description"] = "A constant duration (seconds, or with a unit: 2ms)."
             return {"anyOf": [constant, self.generate_inner(schema["schema"])]}
+        if function is self._io_part:  # a bare distribution is the part's base
+            bare = self._core(DistributionSpec)
+            bare["description"] = "The time per message alone (no size term)."
+            return {"anyOf": [bare, self.generate_inner(schema["schema"])]}
+        if function is self._io_both_ways:  # components without a direction: both ways
+            both = self._core(IoDirectionSpec)
+            both["description"] = "The same io both ways."
+            return {"anyOf": [both, self.generate_inner(schema["schema"])]}
         return super().function_before_schema(schema)
 
     # --- models: shorthands, enums and descriptions --------------------------------------------

@@ -14,10 +14,12 @@ from experiments.results import (
     TimeSeriesResult,
     TrafficResult,
 )
+from models.proxy import IO_COMPONENTS
 
 __all__ = [
     "format_table",
     "run_tables",
+    "hop_rows",
     "fmt",
     "fmt_interval",
     "traffic_tables",
@@ -141,13 +143,18 @@ def run_tables(result: RunResult) -> str:
             "A quantile is known to 1 % (the histogram's buckets): ± 0 means\nthe "
             f"replications fell in one bucket. End-to-end mean latency {fmt_interval(mean, 3)} ms"
         )
-    blocks.append(
-        format_table(
-            ["hop", "ms per request"],
-            [[k, fmt(v, 3)] for k, v in result.hops_ms.items()],
-            "Where the time goes (mean per end-to-end request)",
-        )
+    hops = format_table(
+        ["hop", "ms per request"],
+        [[k, fmt(v, 3)] for k, v in hop_rows(result.hops_ms)],
+        "Where the time goes (mean per end-to-end request)",
     )
+    if any(k.rpartition("_io_")[2] in IO_COMPONENTS for k in result.hops_ms):
+        hops += (
+            "\nio: time in sockets, the kernel and the event loop, by MeshInsight's components: "
+            "ipc (the\nloopback hop to the app), read_write (socket reads and writes; they grow "
+            "with the message),\nepoll (the event loop's wake-up); both directions summed"
+        )
+    blocks.append(hops)
     per_proxy = result.cpu.per_proxy_per_1000_rps
     blocks.append(
         format_table(
@@ -204,6 +211,33 @@ def _kinds(cp: ControlPlaneResult) -> str:
         f" ({kinds}; {cp.push_cpu_s + cp.push_context_cpu_s:,.2f} s CPU, "
         f"{cp.push_bytes / 2**20:,.1f} MiB{extra})"
     )
+
+
+def hop_rows(hops_ms: dict[str, float]) -> list[tuple[str, float]]:
+    """The breakdown's rows: each hop kind, a proxy kind's io as its total (``sidecar_io``)
+    followed by its components, indented, in MeshInsight's order (ipc, read_write, epoll);
+    io the components do not cover shows as ``other``."""
+    groups: dict[str, dict[str, float]] = {}
+    for kind, ms in hops_ms.items():
+        head, sep, part = kind.rpartition("_io_")
+        if sep and part in IO_COMPONENTS:
+            groups.setdefault(f"{head}_io", {})[part] = ms
+    rows: list[tuple[str, float]] = []
+    for kind, ms in hops_ms.items():
+        head, sep, part = kind.rpartition("_io_")
+        if sep and part in IO_COMPONENTS:
+            continue  # listed under its total
+        if kind not in groups:
+            rows.append((kind, ms))
+    for io_kind, parts in groups.items():
+        rest = hops_ms.get(io_kind, 0.0)
+        at = next((i for i, (k, _) in enumerate(rows) if k > io_kind), len(rows))
+        group = [(io_kind, rest + sum(parts.values()))]
+        group += [(f"  {part}", parts[part]) for part in IO_COMPONENTS if part in parts]
+        if rest:
+            group.append(("  other", rest))
+        rows[at:at] = group
+    return rows
 
 
 def control_plane_table(result: RunResult) -> str:

@@ -40,7 +40,7 @@ from models.filters import PROTOCOLS, Listener, ListenerCost
 from models.loadbalancer import LbPolicy
 from models.mesh import Mesh, Parent
 from models.messages import Flags, Request, Response
-from models.proxy import Proxy, ProxySpec
+from models.proxy import IoPath, Proxy, ProxySpec
 from models.resilience import envoy_backoff
 from models.router import Router
 from models.routing import (
@@ -102,11 +102,16 @@ class Hop:
     telemetry: TelemetryReport | None = None
     # The listener's folded costs by the request's protocol (an L4 proxy's are all TCP's).
     costs: dict[str, ListenerCost] = field(init=False, repr=False, compare=False)
+    # The proxy's io in this listener's direction.
+    io: IoPath = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        l4 = self.proxy.l4
+        proxy = self.proxy
+        l4 = proxy.l4
         costs = {p: self.listener.cost(l4 or p, self.mtls) for p in PROTOCOLS}
         object.__setattr__(self, "costs", costs)
+        inbound = self.listener.name == "inbound"
+        object.__setattr__(self, "io", proxy.io_in if inbound else proxy.io_out)
 
 
 class LocalResponder(Protocol):
@@ -345,7 +350,26 @@ class ProxiedMesh(Mesh):
         found: dict[str, Any] = {"data_plane": self.dp_stats.as_dict()}
         if self.control_plane is not None:
             found["control_plane"] = self.control_plane.summary()
+        io = self.io_breakdown()
+        if io:
+            found["io_breakdown"] = io
         return found
+
+    def io_breakdown(self) -> dict[str, dict[str, float]]:
+        """The proxies' io by component, for the per-hop breakdown: per io hop kind
+        (``sidecar_io``), the seconds of each component's hop kind (``sidecar_io_ipc``,
+        ...; the shorthand ``io_delay``'s stay ``sidecar_io``), summed over the proxies
+        (see :meth:`Proxy.io_split`). Empty when no proxy has components."""
+        found: dict[str, dict[str, float]] = {}
+        split = False
+        for proxy in self.proxies():
+            io_kind = proxy.io_sink.kind
+            into = found.setdefault(io_kind, {})
+            for name, seconds in proxy.io_split().items():
+                kind = io_kind if name == "io" else f"{io_kind}_{name}"
+                split = split or name != "io"
+                into[kind] = into.get(kind, 0.0) + seconds
+        return found if split else {}
 
     # --- routes ----------------------------------------------------------------------------
 
@@ -617,7 +641,10 @@ class Exchange(Task):
         size = request.size_bytes
         link = here.node.links.get(proxy.node) or self.mesh.world.link(here.node, proxy.node)
         network = here.net.delay(link, size)
-        io = proxy.io()
+        path = hop.io  # inline IoPath.cost, and count the pass for the io breakdown
+        io = path.draw() + path.base + path.per_byte * size
+        path.passes += 1
+        path.bytes += size
         reached = self.reached_at = now + network
         self.sent = now
         proxy.requests += 1
@@ -1077,7 +1104,8 @@ class Exchange(Task):
             else:
                 self.soon()
             return
-        proxy = self.hops[i].proxy
+        hop = self.hops[i]
+        proxy = hop.proxy
         arrival = now
         self.sent = -1.0
         if i != self.answered_at:  # the response comes back from the next place
@@ -1085,7 +1113,10 @@ class Exchange(Task):
             network = here.net.delay(link, size)
             reached = self.reached_at = now + network
             self.sent = now
-            arrival = reached + proxy.io()
+            path = hop.io
+            arrival = reached + path.draw() + path.base + path.per_byte * size
+            path.passes += 1
+            path.bytes += size
             if i == self.picker:
                 # The try's outcome is known when the response reaches the picking proxy;
                 # its connection is released then.

@@ -5,18 +5,30 @@ computes: it runs a listener's filter chain on the request, lets go, and takes a
 when the response comes back. Work done after the response is sent (telemetry) is charged to
 a worker without anybody waiting for it, so the next request may find the worker busy.
 
-Each pass through a proxy also costs ``io_delay``: time the request spends in sockets, the
-kernel and the event loop (MeshInsight's IPC, read/write and epoll) that is latency but not
-the proxy's own user-space CPU.
+Each pass through a proxy also costs io: time the message spends in sockets, the kernel and
+the event loop, which is latency but not the proxy's own user-space CPU. ``ProxySpec.io``
+gives it as the components MeshInsight measured (Zhu et al., "Dissecting Overheads of Service
+Mesh Sidecars", SoCC 2023; its profiler, ``meshinsight/profiler/offline_profiler.py``, times
+each with eBPF and fits it linearly in the message size): **ipc** (the loopback hop between
+the app and its proxy, the kernel's ``process_backlog``), **read_write** (the socket reads and
+writes, ``vfs_readv``/``vfs_writev``: they copy the message, so they grow with its size) and
+**epoll** (the event loop's wake-up, ``ep_send_events_proc``), each per direction: the
+outbound listener's pass (what the local app sends, and its response) and the inbound
+listener's (what comes to the local app, and its response). MeshInsight's fourth component,
+protocol parsing (``http_parser_execute``, ``nghttp2_session_mem_recv``), is user-space CPU
+that holds a worker: it is the ``http_connection_manager`` filter's cost here, not io.
+``io_delay`` is the older shorthand: one total, the same both ways, whatever the size.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Generator
+from itertools import repeat
 from typing import Annotated, Any, Literal
 
+import numpy as np
 import simpy
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, model_validator
 
 from models.connections import ConnectionPool, ConnectionPoolSpec, PoolLimits
 from models.filters import FilterSpec, Listener
@@ -33,11 +45,28 @@ from models.routing import (
 )
 from models.scoping import ConfigIndex, Scoping, known_config
 from models.world import Node, World
-from sim.distributions import DistributionSpec, UniformDist
+from sim.distributions import (
+    ConstantDist,
+    Distribution,
+    DistributionSpec,
+    ErlangDist,
+    GammaDist,
+    UniformDist,
+)
 from sim.network import NetworkPort
 from sim.units import Duration, Size
 
-__all__ = ["ProxySpec", "MemorySpec", "TlsSpec", "Proxy"]
+__all__ = [
+    "ProxySpec",
+    "MemorySpec",
+    "TlsSpec",
+    "IoPartSpec",
+    "IoDirectionSpec",
+    "IoSpec",
+    "IoPath",
+    "IO_COMPONENTS",
+    "Proxy",
+]
 
 
 class MemorySpec(BaseModel):
@@ -101,13 +130,218 @@ class TlsSpec(BaseModel):
     round_trips: Annotated[int, Field(ge=0)] = 1
 
 
+IO_COMPONENTS = ("ipc", "read_write", "epoll")
+"""MeshInsight's io components, in the order the breakdown lists them."""
+
+
+def _io_part(value: Any) -> Any:
+    """A bare distribution (``"40us"``, ``{kind: gamma, ...}``) is a part's ``base``."""
+    if isinstance(value, dict) and "kind" in value:
+        return {"base": value}
+    if isinstance(value, (int, float, str)) and not isinstance(value, bool):
+        return {"base": value}
+    if isinstance(value, BaseModel) and not isinstance(value, IoPartSpec):
+        return {"base": value}  # a distribution spec instance
+    return value
+
+
+class IoPartSpec(BaseModel):
+    """One io component of one pass: ``base`` per message, plus ``per_kib`` per KiB of it.
+
+    Written as a distribution alone (``ipc: 40us``) it has no size term.
+
+    Attributes:
+        base: the time per message (seconds), a distribution: its spread is the latency's.
+        per_kib: the time per KiB of the message (seconds), deterministic.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    base: DistributionSpec = Field(default=0.0, validate_default=True)
+    per_kib: Duration = 0.0
+
+
+IoPart = Annotated[IoPartSpec, BeforeValidator(_io_part)]
+
+
+class IoDirectionSpec(BaseModel):
+    """The io of one listener's pass, request and response alike (each with its own size).
+
+    Attributes:
+        ipc: the loopback hop between the app and the proxy (MeshInsight's IPC).
+        read_write: the proxy's socket reads and writes; they copy the message, so this is
+            the part with a ``per_kib`` term.
+        epoll: the event loop's wake-up.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    ipc: IoPart = IoPartSpec()
+    read_write: IoPart = IoPartSpec()
+    epoll: IoPart = IoPartSpec()
+
+
+def _io_both_ways(value: Any) -> Any:
+    """``io: {ipc: ..., read_write: ..., epoll: ...}`` is the same io both ways."""
+    if isinstance(value, dict):
+        directions = {"outbound", "inbound"} & value.keys()
+        components = set(IO_COMPONENTS) & value.keys()
+        if components and directions:
+            raise ValueError(
+                "give io either per direction (outbound, inbound) or as components "
+                f"({', '.join(IO_COMPONENTS)}) for both ways, not both"
+            )
+        if components:
+            return {"outbound": value, "inbound": value}
+    return value
+
+
+class IoSpec(BaseModel):
+    """A proxy's io per pass, per direction (a direction left out has none).
+
+    Attributes:
+        outbound: the outbound listener's pass (traffic the local app sends, its response).
+        inbound: the inbound listener's pass (traffic to the local app, its response).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    outbound: IoDirectionSpec = IoDirectionSpec()
+    inbound: IoDirectionSpec = IoDirectionSpec()
+
+
+IoField = Annotated[IoSpec, BeforeValidator(_io_both_ways)]
+
+
+class _IoPlan:
+    """One direction's io, folded at validation for the hot path.
+
+    ``parts`` are ``(component, mean of its random term, its constant, seconds per byte)``
+    (seconds), components that cost nothing left out; the constants of every part are summed
+    in ``base`` and their size terms in ``per_byte``; the random terms are merged into
+    ``random`` (None: none; a distribution; or a tuple of them, summed draw by draw).
+    """
+
+    __slots__ = ("parts", "base", "per_byte", "random")
+
+    def __init__(self, parts: list[tuple[str, Distribution, float]]) -> None:
+        found = []
+        self.base = 0.0
+        self.per_byte = 0.0
+        randoms: list[Distribution] = []
+        for name, dist, per_byte in parts:
+            self.per_byte += per_byte
+            if isinstance(dist, ConstantDist):
+                self.base += dist.value
+                random_mean, constant = 0.0, dist.value
+            else:
+                randoms.append(dist)
+                random_mean, constant = dist.mean(), 0.0
+            if random_mean > 0.0 or constant > 0.0 or per_byte > 0.0:
+                found.append((name, random_mean, constant, per_byte))
+        self.parts: tuple[tuple[str, float, float, float], ...] = tuple(found)
+        self.random = _merged(randoms)
+
+
+def _merged(randoms: list[Distribution]) -> Distribution | tuple[Distribution, ...] | None:
+    """The sum of independent draws of ``randoms`` as one distribution where that is exact:
+    gammas (and Erlangs) of one scale sum to a gamma of that scale, their shapes added. Scales
+    count as one when they agree to a part in a million (a profile writes a shape to seven
+    digits); otherwise the draws are summed one by one."""
+    if not randoms:
+        return None
+    if len(randoms) == 1:
+        return randoms[0]
+    shapes = []
+    for d in randoms:
+        if isinstance(d, GammaDist):
+            shapes.append(d.shape)
+        elif isinstance(d, ErlangDist):
+            shapes.append(float(d.k))
+        else:
+            return tuple(randoms)
+    scales = [d.mean() / k for d, k in zip(randoms, shapes, strict=True)]
+    if max(scales) - min(scales) <= 1e-6 * max(scales):
+        mean = sum(d.mean() for d in randoms)
+        return GammaDist.model_validate({"shape": sum(shapes), "mean": mean})
+    return tuple(randoms)
+
+
+class IoPath:
+    """One direction's io through one proxy at run time.
+
+    A pass costs ``draw() + base + per_byte * size_bytes``: ``draw`` returns the random terms
+    of every component in one call (components that are gammas of one scale are merged into
+    one gamma at validation: one draw, exactly the sum's distribution). The exchange counts
+    the passes and their bytes here (after the warm-up), and :meth:`Proxy.io_split` shares
+    out the io the proxy's sink recorded: each component gets its deterministic time exactly
+    (its constant x passes, its ``per_kib`` x bytes), and what is left, the random terms'
+    sum, is shared in proportion to their means. For gammas of one scale that share is the
+    exact conditional expectation of each term given their sum (their shares of a gamma sum
+    are Dirichlet); in general it is unbiased. The components always add up to the recorded
+    io. What the hot path pays: one draw and two counts per pass, never a draw per
+    component nor a span per component.
+
+    Attributes:
+        draw: the random terms of one pass (seconds).
+        base: the constant terms (seconds).
+        per_byte: the size terms (seconds per byte).
+        passes: passes since the warm-up.
+        bytes: their bytes.
+        parts: ``(component, its random term's mean, its constant, seconds per byte)``.
+    """
+
+    __slots__ = ("draw", "base", "per_byte", "passes", "bytes", "parts")
+
+    def __init__(self, plan: _IoPlan, draw: Callable[[], float]) -> None:
+        self.draw = draw
+        self.base = plan.base
+        self.per_byte = plan.per_byte
+        self.parts = plan.parts
+        self.passes = 0
+        self.bytes = 0
+
+    def cost(self, size_bytes: int) -> float:
+        """One pass's io for a message of ``size_bytes`` (seconds; draws)."""
+        return self.draw() + self.base + self.per_byte * size_bytes
+
+    def counted(self) -> dict[str, tuple[float, float]]:
+        """Per component, over the passes counted: its deterministic seconds, and its random
+        term's expected seconds."""
+        n, size = self.passes, self.bytes
+        return {
+            name: (n * constant + per_byte * size, n * random_mean)
+            for name, random_mean, constant, per_byte in self.parts
+        }
+
+
+def _sampler(
+    random: Distribution | tuple[Distribution, ...] | None, rng: np.random.Generator
+) -> Callable[[], float]:
+    if random is None:
+        return repeat(0.0).__next__
+    if isinstance(random, tuple):
+        samplers = [d.sampler(rng) for d in random]
+
+        def summed() -> float:
+            return sum(s() for s in samplers)
+
+        return summed
+    return random.sampler(rng)
+
+
 class ProxySpec(BaseModel):
     """One kind of proxy (sidecar, node proxy, ztunnel, waypoint).
 
     Attributes:
         concurrency: worker threads (Envoy's ``--concurrency``).
-        io_delay: latency per pass through the proxy outside its CPU (sockets, kernel,
-            event loop); a distribution, ``0`` for none.
+        io: latency per pass through the proxy outside its CPU (sockets, kernel, event
+            loop), by MeshInsight's components, per direction, with terms per KiB of the
+            message (see the module docstring); none when left out.
+        io_delay: the shorthand of ``io``: one distribution per pass, the same both ways,
+            whatever the message's size; the breakdown shows it as one io figure. Give
+            ``io`` or ``io_delay``, not both (to replace a profile's ``io`` by an
+            ``io_delay`` in an override, set ``io`` to null).
         outbound: the filter chain of the outbound listener (traffic the local app sends).
         inbound: the filter chain of the inbound listener (traffic to the local app).
         connection_pool: limits of the pools to upstreams.
@@ -120,13 +354,59 @@ class ProxySpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     concurrency: Annotated[int, Field(ge=1)] = 2
-    io_delay: DistributionSpec = Field(default=0.0, validate_default=True)
+    io: IoField | None = None
+    io_delay: DistributionSpec | None = None
     outbound: list[FilterSpec] = []
     inbound: list[FilterSpec] = []
     connection_pool: ConnectionPoolSpec = ConnectionPoolSpec()
     tls: TlsSpec = TlsSpec()
     memory: MemorySpec = MemorySpec()
     layer: Literal["l4", "l7"] = "l7"
+
+    _io_plans: tuple[_IoPlan, _IoPlan] = PrivateAttr()
+
+    @model_validator(mode="after")
+    def _fold_io(self) -> ProxySpec:
+        if self.io is not None and self.io_delay is not None:
+            raise ValueError(
+                "give io or io_delay (its shorthand: one total, the same both ways, whatever "
+                "the size), not both; to replace a profile's io by io_delay, set io to null"
+            )
+        if self.io is None:
+            delay = ConstantDist(value=0.0) if self.io_delay is None else self.io_delay
+            shorthand = _IoPlan([("io", delay, 0.0)])
+            self._io_plans = (shorthand, shorthand)
+            return self
+        plans = []
+        for direction in ("outbound", "inbound"):
+            spec: IoDirectionSpec = getattr(self.io, direction)
+            parts = []
+            for name in IO_COMPONENTS:
+                part: IoPartSpec = getattr(spec, name)
+                if part.base.mean() == float("inf"):
+                    raise ValueError(
+                        f"io.{direction}.{name}.base: a distribution without a finite mean "
+                        "cannot be shared out in the breakdown; use io_delay for it"
+                    )
+                parts.append((name, part.base, part.per_kib / 1024.0))
+            plans.append(_IoPlan(parts))
+        self._io_plans = (plans[0], plans[1])
+        return self
+
+    def io_paths(self, rng: np.random.Generator) -> tuple[IoPath, IoPath]:
+        """The (outbound, inbound) io of one proxy of this spec, drawing from ``rng``.
+
+        Directions whose random terms are alike share one sampler (so ``io_delay``, and a
+        symmetric ``io``, draw one stream in the order of the passes); the shorthand's two
+        directions are one path.
+        """
+        out, into = self._io_plans
+        if out is into:
+            path = IoPath(out, _sampler(out.random, rng))
+            return path, path
+        draw = _sampler(out.random, rng)
+        draw_in = draw if into.random == out.random else _sampler(into.random, rng)
+        return IoPath(out, draw), IoPath(into, draw_in)
 
 
 class Proxy:
@@ -170,7 +450,8 @@ class Proxy:
             listeners = (Listener("outbound", spec.outbound), Listener("inbound", spec.inbound))
         self.outbound, self.inbound = listeners
         self.net = NetworkPort(world.topology.cluster.network, world.rng(f"{name}.net"))
-        self.io: Callable[[], float] = spec.io_delay.sampler(world.rng(f"{name}.io"))
+        # Its io per pass, by the direction of the listener (a Hop picks its own).
+        self.io_out, self.io_in = spec.io_paths(world.rng(f"{name}.io"))
         # The router's streams are made when first used: many proxies never pick or retry.
         self._uniform: Callable[[], float] | None = None
         self._jitter: Callable[[], float] | None = None
@@ -420,6 +701,34 @@ class Proxy:
             self.known_clusters, self.known_endpoints, connections, streams
         )
 
+    def io_split(self) -> dict[str, float]:
+        """The io its sink recorded (seconds, after the warm-up) by component (``io`` for
+        the shorthand), shared out as :class:`IoPath` says; empty without io."""
+        total = self.io_sink.total_s
+        paths = [self.io_out] if self.io_in is self.io_out else [self.io_out, self.io_in]
+        fixed: dict[str, float] = {}
+        random: dict[str, float] = {}
+        for path in paths:
+            for name, (det, mean) in path.counted().items():
+                fixed[name] = fixed.get(name, 0.0) + det
+                random[name] = random.get(name, 0.0) + mean
+        if len(fixed) <= 1:  # nothing to share out (the shorthand: one figure)
+            return {name: total for name in fixed}
+        rest = total - sum(fixed.values())
+        whole = sum(random.values())
+        if whole > 0.0:
+            return {name: fixed[name] + rest * random[name] / whole for name in fixed}
+        # No random term, or no pass counted since the warm-up (a pass that began before it
+        # ended after it): in proportion to what each component costs.
+        weights = fixed
+        if sum(weights.values()) <= 0.0:
+            weights = {}
+            for path in paths:
+                for name, random_mean, constant, _ in path.parts:
+                    weights[name] = weights.get(name, 0.0) + random_mean + constant
+        whole = sum(weights.values())
+        return {name: total * w / whole for name, w in weights.items()} if whole > 0.0 else {}
+
     def reset_stats(self) -> None:
         # The measured period starts now: what is open counts from now, and so does its peak.
         now = self.env.now
@@ -429,6 +738,9 @@ class Proxy:
         self.peak_open_bytes = 0.0
         self._peak_open()
         self.requests = 0
+        for path in (self.io_out, self.io_in):
+            path.passes = 0
+            path.bytes = 0
         self.counters.reset()
         for counters in self._host_counters.values():
             counters.reset()

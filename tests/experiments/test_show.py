@@ -1,4 +1,5 @@
-"""``meshsim show PROFILE``: a profile's effective fields, which are what overrides can set."""
+"""``meshsim show PROFILE``: a profile's effective fields (what overrides can set), which
+given in full are the profile's mesh."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import yaml
 from typer.testing import CliRunner
 
 from experiments.cli import app
-from experiments.profiles import list_profiles, resolve_mesh
+from experiments.profiles import list_profiles, resolve_mesh, validate_mesh
 
 
 @pytest.mark.parametrize("profile", list_profiles())
@@ -15,8 +16,8 @@ def test_show_prints_every_field_and_they_validate_back(profile):
     result = CliRunner().invoke(app, ["show", profile])
     assert result.exit_code == 0, result.output
     shown = yaml.safe_load(result.stdout)
-    # Given back as overrides of the same profile, the shown fields change nothing.
-    assert resolve_mesh(profile, shown) == resolve_mesh(profile)
+    # Given back as a mesh in full, the shown fields are the profile's mesh.
+    assert validate_mesh(shown).model_dump() == resolve_mesh(profile).model_dump()
     assert shown["architecture"] == resolve_mesh(profile).architecture
 
 
