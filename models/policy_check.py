@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from models.defaults import ISTIO
 from models.policies import (
     ISTIO_KINDS,
     SMI_KINDS,
@@ -21,6 +22,7 @@ from models.policies import (
     DestinationRule,
     HTTPRouteGroup,
     LocalRateLimit,
+    PeerAuthentication,
     TrafficSplit,
     TrafficTarget,
     VirtualService,
@@ -68,6 +70,8 @@ def check_policies(policies: Sequence[Any], graph: CallGraphSpec, mesh: Any) -> 
     seen: dict[tuple[str, str], int] = {}
     subsets: dict[str, dict[str, dict[str, str]]] = {}
     groups: dict[tuple[str, str], HTTPRouteGroup] = {}
+    # The PeerAuthentication without a selector of each namespace (the root's is mesh-wide).
+    peer_wide: dict[str, int] = {}
 
     def where(i: int, path: str = "") -> str:
         return f"policies.{i}{'.' + path if path else ''}"
@@ -161,8 +165,34 @@ def check_policies(policies: Sequence[Any], graph: CallGraphSpec, mesh: Any) -> 
                     "set the mesh's acl: true (mesh.overrides.acl)"
                 )
             _check_group_refs(i, "spec.rules", policy.spec.rules, groups, policy, where)
+        elif isinstance(policy, PeerAuthentication):
+            _check_peer_authentication(i, policy, peer_wide, where, mesh)
         elif isinstance(policy, (AuthorizationPolicy, LocalRateLimit)):
             pass  # selectors that match nothing are allowed, as in Kubernetes
+
+
+def _check_peer_authentication(
+    i: int, policy: PeerAuthentication, wide: dict[str, int], where: Any, mesh: Any
+) -> None:
+    """One mesh-wide PeerAuthentication (root namespace, no selector) and one per namespace
+    (Istio takes the oldest of several and warns; here the second is an error); a mode that
+    needs mTLS in a mesh whose ``mtls_mode`` is DISABLE has no certificates to use."""
+    selector = policy.spec.selector
+    ns = policy.metadata.namespace
+    if selector is None or not selector.matchLabels:
+        if ns in wide:
+            scope = "mesh-wide" if ns == ISTIO["authorization.rootNamespace"] else f"for {ns!r}"
+            raise ValueError(
+                f"{where(i, 'metadata.namespace')}: policies.{wide[ns]} is the {scope} "
+                "PeerAuthentication already (one without a selector per namespace)"
+            )
+        wide[ns] = i
+    mode = policy.spec.mtls.mode if policy.spec.mtls is not None else "UNSET"
+    if mode in ("STRICT", "PERMISSIVE") and getattr(mesh, "mtls_mode", "") == "DISABLE":
+        raise ValueError(
+            f"{where(i, 'spec.mtls.mode')}: {mode} needs mTLS, and the mesh's mtls_mode is "
+            "DISABLE (no certificates): set mesh.overrides.mtls_mode to STRICT or PERMISSIVE"
+        )
 
 
 def _check_virtual_service(
