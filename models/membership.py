@@ -79,6 +79,15 @@ class Membership:
             if pods and not any(self.accepts_mtls(pod.name) for pod in pods)
         }
 
+    def outside_hosts(self, endpoints: dict[str, list[Any]]) -> set[str]:
+        """The hosts all of whose endpoints are outside the mesh."""
+        outside = self.outside
+        return {
+            host
+            for host, pods in endpoints.items()
+            if pods and all(pod.name in outside for pod in pods)
+        }
+
     @property
     def partial(self) -> bool:
         """Whether some pod is outside the mesh or some mode is not the mesh's default."""

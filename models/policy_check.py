@@ -11,9 +11,10 @@ column. Every problem is a ``ValueError`` whose message starts with the path of 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from models.ambient import service_labels, use_waypoint
 from models.defaults import ISTIO
 from models.policies import (
     ISTIO_KINDS,
@@ -61,8 +62,15 @@ def check_annotations(graph: CallGraphSpec) -> None:
             ) from None
 
 
-def check_policies(policies: Sequence[Any], graph: CallGraphSpec, mesh: Any) -> None:
-    """Check ``policies`` against the topology's ``graph`` and the resolved ``mesh`` spec."""
+def check_policies(
+    policies: Sequence[Any],
+    graph: CallGraphSpec,
+    mesh: Any,
+    namespace_labels: Callable[[str], Mapping[str, str]] = lambda namespace: {},
+) -> None:
+    """Check ``policies`` against the topology's ``graph`` and the resolved ``mesh`` spec
+    (``namespace_labels``: the topology's labels of a namespace, for ambient's waypoint
+    labels)."""
     architecture = getattr(mesh, "architecture", "none")
     hosts = set(graph.hosts())
     namespaces = {h: graph.workloads_of(h)[0].namespace for h in hosts}
@@ -135,9 +143,10 @@ def check_policies(policies: Sequence[Any], graph: CallGraphSpec, mesh: Any) -> 
                         + "; ".join(f"{s.name} {dict(s.pod_labels())}" for s in pods)
                     )
     routed: dict[str, int] = {}
+    with_waypoint = _waypoint_hosts(graph, mesh, namespace_labels)
     for i, policy in enumerate(policies):
         if isinstance(policy, VirtualService):
-            _check_virtual_service(i, policy, known_host, subsets, routed, where, mesh)
+            _check_virtual_service(i, policy, known_host, subsets, routed, where, with_waypoint)
         elif isinstance(policy, TrafficSplit):
             host = known_host(i, "spec.service", policy.spec.service, policy.metadata.namespace)
             if host in routed:
@@ -202,7 +211,7 @@ def _check_virtual_service(
     subsets: dict[str, dict[str, dict[str, str]]],
     routed: dict[str, int],
     where: Any,
-    mesh: Any,
+    with_waypoint: set[str] | None,
 ) -> None:
     ns = vs.metadata.namespace
     for j, name in enumerate(vs.spec.hosts):
@@ -212,13 +221,10 @@ def _check_virtual_service(
                 f"{where(i, f'spec.hosts.{j}')}: policies.{routed[host]} routes {host!r} already"
             )
         routed[host] = i
-        waypoints = getattr(mesh, "waypoints", None)
-        if getattr(mesh, "architecture", "") == "ambient" and not (
-            waypoints == "all" or (isinstance(waypoints, list) and host in waypoints)
-        ):
+        if with_waypoint is not None and host not in with_waypoint:
             raise ValueError(
                 f"{where(i, f'spec.hosts.{j}')}: in ambient, L7 routing runs in a waypoint, and "
-                f"{host!r} has none (mesh.waypoints)"
+                f"{host!r} has none (mesh.waypoints, or its istio.io/use-waypoint label)"
             )
     for r, http in enumerate(vs.spec.http):
         targets = [
@@ -235,6 +241,28 @@ def _check_virtual_service(
                     f"{where(i, f'{path}.subset')}: no DestinationRule of {host!r} defines "
                     f"subset {dest.subset!r} (defined: {defined})"
                 )
+
+
+def _waypoint_hosts(
+    graph: CallGraphSpec, mesh: Any, namespace_labels: Callable[[str], Mapping[str, str]]
+) -> set[str] | None:
+    """The hosts with a waypoint in an ambient mesh (None: not ambient)."""
+    if getattr(mesh, "architecture", "") != "ambient":
+        return None
+    waypoints = mesh.waypoints
+    if waypoints == "all":
+        return set(graph.hosts())
+    if isinstance(waypoints, list):
+        return set(waypoints)
+    if waypoints != "labels":
+        return set()
+    found = set()
+    for host in graph.hosts():
+        namespace = graph.workloads_of(host)[0].namespace
+        labels = service_labels(graph, host)
+        if use_waypoint(labels, namespace, namespace_labels(namespace)) is not None:
+            found.add(host)
+    return found
 
 
 def _check_group_refs(
