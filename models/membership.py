@@ -17,7 +17,39 @@ from models.defaults import ISTIO
 from models.policies import PeerAuthentication, peer_authentication_mode
 from models.world import PodBase
 
-__all__ = ["Membership"]
+__all__ = ["Membership", "Plaintext"]
+
+
+class _Anonymous:
+    """A peer seen over plaintext: the pod, without the identity mTLS would have carried
+    (no principal, no namespace: Istio reads both from the peer's certificate)."""
+
+    principal = ""
+    namespace = ""
+
+    def __init__(self, pod: PodBase) -> None:
+        self._pod = pod
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._pod, name)
+
+
+class Plaintext:
+    """An inbound proxy's local responder (authorization, rate limit) for connections that
+    arrive in plaintext: it sees the caller without an identity, so a rule that names
+    principals or namespaces (even ``*``) does not match it."""
+
+    __slots__ = ("inner", "_peers")
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self._peers: dict[str, _Anonymous] = {}
+
+    def local_reply(self, proxy: Any, src: PodBase, host: str, request: Any) -> Any:
+        peer = self._peers.get(src.name)
+        if peer is None:
+            peer = self._peers[src.name] = _Anonymous(src)
+        return self.inner.local_reply(proxy, peer, host, request)
 
 
 class Membership:

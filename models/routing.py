@@ -504,7 +504,11 @@ DENIED = Response(403, 19, Flags.NONE)  # "RBAC: access denied", as Envoy writes
 
 
 def _glob(patterns: list[str], value: str) -> bool:
-    """Istio's string match in authorization: exact, ``prefix*``, ``*suffix`` or ``*``."""
+    """Istio's string match in authorization: exact, ``prefix*``, ``*suffix`` or ``*``.
+    An absent value (a plaintext peer's principal and namespace) matches nothing, not even
+    ``*``, which Istio turns into a presence match."""
+    if not value:
+        return False
     for p in patterns:
         if p == "*" or p == value:
             return True

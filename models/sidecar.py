@@ -32,7 +32,7 @@ from models.dataplane import (
     RetrySpec,
     _inbound_key,
 )
-from models.membership import Membership
+from models.membership import Membership, Plaintext
 from models.messages import Parent, Request
 from models.mixer import Mixer, MixerSpec
 from models.proxy import Proxy, ProxySpec
@@ -292,6 +292,8 @@ class SidecarMesh(ProxiedMesh):
             into = self.sidecars[dst.name]
             local = self.inbound_local(dst, into, self._check_in)
             mtls = self.mtls and self.members.accepts_mtls(dst.name)
+            if self.mtls and not mtls and local is not None:
+                local = Plaintext(local)  # DISABLE: the caller has no identity
             hops = self._routes[key] = [
                 Hop(into, into.inbound, mtls, local=local, telemetry=self.mixer)
             ]
@@ -307,6 +309,8 @@ class SidecarMesh(ProxiedMesh):
         if hops is None:
             into = self.sidecars[dst.name]
             local = self.inbound_local(dst, into, self._check_in)
+            if self.mtls and local is not None:
+                local = Plaintext(local)  # the caller has no identity
             hops = self._routes[key] = [
                 Hop(into, into.inbound, False, local=local, telemetry=self.mixer)
             ]

@@ -508,3 +508,20 @@ def test_bad_namespace_labels():
     data["topology"]["namespaces"] = {"prod": {"labels": {"istio-injection": "not a value"}}}
     with pytest.raises(ValueError, match="namespaces"):
         spec_from_dict(data)
+
+
+def test_a_plaintext_caller_has_no_identity():
+    """Istio's ``principals: ["*"]`` means any authenticated caller: a plaintext one (no
+    certificate, so no principal) is refused by the server's sidecar (403), a meshed one is
+    let through."""
+    allow_any = {
+        "apiVersion": "security.istio.io/v1",
+        "kind": "AuthorizationPolicy",
+        "metadata": {"name": "authenticated", "namespace": "prod"},
+        "spec": {"action": "ALLOW", "rules": [{"from": [{"source": {"principals": ["*"]}}]}]},
+    }
+    policies = [peer_auth("PERMISSIVE"), allow_any]
+    plain = simulate(partial(SIDECAR, OUTSIDE_DEFAULT, policies=policies))[1]
+    assert plain.workload.status_codes == {403: 10}
+    meshed = simulate(partial(SIDECAR, {}, policies=policies))[1]
+    assert meshed.workload.status_codes == {200: 10}
