@@ -38,8 +38,10 @@ __all__ = ["check_policies", "check_annotations"]
 
 def check_annotations(graph: CallGraphSpec) -> None:
     """Parse every service's Traefik Mesh annotations (raises ValueError naming the workload,
-    the annotation and, for an expression, the column)."""
+    the annotation and, for an expression, the column); the workloads of a service agree on
+    its ``istio.io/use-waypoint`` labels (a Service has one set)."""
     for host in graph.hosts():
+        service_labels(graph, host)
         merged: dict[str, str] = {}
         owner: dict[str, str] = {}
         for svc in graph.workloads_of(host):

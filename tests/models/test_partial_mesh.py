@@ -525,3 +525,16 @@ def test_a_plaintext_caller_has_no_identity():
     assert plain.workload.status_codes == {403: 10}
     meshed = simulate(partial(SIDECAR, {}, policies=policies))[1]
     assert meshed.workload.status_codes == {200: 10}
+
+
+def test_workloads_of_one_service_agree_on_its_waypoint():
+    data = spec_dict({**AMBIENT, "waypoints": "labels"})
+    data["topology"]["placement"]["assignments"]["srv-v2-0"] = "node-1"
+    services = data["topology"]["call_graph"]["services"]
+    services[0]["labels"] = {"istio.io/use-waypoint": "a"}
+    services.append(
+        {**services[0], "name": "srv-v2", "host": "srv", "labels": {"istio.io/use-waypoint": "b"}}
+    )
+    message = "workloads 'srv' and 'srv-v2' of service 'srv' give label 'istio.io/use-waypoint'"
+    with pytest.raises(ValueError, match=message.replace(".", r"\.")):
+        spec_from_dict(data)
