@@ -327,7 +327,7 @@ class SidecarMesh(ProxiedMesh):
         return [self.sidecars[name] for name in self.members.names(pods)]
 
     def proxy_is_pods(self, proxies: list[Proxy]) -> bool:
-        return True
+        return bool(proxies)  # a pod without a sidecar has no proxy to crash with it
 
     def retire_proxies(self, pods: list[ServicePod]) -> list[Proxy]:
         return [self.sidecars[name] for name in self.members.names(pods)]

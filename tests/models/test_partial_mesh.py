@@ -538,3 +538,24 @@ def test_workloads_of_one_service_agree_on_its_waypoint():
     message = "workloads 'srv' and 'srv-v2' of service 'srv' give label 'istio.io/use-waypoint'"
     with pytest.raises(ValueError, match=message.replace(".", r"\.")):
         spec_from_dict(data)
+
+
+def test_a_proxy_crash_spares_a_pod_without_sidecar():
+    """A pod without a sidecar has no proxy to crash: its calls go on (a meshed pod's
+    sidecar crash takes the pod down: ``test_fault_targets``)."""
+    crash = {"kind": "proxy_crash", "start": 0.3, "target": {"pod": "srv-0"}, "restart_delay": 0.5}
+    data = partial(SIDECAR, {}, server_labels={"sidecar.istio.io/inject": "false"})
+    data["faults"] = [crash]
+    spec = spec_from_dict(data)
+    sim = Simulation(
+        spec.resolve_topology(),
+        spec.mesh.resolve(),
+        spec.workload,
+        seed=3,
+        duration_s=spec.duration,
+        warmup_s=spec.warmup,
+        faults=spec.faults,
+    )
+    out = sim.run()
+    assert out.workload.status_codes == {200: 10}
+    assert sim.pods[0].alive
