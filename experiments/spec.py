@@ -408,7 +408,12 @@ class ExperimentSpec(BaseModel):
                 assert change.policy is not None
                 policies = with_policy(policies, change.policy)
                 try:
-                    check_policies(policies, graph, self.mesh.resolve())
+                    check_policies(
+                        policies,
+                        graph,
+                        self.mesh.resolve(),
+                        self.resolve_topology().namespace_labels,
+                    )
                 except ValueError as error:
                     raise ValueError(
                         f"{where}.policy: with this change, the policies are not valid: {error}"
@@ -448,7 +453,9 @@ class ExperimentSpec(BaseModel):
             return self  # reported on the topology field already
         check_annotations(graph)
         if self.policies:
-            check_policies(self.policies, graph, self.mesh.resolve())
+            check_policies(
+                self.policies, graph, self.mesh.resolve(), self.resolve_topology().namespace_labels
+            )
         return self
 
     @model_validator(mode="after")

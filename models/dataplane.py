@@ -37,8 +37,8 @@ from models.connections import Connection, ConnectionPool
 from models.control_plane import ControlPlane, ControlPlaneSpec
 from models.defaults import ISTIO, TRAEFIK, Outcome, parse_retry_on
 from models.filters import PROTOCOLS, Listener, ListenerCost
-from models.loadbalancer import LbPolicy
-from models.mesh import Mesh, Parent
+from models.loadbalancer import Balancer, LbPolicy, make_balancer
+from models.mesh import Mesh, Parent, _Answer
 from models.messages import Flags, Request, Response
 from models.proxy import IoPath, Proxy, ProxySpec
 from models.resilience import envoy_backoff
@@ -188,9 +188,11 @@ class ProxiedSpec(BaseModel):
     """The fields every architecture with proxies has; each sets its own defaults.
 
     Attributes:
-        mtls_mode: PeerAuthentication mode. ``PERMISSIVE`` accepts both, and meshed clients
-            use mTLS (Istio's auto mTLS), so it behaves as ``STRICT`` here; ``DISABLE`` for
-            none (Traefik Mesh has no mTLS).
+        mtls_mode: the mesh-wide PeerAuthentication mode, where no PeerAuthentication
+            policy sets one. Meshed clients use mTLS to meshed servers (Istio's auto mTLS)
+            unless the server's mode is ``DISABLE``; ``PERMISSIVE`` also accepts plaintext
+            from pods outside the mesh, which ``STRICT`` refuses (in a full mesh the two
+            behave alike). ``DISABLE`` for none (Traefik Mesh has no mTLS).
         load_balancer: the policy of the proxy that picks the endpoint.
         retries: the picking proxy's retries, for routes without their own.
         control_plane: the control plane that pushes configuration (and signs certificates);
@@ -214,6 +216,9 @@ class DataPlaneStats:
     retries: int = 0
     tls_failures: int = 0
     no_route: int = 0
+    # Plaintext connections a STRICT server proxy closed (Envoy's listener stat
+    # ``downstream_cx_no_filter_chain_match``): calls from pods outside the mesh.
+    plaintext_refused: int = 0
 
     def as_dict(self) -> dict[str, int]:
         return dict(self.__dict__)
@@ -250,6 +255,8 @@ class ProxiedMesh(Mesh):
         self._listeners: dict[int, tuple[Listener, Listener]] = {}
         # Hop lists, built once per (source, destination) and reused by every request.
         self._routes: dict[Any, list[Hop]] = {}
+        # The calls of pods outside the mesh: kube-proxy's choice, per (source, host).
+        self._plain_balancers: dict[tuple[str, str], tuple[list, Balancer]] = {}
 
     # --- building and changing -----------------------------------------------------------
 
@@ -389,6 +396,76 @@ class ProxiedMesh(Mesh):
     ) -> None:
         Exchange(self, src, host, request, parent, slot).start()
 
+    # --- partial meshes: pods outside the mesh -----------------------------------------------
+
+    def plain_tail(self, dst: PodBase) -> list[Hop] | None:
+        """The hops a plaintext connection from outside the mesh passes on its way to
+        ``dst`` (its inbound proxy, receiving plaintext; none when ``dst`` is outside the
+        mesh too), or None when ``dst``'s proxy refuses plaintext (PeerAuthentication
+        STRICT). Architectures with partial meshes implement it."""
+        raise NotImplementedError
+
+    def tls_to(self, hop: Hop, target: Proxy | None, dst: PodBase | None) -> bool:
+        """Whether ``hop``'s connection to ``target`` (or to the app ``dst``) is mutual TLS:
+        the hop's own setting here; a partial mesh decides per peer (Istio's auto mTLS).
+        Asked once per pool, when the pool is made."""
+        return hop.mtls
+
+    def send_plain(
+        self, src: PodBase, host: str, request: Request, parent: Parent, slot: int = 0
+    ) -> None:
+        """A call from a pod outside the mesh: it has no proxy, so kube-proxy picks a pod of
+        ``host`` at random among its endpoints (the live ones: kube-proxy follows the
+        endpoints, not the mesh's pushes) and the request goes to it in plaintext, through
+        the pod's inbound proxy if it has one (:meth:`plain_tail`).
+
+        A server proxy whose PeerAuthentication is STRICT has no plaintext filter chain, so
+        Envoy closes the connection as it accepts it (``ActiveStreamListenerBase::
+        newConnection``: stat ``no_filter_chain_match``, response flag ``NR`` in the server's
+        log): the client, with no proxy to turn that into an HTTP status, sees its
+        connection reset (``curl: (56) Recv failure: Connection reset by peer``). The apps
+        here express a failed call as a status only, so the caller gets
+        :data:`CONNECTION_RESET` (503, no flag: no Envoy on its side) one network transfer
+        there and one back after it sent the request.
+        """
+        endpoints = self.endpoints.get(host)
+        if not endpoints:  # kube-proxy has no backend
+            self.answer_now(parent, slot, NO_UPSTREAM)
+            return
+        if len(endpoints) == 1:
+            dst = endpoints[0]
+        else:
+            key = (src.name, host)
+            found = self._plain_balancers.get(key)
+            if found is None or found[0] is not endpoints:  # lists are replaced, not changed
+                balancer = make_balancer("random", endpoints, src.uniform(f"{src.name}.lb"))
+                found = self._plain_balancers[key] = (endpoints, balancer)
+            dst = found[1].pick()
+        tail = self.plain_tail(dst)
+        if tail is None or (tail and tail[0].proxy.down) or not dst.alive:
+            # Refused: reset by a STRICT proxy, or nobody listens (a gone pod, a down proxy).
+            now = self.env.now
+            link = self.world.link(src.node, dst.node)
+            there = src.net.delay(link, request.size_bytes)
+            if there == NEVER:
+                return
+            src.net_sink.add(now, now + there, True, request.trace)
+            back = dst.net.delay(link, 0)
+            if back == NEVER:
+                return
+            dst.net_sink.add(now + there, now + there + back, False, request.trace)
+            if tail is None:
+                self.count("plaintext_refused")
+            reset = _Answer(self, parent, slot, CONNECTION_RESET)
+            reset.wake_at(now + there + back)
+            return
+        exchange = _PlainExchange(self, src, host, request, parent, slot)
+        exchange.hops = tail
+        exchange.picker = -1
+        exchange.dst = dst
+        exchange.i = -1
+        exchange._forward()
+
     def count(self, name: str) -> None:
         """Count one event of the data plane (after the warm-up only)."""
         if self.env.now >= self.world.warmup_s:
@@ -468,9 +545,10 @@ class ProxiedMesh(Mesh):
         if found is not None:
             return found
         peer_node = peer.node
+        mtls = self.tls_to(hop, target, dst)
 
         def opener(trace: list | None) -> Generator[simpy.Event, Any, None]:
-            yield from self._handshake(proxy, target, peer_node, hop.mtls, trace)
+            yield from self._handshake(proxy, target, peer_node, mtls, trace)
 
         return proxy.pool(key, multiplexed, opener, target, limits)
 
@@ -1393,6 +1471,17 @@ class Exchange(Task):
         self.parent.on_reply(self.slot, self.response)
 
 
+class _PlainExchange(Exchange):
+    """A call from a pod outside the mesh (see :meth:`ProxiedMesh.send_plain`): no hop
+    picks (``picker`` is -1), and no source proxy reports it."""
+
+    __slots__ = ()
+
+    def _deliver(self) -> None:
+        assert self.response is not None and self.parent is not None
+        self.parent.on_reply(self.slot, self.response)
+
+
 class _Timer(Task):
     """A timeout of an exchange (a try's, the route's) or the end of a back-off between
     attempts: when it fires, the exchange decides whether it still matters."""
@@ -1490,6 +1579,9 @@ def _pending(cluster: Cluster) -> int:
 
 CONNECT_FAILED = Response(503, 0, Flags.UPSTREAM_CONNECT_FAILURE)
 APP_REFUSED = Response(503, 0)  # the app's own error: its proxy refused the connection
+# A plaintext client's call whose connection the server's proxy reset (no proxy of its own to
+# write a status or a flag: the app's own error, as for APP_REFUSED).
+CONNECTION_RESET = Response(503, 0)
 NO_UPSTREAM = Response(503, 0, Flags.NO_HEALTHY_UPSTREAM)
 OVERFLOWED = Response(503, 0, Flags.UPSTREAM_OVERFLOW)
 TIMED_OUT = Response(504, 24, Flags.UPSTREAM_TIMEOUT)  # "upstream request timeout"

@@ -14,7 +14,8 @@ here as it does in a cluster::
           route: [{destination: {host: reviews, subset: v2}}]
         - route: [{destination: {host: reviews, subset: v1}}]
 
-Kinds: ``VirtualService``, ``DestinationRule``, ``AuthorizationPolicy`` (Istio);
+Kinds: ``VirtualService``, ``DestinationRule``, ``AuthorizationPolicy``, ``PeerAuthentication``
+(Istio);
 ``LocalRateLimit`` (Envoy's local rate limit filter, which Istio users install with an
 EnvoyFilter: its fields are the filter's own, in Envoy's snake case); ``TrafficSplit``,
 ``HTTPRouteGroup``, ``TrafficTarget`` (SMI, as Traefik Mesh reads them). Traefik Mesh's own
@@ -32,6 +33,7 @@ from __future__ import annotations
 
 import re
 import re._parser as _re_parser  # the stdlib parser of re (what re.compile parses)
+from collections.abc import Mapping, Sequence
 from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -47,6 +49,8 @@ __all__ = [
     "VirtualService",
     "DestinationRule",
     "AuthorizationPolicy",
+    "PeerAuthentication",
+    "peer_authentication_mode",
     "LocalRateLimit",
     "TrafficSplit",
     "HTTPRouteGroup",
@@ -506,6 +510,87 @@ class AuthorizationPolicy(_Strict):
     spec: AuthorizationPolicySpec = AuthorizationPolicySpec()
 
 
+class PeerAuthenticationMtls(_Strict):
+    """``mtls``: what the workload's proxy accepts. ``UNSET`` inherits the parent's mode
+    (the namespace's, then the mesh's)."""
+
+    mode: Literal["UNSET", "DISABLE", "PERMISSIVE", "STRICT"] = "UNSET"
+
+
+class PeerAuthenticationSpec(_Strict):
+    selector: WorkloadSelector | None = None
+    mtls: PeerAuthenticationMtls | None = None
+    portLevelMtls: dict[str, Any] | None = None
+
+    @field_validator("portLevelMtls")
+    @classmethod
+    def _not_modelled(cls, value: Any) -> Any:
+        if value is not None:
+            raise ValueError(
+                "per-port mTLS is not modelled (a service has one port here): use mtls.mode"
+            )
+        return value
+
+
+class PeerAuthentication(_Strict):
+    """Istio's PeerAuthentication (security.istio.io): whether a workload's proxy accepts
+    plaintext (``PERMISSIVE``), only mutual TLS (``STRICT``) or only plaintext (``DISABLE``).
+
+    In the root namespace (``istio-system``) without a selector it is mesh-wide; in another
+    namespace without a selector, namespace-wide; with a selector, it applies to the
+    workloads of its namespace whose labels match. The most specific one wins (workload, then
+    namespace, then mesh), and ``UNSET`` inherits (Istio's "PeerAuthentication" reference:
+    "Policy precedence"). Where none applies, the mesh's ``mtls_mode`` is the mode (Istio's
+    own default is PERMISSIVE). See :func:`peer_authentication_mode`.
+    """
+
+    apiVersion: Literal["security.istio.io/v1", "security.istio.io/v1beta1"] = (
+        "security.istio.io/v1"
+    )
+    kind: Literal["PeerAuthentication"] = "PeerAuthentication"
+    metadata: ObjectMeta
+    spec: PeerAuthenticationSpec = PeerAuthenticationSpec()
+
+
+def peer_authentication_mode(
+    policies: Sequence[PeerAuthentication],
+    namespace: str,
+    labels: Mapping[str, str],
+    default: str,
+    root: str = "istio-system",
+) -> str:
+    """The mTLS mode of a workload's proxy: ``STRICT``, ``PERMISSIVE`` or ``DISABLE``.
+
+    Args:
+        policies: the PeerAuthentications, oldest first (Istio takes the oldest of two at
+            one level; ``models.policy_check`` refuses two mesh-wide or namespace-wide ones).
+        namespace: the workload's namespace.
+        labels: its pods' labels.
+        default: the mode where no policy sets one (the mesh's ``mtls_mode``).
+        root: the root namespace (``meshConfig.rootNamespace``).
+    """
+    mesh = space = workload = "UNSET"
+    for policy in policies:
+        mode: str = policy.spec.mtls.mode if policy.spec.mtls is not None else "UNSET"
+        selector = policy.spec.selector
+        ns = policy.metadata.namespace
+        if selector is not None and selector.matchLabels:
+            if (
+                ns == namespace
+                and workload == "UNSET"
+                and all(labels.get(k) == v for k, v in selector.matchLabels.items())
+            ):
+                workload = mode
+        elif ns == root:
+            mesh = mode if mesh == "UNSET" else mesh
+        elif ns == namespace:
+            space = mode if space == "UNSET" else space
+    for found in (workload, space, mesh):
+        if found != "UNSET":
+            return found
+    return default
+
+
 # --- Envoy's local rate limit -----------------------------------------------------------------
 
 
@@ -649,6 +734,7 @@ Policy = Annotated[
         VirtualService,
         DestinationRule,
         AuthorizationPolicy,
+        PeerAuthentication,
         LocalRateLimit,
         TrafficSplit,
         HTTPRouteGroup,
@@ -662,6 +748,7 @@ PolicyKind = Literal[
     "VirtualService",
     "DestinationRule",
     "AuthorizationPolicy",
+    "PeerAuthentication",
     "LocalRateLimit",
     "TrafficSplit",
     "HTTPRouteGroup",
@@ -669,7 +756,13 @@ PolicyKind = Literal[
 ]
 
 ISTIO_KINDS = frozenset(
-    {"VirtualService", "DestinationRule", "AuthorizationPolicy", "LocalRateLimit"}
+    {
+        "VirtualService",
+        "DestinationRule",
+        "AuthorizationPolicy",
+        "PeerAuthentication",
+        "LocalRateLimit",
+    }
 )
 """Kinds an Envoy-based Istio data plane runs (sidecars, ambient waypoints)."""
 
@@ -703,7 +796,7 @@ def policy_host(policy: Any) -> str:
         return str(spec.service)
     if isinstance(policy, TrafficTarget):
         return str(spec.destination.name)
-    if isinstance(policy, AuthorizationPolicy) and spec.selector is not None:
+    if isinstance(policy, (AuthorizationPolicy, PeerAuthentication)) and spec.selector is not None:
         return spec.selector.matchLabels.get("app", "")
     if isinstance(policy, LocalRateLimit):
         return spec.workloadSelector.matchLabels.get("app", "")

@@ -11,9 +11,11 @@ column. Every problem is a ``ValueError`` whose message starts with the path of 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from models.ambient import service_labels, use_waypoint
+from models.defaults import ISTIO
 from models.policies import (
     ISTIO_KINDS,
     SMI_KINDS,
@@ -21,6 +23,7 @@ from models.policies import (
     DestinationRule,
     HTTPRouteGroup,
     LocalRateLimit,
+    PeerAuthentication,
     TrafficSplit,
     TrafficTarget,
     VirtualService,
@@ -35,8 +38,10 @@ __all__ = ["check_policies", "check_annotations"]
 
 def check_annotations(graph: CallGraphSpec) -> None:
     """Parse every service's Traefik Mesh annotations (raises ValueError naming the workload,
-    the annotation and, for an expression, the column)."""
+    the annotation and, for an expression, the column); the workloads of a service agree on
+    its ``istio.io/use-waypoint`` labels (a Service has one set)."""
     for host in graph.hosts():
+        service_labels(graph, host)
         merged: dict[str, str] = {}
         owner: dict[str, str] = {}
         for svc in graph.workloads_of(host):
@@ -59,8 +64,15 @@ def check_annotations(graph: CallGraphSpec) -> None:
             ) from None
 
 
-def check_policies(policies: Sequence[Any], graph: CallGraphSpec, mesh: Any) -> None:
-    """Check ``policies`` against the topology's ``graph`` and the resolved ``mesh`` spec."""
+def check_policies(
+    policies: Sequence[Any],
+    graph: CallGraphSpec,
+    mesh: Any,
+    namespace_labels: Callable[[str], Mapping[str, str]] = lambda namespace: {},
+) -> None:
+    """Check ``policies`` against the topology's ``graph`` and the resolved ``mesh`` spec
+    (``namespace_labels``: the topology's labels of a namespace, for ambient's waypoint
+    labels)."""
     architecture = getattr(mesh, "architecture", "none")
     hosts = set(graph.hosts())
     namespaces = {h: graph.workloads_of(h)[0].namespace for h in hosts}
@@ -68,6 +80,8 @@ def check_policies(policies: Sequence[Any], graph: CallGraphSpec, mesh: Any) -> 
     seen: dict[tuple[str, str], int] = {}
     subsets: dict[str, dict[str, dict[str, str]]] = {}
     groups: dict[tuple[str, str], HTTPRouteGroup] = {}
+    # The PeerAuthentication without a selector of each namespace (the root's is mesh-wide).
+    peer_wide: dict[str, int] = {}
 
     def where(i: int, path: str = "") -> str:
         return f"policies.{i}{'.' + path if path else ''}"
@@ -131,9 +145,10 @@ def check_policies(policies: Sequence[Any], graph: CallGraphSpec, mesh: Any) -> 
                         + "; ".join(f"{s.name} {dict(s.pod_labels())}" for s in pods)
                     )
     routed: dict[str, int] = {}
+    with_waypoint = _waypoint_hosts(graph, mesh, namespace_labels)
     for i, policy in enumerate(policies):
         if isinstance(policy, VirtualService):
-            _check_virtual_service(i, policy, known_host, subsets, routed, where, mesh)
+            _check_virtual_service(i, policy, known_host, subsets, routed, where, with_waypoint)
         elif isinstance(policy, TrafficSplit):
             host = known_host(i, "spec.service", policy.spec.service, policy.metadata.namespace)
             if host in routed:
@@ -161,8 +176,34 @@ def check_policies(policies: Sequence[Any], graph: CallGraphSpec, mesh: Any) -> 
                     "set the mesh's acl: true (mesh.overrides.acl)"
                 )
             _check_group_refs(i, "spec.rules", policy.spec.rules, groups, policy, where)
+        elif isinstance(policy, PeerAuthentication):
+            _check_peer_authentication(i, policy, peer_wide, where, mesh)
         elif isinstance(policy, (AuthorizationPolicy, LocalRateLimit)):
             pass  # selectors that match nothing are allowed, as in Kubernetes
+
+
+def _check_peer_authentication(
+    i: int, policy: PeerAuthentication, wide: dict[str, int], where: Any, mesh: Any
+) -> None:
+    """One mesh-wide PeerAuthentication (root namespace, no selector) and one per namespace
+    (Istio takes the oldest of several and warns; here the second is an error); a mode that
+    needs mTLS in a mesh whose ``mtls_mode`` is DISABLE has no certificates to use."""
+    selector = policy.spec.selector
+    ns = policy.metadata.namespace
+    if selector is None or not selector.matchLabels:
+        if ns in wide:
+            scope = "mesh-wide" if ns == ISTIO["authorization.rootNamespace"] else f"for {ns!r}"
+            raise ValueError(
+                f"{where(i, 'metadata.namespace')}: policies.{wide[ns]} is the {scope} "
+                "PeerAuthentication already (one without a selector per namespace)"
+            )
+        wide[ns] = i
+    mode = policy.spec.mtls.mode if policy.spec.mtls is not None else "UNSET"
+    if mode in ("STRICT", "PERMISSIVE") and getattr(mesh, "mtls_mode", "") == "DISABLE":
+        raise ValueError(
+            f"{where(i, 'spec.mtls.mode')}: {mode} needs mTLS, and the mesh's mtls_mode is "
+            "DISABLE (no certificates): set mesh.overrides.mtls_mode to STRICT or PERMISSIVE"
+        )
 
 
 def _check_virtual_service(
@@ -172,7 +213,7 @@ def _check_virtual_service(
     subsets: dict[str, dict[str, dict[str, str]]],
     routed: dict[str, int],
     where: Any,
-    mesh: Any,
+    with_waypoint: set[str] | None,
 ) -> None:
     ns = vs.metadata.namespace
     for j, name in enumerate(vs.spec.hosts):
@@ -182,13 +223,10 @@ def _check_virtual_service(
                 f"{where(i, f'spec.hosts.{j}')}: policies.{routed[host]} routes {host!r} already"
             )
         routed[host] = i
-        waypoints = getattr(mesh, "waypoints", None)
-        if getattr(mesh, "architecture", "") == "ambient" and not (
-            waypoints == "all" or (isinstance(waypoints, list) and host in waypoints)
-        ):
+        if with_waypoint is not None and host not in with_waypoint:
             raise ValueError(
                 f"{where(i, f'spec.hosts.{j}')}: in ambient, L7 routing runs in a waypoint, and "
-                f"{host!r} has none (mesh.waypoints)"
+                f"{host!r} has none (mesh.waypoints, or its istio.io/use-waypoint label)"
             )
     for r, http in enumerate(vs.spec.http):
         targets = [
@@ -205,6 +243,28 @@ def _check_virtual_service(
                     f"{where(i, f'{path}.subset')}: no DestinationRule of {host!r} defines "
                     f"subset {dest.subset!r} (defined: {defined})"
                 )
+
+
+def _waypoint_hosts(
+    graph: CallGraphSpec, mesh: Any, namespace_labels: Callable[[str], Mapping[str, str]]
+) -> set[str] | None:
+    """The hosts with a waypoint in an ambient mesh (None: not ambient)."""
+    if getattr(mesh, "architecture", "") != "ambient":
+        return None
+    waypoints = mesh.waypoints
+    if waypoints == "all":
+        return set(graph.hosts())
+    if isinstance(waypoints, list):
+        return set(waypoints)
+    if waypoints != "labels":
+        return set()
+    found = set()
+    for host in graph.hosts():
+        namespace = graph.workloads_of(host)[0].namespace
+        labels = service_labels(graph, host)
+        if use_waypoint(labels, namespace, namespace_labels(namespace)) is not None:
+            found.add(host)
+    return found
 
 
 def _check_group_refs(

@@ -36,6 +36,7 @@ from models.policies import (
     DestinationRule,
     HTTPRouteGroup,
     LocalRateLimit,
+    PeerAuthentication,
     StringMatch,
     TrafficPolicy,
     TrafficSplit,
@@ -503,7 +504,11 @@ DENIED = Response(403, 19, Flags.NONE)  # "RBAC: access denied", as Envoy writes
 
 
 def _glob(patterns: list[str], value: str) -> bool:
-    """Istio's string match in authorization: exact, ``prefix*``, ``*suffix`` or ``*``."""
+    """Istio's string match in authorization: exact, ``prefix*``, ``*suffix`` or ``*``.
+    An absent value (a plaintext peer's principal and namespace) matches nothing, not even
+    ``*``, which Istio turns into a presence match."""
+    if not value:
+        return False
     for p in patterns:
         if p == "*" or p == value:
             return True
@@ -647,6 +652,8 @@ class PolicySet:
     rate_limits: tuple[LocalRateLimit, ...] = ()
     traefik: Mapping[str, TraefikServiceConfig] = field(default_factory=dict)
     acl: tuple[AclRule, ...] | None = None
+    # Istio's PeerAuthentications, oldest first (read by the sidecar and ambient meshes).
+    peer_authentication: tuple[PeerAuthentication, ...] = ()
 
     @property
     def empty(self) -> bool:
@@ -654,6 +661,7 @@ class PolicySet:
             self.routes
             or self.clusters
             or self.authorization
+            or self.peer_authentication
             or self.rate_limits
             or self.traefik
             or self.acl is not None
@@ -758,6 +766,7 @@ def compile_policies(policies: Sequence[Any], graph: CallGraphSpec) -> PolicySet
         rate_limits=tuple(p for p in policies if isinstance(p, LocalRateLimit)),
         traefik=traefik,
         acl=acl,
+        peer_authentication=tuple(p for p in policies if isinstance(p, PeerAuthentication)),
     )
 
 

@@ -30,7 +30,7 @@ from .cluster import ClusterSpec, NodeSpec, cluster_graph, flat_cluster, multi_z
 from .errors import TopologyError
 from .io import load_topology, save_topology, topology_from_dict
 from .placement import Placement, PlacementSpec, Pod, place
-from .spec import TopologySpec
+from .spec import NamespaceSpec, TopologySpec
 from .visits import expected_visits
 
 __all__ = [
@@ -41,6 +41,7 @@ __all__ = [
     "HttpMethod",
     "HttpPath",
     "MisbehaviourSpec",
+    "NamespaceSpec",
     "NodeSpec",
     "Placement",
     "PlacementSpec",
