@@ -16,7 +16,7 @@ from collections.abc import Callable, Generator
 from typing import Annotated, Any, Literal
 
 import simpy
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from models.connections import ConnectionPool, ConnectionPoolSpec, PoolLimits
 from models.filters import FilterSpec, Listener
@@ -35,9 +35,9 @@ from models.scoping import ConfigIndex, Scoping, known_config
 from models.world import Node, World
 from sim.distributions import DistributionSpec, UniformDist
 from sim.network import NetworkPort
-from sim.units import Duration, Size
+from sim.units import Cpu, Duration, Size
 
-__all__ = ["ProxySpec", "MemorySpec", "TlsSpec", "Proxy"]
+__all__ = ["ProxySpec", "MemorySpec", "TlsSpec", "ResourcesSpec", "ResourceListSpec", "Proxy"]
 
 
 class MemorySpec(BaseModel):
@@ -61,6 +61,53 @@ class MemorySpec(BaseModel):
             + self.per_endpoint_bytes * endpoints
             + self.per_connection_bytes * connections
         )
+
+
+class ResourceListSpec(BaseModel):
+    """Quantities of a container's resources, in Kubernetes' words.
+
+    Attributes:
+        cpu: cores (``0.5``, ``"500m"``); None for none.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    cpu: Cpu | None = None
+
+
+class ResourcesSpec(BaseModel):
+    """A container's resource requests and limits (Kubernetes ``resources``; Istio's
+    ``global.proxy.resources`` and the ``sidecar.istio.io/proxyCPU*`` annotations).
+
+    ``limits.cpu`` is enforced as the kubelet does, by a CFS quota of ``limit * period`` per
+    period of the node's ``cfs_period`` (see :class:`sim.servers.SharedServer`): a proxy at
+    its limit is throttled until the next period. A limit of at least ``concurrency`` cores
+    cannot bind (its workers cannot use more) and costs nothing.
+
+    ``requests.cpu`` is what the scheduler reserves; it is validated against the limit but
+    does not weight the sharing of a node's cores (processor sharing is equal per runnable
+    thread, not weighted by ``cpu.shares``).
+
+    Attributes:
+        requests: what the container asks for.
+        limits: what it may use at most.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    requests: ResourceListSpec = ResourceListSpec()
+    limits: ResourceListSpec = ResourceListSpec()
+
+    @model_validator(mode="after")
+    def _requests_within_limits(self) -> ResourcesSpec:
+        request, limit = self.requests.cpu, self.limits.cpu
+        if limit is not None and limit <= 0:
+            raise ValueError(f"limits.cpu must be > 0, got {limit}")
+        if request is not None and limit is not None and request > limit:
+            raise ValueError(
+                f"requests.cpu ({request}) must be less than or equal to limits.cpu ({limit})"
+            )
+        return self
 
 
 class TlsSpec(BaseModel):
@@ -93,6 +140,7 @@ class ProxySpec(BaseModel):
         memory: the memory model.
         layer: ``l4`` for a proxy that never parses HTTP (ztunnel): every request costs as
             TCP, whatever the application speaks.
+        resources: its container's CPU requests and limits (a limit is a CFS quota).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -105,6 +153,7 @@ class ProxySpec(BaseModel):
     tls: TlsSpec = TlsSpec()
     memory: MemorySpec = MemorySpec()
     layer: Literal["l4", "l7"] = "l7"
+    resources: ResourcesSpec = ResourcesSpec()
 
 
 class Proxy:
@@ -141,7 +190,9 @@ class Proxy:
         self.spec = spec
         # Node-level proxies are named after their node already (``node-1.ztunnel``).
         self.scope = name if name.startswith(f"{node.name}.") else f"{node.name}.{name}"
-        self.cpu = world.cpu_server(spec.concurrency, self.scope, kind, node)
+        self.cpu = world.cpu_server(
+            spec.concurrency, self.scope, kind, node, spec.resources.limits.cpu
+        )
         # An L4 proxy costs every request as TCP ("" for an L7 proxy: the request's protocol).
         self.l4 = "tcp" if spec.layer == "l4" else ""
         if listeners is None:
