@@ -7,8 +7,20 @@
   ``max_concurrent_streams`` each; a new connection opens only when all are full.
 
 Opening a connection costs what the ``opener`` does (a TCP round trip and, with mTLS, a TLS
-handshake); the pool only decides when. Connections are kept alive after use unless
-``max_requests_per_connection`` says otherwise.
+handshake); the pool only decides when. A handshake may fail (the opener returns False: a
+certificate had expired at the TLS handshake): the requests waiting for that connection get
+None and fail as a connect failure; an established connection is never checked again, so it
+outlives its certificates (Envoy verifies the peer at the handshake only:
+``source/common/tls/cert_validator/default_validator.cc``, called from the SSL handshaker).
+
+Connections are kept alive after use unless ``max_requests_per_connection`` says otherwise,
+and closed after ``idle_timeout`` without a request on them (Envoy's
+``HttpProtocolOptions.idle_timeout``, Istio's ``connectionPool.http.idleTimeout``, default
+1 h): the codec client arms an idle timer when its last active request ends and disarms it
+when a new stream starts (``source/common/http/codec_client.cc``, ``CodecClient::
+deleteRequest``, ``newStream``, ``onIdleTimeout``). One timer per pool (the reaper) covers
+every idle connection of the pool: it is set for the earliest deadline, so a busy pool with a
+1 h timeout costs one check per request and no event.
 """
 
 from __future__ import annotations
@@ -20,7 +32,8 @@ from typing import Annotated, Any
 import simpy
 from pydantic import BaseModel, ConfigDict, Field
 
-from sim.engine import drive
+from sim.engine import drive, schedule_at
+from sim.units import Duration
 
 __all__ = ["ConnectionPoolSpec", "ConnectionPool", "Connection", "PoolLimits"]
 
@@ -36,6 +49,8 @@ class ConnectionPoolSpec(BaseModel):
         max_requests_per_connection: ``http.maxRequestsPerConnection`` (0 = unlimited,
             1 = no keep-alive).
         max_concurrent_streams: HTTP/2 streams per connection.
+        idle_timeout: ``http.idleTimeout``: a connection with no request on it for this
+            long is closed (seconds; ``0`` = never). Envoy's default: 1 h.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -44,6 +59,7 @@ class ConnectionPoolSpec(BaseModel):
     max_pending_requests: Annotated[int, Field(ge=0)] = UNLIMITED
     max_requests_per_connection: Annotated[int, Field(ge=0)] = 0
     max_concurrent_streams: Annotated[int, Field(ge=1)] = 2**31 - 1
+    idle_timeout: Duration = 3600.0
 
 
 class PoolLimits:
@@ -68,15 +84,17 @@ class PoolLimits:
 
 
 class Connection:
-    """One open connection: its active streams, the requests it has carried, and whether
-    its handshake is done (``ready``: None once it is, else the event that fires then)."""
+    """One open connection: its active streams, the requests it has carried, whether its
+    handshake is done (``ready``: None once it is, else the event that fires then), and since
+    when it has had no request on it (``idle_since``, seconds)."""
 
-    __slots__ = ("active", "served", "ready")
+    __slots__ = ("active", "served", "ready", "idle_since")
 
     def __init__(self, env: simpy.Environment) -> None:
         self.active = 0
         self.served = 0
         self.ready: simpy.Event | None = env.event()
+        self.idle_since = 0.0
 
 
 class ConnectionPool:
@@ -87,7 +105,8 @@ class ConnectionPool:
         spec: the pool's limits.
         multiplexed: HTTP/2 semantics (streams) instead of HTTP/1.1 (one at a time).
         opener: a generator function that models opening a connection (handshakes); it gets
-            the trace of the request that waits for it.
+            the trace of the request that waits for it, and returns False when the handshake
+            failed.
         on_change: called with +1/-1 as connections open and close (memory).
         limits: limits shared with other pools (an Envoy cluster's); None: the pool's own,
             from ``spec``.
@@ -98,7 +117,7 @@ class ConnectionPool:
         env: simpy.Environment,
         spec: ConnectionPoolSpec,
         multiplexed: bool,
-        opener: Callable[[list | None], Generator[simpy.Event, Any, None]],
+        opener: Callable[[list | None], Generator[simpy.Event, Any, bool]],
         on_change: Callable[[int], None],
         limits: PoolLimits | None = None,
     ) -> None:
@@ -115,6 +134,10 @@ class ConnectionPool:
         self._pending: deque[simpy.Event] = deque()
         self.opened = 0
         self.overflows = 0
+        self.idle_closed = 0  # connections closed by the idle timeout
+        self.failed = 0  # handshakes that failed
+        self._idle_timeout = spec.idle_timeout
+        self._reaper_at = -1.0  # when the idle reaper fires next (< 0: not set)
 
     @property
     def size(self) -> int:
@@ -156,7 +179,7 @@ class ConnectionPool:
             conn = self._reserve()
             ready = conn.ready
             assert ready is not None
-            drive(self.env, self._opener(trace), lambda _: self._ready(conn))
+            drive(self.env, self._opener(trace), lambda ok: self._opened(conn, ok))
             return ready
         if limits.pending >= limits.max_pending:
             self.overflows += 1
@@ -196,11 +219,38 @@ class ConnectionPool:
         self._on_change(1)
         return conn
 
+    def _opened(self, conn: Connection, ok: bool | None) -> None:
+        """The opener is done: the connection is ready, or (``ok`` False) its handshake
+        failed and whoever waits for it gets None."""
+        if ok is False:
+            self._failed(conn)
+        else:
+            self._ready(conn)
+
     def _ready(self, conn: Connection) -> None:
         """The handshake is done: whoever waits for the connection gets it."""
         ready, conn.ready = conn.ready, None
         assert ready is not None
         ready.succeed(conn)
+
+    def _failed(self, conn: Connection, waiters: list[simpy.Event] | None = None) -> None:
+        """The handshake of ``conn`` failed: it is gone; the requests on it get None, and
+        so do the pending ones when no connection is left to serve them (Envoy fails a
+        pool's pending streams on a connect failure: ``ConnPoolImplBase::
+        onConnectionEvent``, ``purgePendingStreams``)."""
+        self.failed += 1
+        self._open.remove(conn)
+        self.limits.connections -= 1
+        self._on_change(-1)
+        ready, conn.ready = conn.ready, None
+        assert ready is not None
+        ready.succeed(None)
+        for waiter in waiters or ():
+            waiter.succeed(None)
+        if not self._open:
+            while self._pending:
+                self.limits.pending -= 1
+                self._pending.popleft().succeed(None)
 
     def release(self, conn: Connection) -> None:
         """The request on ``conn`` is done: hand the connection on, keep it, or close it."""
@@ -221,6 +271,46 @@ class ConnectionPool:
         conn.active -= 1
         if not self.multiplexed:
             self._idle.append(conn)
+        elif conn.active:
+            return
+        # No request on it now: the idle timer runs (one reaper per pool, see the module).
+        if self._idle_timeout:
+            now = self.env.now
+            conn.idle_since = now
+            if self._reaper_at < 0.0:
+                self._set_reaper(now + self._idle_timeout)
+
+    def _set_reaper(self, when: float) -> None:
+        self._reaper_at = when
+        event = simpy.Event(self.env)
+        event._ok = True
+        event._value = None
+        event.callbacks.append(self._reap)  # type: ignore[union-attr]
+        schedule_at(self.env, when, event)
+
+    def _idle_now(self) -> list[Connection]:
+        """The connections with no request on them (and ready)."""
+        if not self.multiplexed:
+            return list(self._idle)
+        return [conn for conn in self._open if conn.active == 0 and conn.ready is None]
+
+    def _reap(self, _event: Any) -> None:
+        """Close every connection idle for ``idle_timeout``; wait for the next deadline."""
+        now = self.env.now
+        timeout = self._idle_timeout
+        self._reaper_at = -1.0
+        nxt = -1.0
+        for conn in self._idle_now():
+            deadline = conn.idle_since + timeout
+            if deadline <= now:
+                if not self.multiplexed:
+                    self._idle.remove(conn)
+                self.idle_closed += 1
+                self._close(conn)
+            elif nxt < 0.0 or deadline < nxt:
+                nxt = deadline
+        if nxt >= 0.0:
+            self._set_reaper(nxt)
 
     def _close(self, conn: Connection) -> None:
         """Close ``conn`` (no stream left on it); waiters take the freed slot on a new
@@ -243,9 +333,12 @@ class ConnectionPool:
             waiters.append(self._pending.popleft())
         self.limits.pending -= len(waiters)
         conn.active = len(waiters)
-        drive(self.env, self._opener(None), lambda _: self._hand_over(conn, waiters))
+        drive(self.env, self._opener(None), lambda ok: self._hand_over(conn, waiters, ok))
 
-    def _hand_over(self, conn: Connection, waiters: list[simpy.Event]) -> None:
+    def _hand_over(self, conn: Connection, waiters: list[simpy.Event], ok: bool | None) -> None:
+        if ok is False:
+            self._failed(conn, waiters)
+            return
         self._ready(conn)
         for waiter in waiters:
             waiter.succeed(conn)

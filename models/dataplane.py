@@ -445,30 +445,49 @@ class ProxiedMesh(Mesh):
             return found
         peer_node = peer.node
 
-        def opener(trace: list | None) -> Generator[simpy.Event, Any, None]:
-            yield from self._handshake(proxy, target, peer_node, hop.mtls, trace)
+        def opener(trace: list | None) -> Generator[simpy.Event, Any, bool]:
+            return (yield from self._handshake(proxy, target, peer_node, hop.mtls, trace))
 
         return proxy.pool(key, multiplexed, opener, target, limits)
 
     def _handshake(
         self, proxy: Proxy, peer: Proxy | None, peer_node: Any, mtls: bool, trace: list | None
-    ) -> Generator[simpy.Event, Any, None]:
-        """Open a connection: a TCP round trip, then with mTLS the TLS handshake."""
+    ) -> Generator[simpy.Event, Any, bool]:
+        """Open a connection: a TCP round trip, then with mTLS the TLS handshake, full or
+        resumed (``TlsSpec.session_resumption``). Return False when the TLS handshake fails:
+        a certificate, the proxy's or its peer's, has expired by its end (certificates are
+        checked here, once per connection, not per request)."""
         env = self.env
         link = self.world.link(proxy.node, peer_node)
         start = env.now
         yield env.timeout(proxy.net.rtt(link))
         self.world.sink(proxy.scope, "tcp_handshake").add(start, env.now, True, trace)
         if not mtls:
-            return
+            return True
         tls = proxy.spec.tls
         start = env.now
-        yield from proxy.cpu.execute(tls.client_cpu)
-        for _ in range(tls.round_trips):
-            yield env.timeout(proxy.net.rtt(link))
-        if peer is not None:
-            yield from peer.cpu.execute(peer.spec.tls.server_cpu)
-        self.world.sink(proxy.scope, "tls_handshake").add(start, env.now, True, trace)
+        resumed = False
+        if tls.session_resumption and peer is not None:
+            since = proxy.tls_sessions.get(peer.name)
+            resumed = since is not None and start - since < tls.session_timeout
+        if resumed:
+            yield from proxy.cpu.execute(tls.resumed_client_cpu)
+            for _ in range(tls.resumed_round_trips):
+                yield env.timeout(proxy.net.rtt(link))
+            if peer is not None:
+                yield from peer.cpu.execute(peer.spec.tls.resumed_server_cpu)
+        else:
+            yield from proxy.cpu.execute(tls.client_cpu)
+            for _ in range(tls.round_trips):
+                yield env.timeout(proxy.net.rtt(link))
+            if peer is not None:
+                yield from peer.cpu.execute(peer.spec.tls.server_cpu)
+        now = env.now
+        ok = proxy.cert_expires_s > now and (peer is None or peer.cert_expires_s > now)
+        if ok and tls.session_resumption and peer is not None and not resumed:
+            proxy.tls_sessions[peer.name] = now
+        self.world.sink(proxy.scope, "tls_handshake").add(start, now, ok, trace)
+        return ok
 
     def reset_stats(self) -> None:
         for proxy in self.proxies():
@@ -936,17 +955,14 @@ class Exchange(Task):
         self._certified()
 
     def _certified(self) -> None:
-        """mTLS needs every proxy's certificate: wait for a first one, fail on an expired one."""
-        now = self.env._now  # type: ignore[attr-defined]
+        """mTLS needs every proxy's certificate: wait for a first one. An expired one fails
+        the TLS handshake of a new connection (``_handshake``), not a request on an
+        established one (``_connected``)."""
         for hop in self.hops:
             if hop.mtls:
                 proxy = hop.proxy
                 if proxy.cert_ready is not None:  # not ready yet: traffic waits
                     self.wait_for(proxy.cert_ready)
-                    return
-                if proxy.cert_expires_s <= now:
-                    self.mesh.count("tls_failures")
-                    self._outcome("connect_failure", 0, self.mesh.refused)
                     return
         self._hold()
 
@@ -985,6 +1001,13 @@ class Exchange(Task):
     def _connected(self) -> None:
         assert self.held is not None
         i, pool, _ = self.held[-1]
+        if self._value is None:  # its TLS handshake failed: a certificate had expired
+            self.held.pop()
+            if self.owner is not None and self.abandoned:
+                return
+            self.mesh.count("tls_failures")
+            self._outcome("connect_failure", 0, self.mesh.refused)
+            return
         if self.owner is not None and self.abandoned:  # given up while it waited
             self.held.pop()
             pool.release(self._value)  # a connection, as the pool hands it over

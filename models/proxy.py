@@ -113,10 +113,29 @@ class ResourcesSpec(BaseModel):
 class TlsSpec(BaseModel):
     """The TLS handshake of a new mTLS connection.
 
+    Certificates are checked at the handshake only: an established connection outlives its
+    certificates, and an expired one shows when a connection is opened (renewed after an
+    idle timeout, a request limit or a reset).
+
+    With ``session_resumption``, a proxy that completed a full handshake with a peer less
+    than ``session_timeout`` ago resumes the session (a TLS 1.3 PSK handshake, or a TLS 1.2
+    session ticket): no certificate is signed or sent, so it costs ``resumed_*`` instead.
+    Envoy's upstream TLS context caches one session per cluster by default
+    (``UpstreamTlsContext.max_session_keys``, default 1) and its downstream context accepts
+    stateless tickets unless ``disable_stateless_session_resumption``; BoringSSL's default
+    session lifetime is 2 h (``SSL_DEFAULT_SESSION_TIMEOUT`` in ``include/openssl/ssl.h``).
+    Assumption: a resumed handshake still fails when either side's current certificate has
+    expired (RFC 8446 section 4.6.1 asks that a session's lifetime take the peer
+    certificate's into account).
+
     Attributes:
         client_cpu: CPU of the side that opens the connection (seconds).
         server_cpu: CPU of the side that accepts it (seconds).
         round_trips: network round trips of the handshake (1 for TLS 1.3).
+        session_resumption: whether a proxy resumes its last session with a peer.
+        resumed_client_cpu / resumed_server_cpu: CPU of a resumed handshake (seconds).
+        resumed_round_trips: its round trips.
+        session_timeout: how long a session may be resumed after its full handshake.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -124,6 +143,11 @@ class TlsSpec(BaseModel):
     client_cpu: Duration = 0.0
     server_cpu: Duration = 0.0
     round_trips: Annotated[int, Field(ge=0)] = 1
+    session_resumption: bool = False
+    resumed_client_cpu: Duration = 0.0
+    resumed_server_cpu: Duration = 0.0
+    resumed_round_trips: Annotated[int, Field(ge=0)] = 1
+    session_timeout: Duration = 7200.0
 
 
 class ProxySpec(BaseModel):
@@ -226,6 +250,8 @@ class Proxy:
         self.retired = False  # its pod is gone
         self.down = False  # crashed (a proxy_crash fault): connections to it are refused
         self.pools: dict[tuple[str, bool], ConnectionPool] = {}
+        # TLS sessions it may resume, per peer proxy name: when their full handshake was.
+        self.tls_sessions: dict[str, float] = {}
         self.connections = 0
         self.peak_connections = 0
         self.requests = 0
@@ -365,7 +391,7 @@ class Proxy:
         self,
         key: tuple[str, bool],
         multiplexed: bool,
-        opener: Callable[[list | None], Generator[simpy.Event, Any, None]],
+        opener: Callable[[list | None], Generator[simpy.Event, Any, bool]],
         peer: Proxy | None,
         limits: PoolLimits | None = None,
     ) -> ConnectionPool:
