@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Generator
-from typing import Annotated, Any
+from typing import Annotated, Any, Protocol
 
 import simpy
 from pydantic import BaseModel, ConfigDict, Field
@@ -35,7 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sim.engine import drive, schedule_at
 from sim.units import Duration
 
-__all__ = ["ConnectionPoolSpec", "ConnectionPool", "Connection", "PoolLimits"]
+__all__ = ["Acceptor", "ConnectionPoolSpec", "ConnectionPool", "Connection", "PoolLimits"]
 
 UNLIMITED = 2**32 - 1
 
@@ -88,13 +88,28 @@ class Connection:
     handshake is done (``ready``: None once it is, else the event that fires then), and since
     when it has had no request on it (``idle_since``, seconds)."""
 
-    __slots__ = ("active", "served", "ready", "idle_since")
+    __slots__ = ("active", "served", "ready", "idle_since", "worker")
 
-    def __init__(self, env: simpy.Environment) -> None:
+    def __init__(self, env: simpy.Environment, worker: int = -1) -> None:
         self.active = 0
         self.served = 0
         self.ready: simpy.Event | None = env.event()
         self.idle_since = 0.0
+        # The peer's worker that accepted it and runs every request on it (-1: the peer's
+        # workers are not pinned).
+        self.worker = worker
+
+
+class Acceptor(Protocol):
+    """The side that accepts connections: which of its workers takes a new one."""
+
+    def accept(self) -> int:
+        """The worker that accepts a new connection."""
+        ...
+
+    def closed(self, worker: int) -> None:
+        """A connection that ``worker`` accepted is closed."""
+        ...
 
 
 class ConnectionPool:
@@ -105,11 +120,12 @@ class ConnectionPool:
         spec: the pool's limits.
         multiplexed: HTTP/2 semantics (streams) instead of HTTP/1.1 (one at a time).
         opener: a generator function that models opening a connection (handshakes); it gets
-            the trace of the request that waits for it, and returns False when the handshake
-            failed.
+            the trace of the request that waits for it and the connection, and returns False
+            when the handshake failed.
         on_change: called with +1/-1 as connections open and close (memory).
         limits: limits shared with other pools (an Envoy cluster's); None: the pool's own,
             from ``spec``.
+        acceptor: the peer whose pinned workers accept the connections (None: no pinning).
     """
 
     def __init__(
@@ -117,9 +133,10 @@ class ConnectionPool:
         env: simpy.Environment,
         spec: ConnectionPoolSpec,
         multiplexed: bool,
-        opener: Callable[[list | None], Generator[simpy.Event, Any, bool]],
+        opener: Callable[[list | None, Connection], Generator[simpy.Event, Any, bool]],
         on_change: Callable[[int], None],
         limits: PoolLimits | None = None,
+        acceptor: Acceptor | None = None,
     ) -> None:
         self.env = env
         self.spec = spec
@@ -129,6 +146,7 @@ class ConnectionPool:
         self.multiplexed = multiplexed
         self._opener = opener
         self._on_change = on_change
+        self._acceptor = acceptor
         self._idle: list[Connection] = []
         self._open: list[Connection] = []
         self._pending: deque[simpy.Event] = deque()
@@ -179,7 +197,7 @@ class ConnectionPool:
             conn = self._reserve()
             ready = conn.ready
             assert ready is not None
-            drive(self.env, self._opener(trace), lambda ok: self._opened(conn, ok))
+            drive(self.env, self._opener(trace, conn), lambda ok: self._opened(conn, ok))
             return ready
         if limits.pending >= limits.max_pending:
             self.overflows += 1
@@ -211,7 +229,8 @@ class ConnectionPool:
 
     def _reserve(self) -> Connection:
         """A new connection, counted at once (so nobody else opens past the limit)."""
-        conn = Connection(self.env)
+        acceptor = self._acceptor
+        conn = Connection(self.env, acceptor.accept() if acceptor is not None else -1)
         conn.active = 1
         self._open.append(conn)
         self.limits.connections += 1
@@ -242,6 +261,8 @@ class ConnectionPool:
         self._open.remove(conn)
         self.limits.connections -= 1
         self._on_change(-1)
+        if self._acceptor is not None:
+            self._acceptor.closed(conn.worker)
         ready, conn.ready = conn.ready, None
         assert ready is not None
         ready.succeed(None)
@@ -319,6 +340,8 @@ class ConnectionPool:
         self._open.remove(conn)
         self.limits.connections -= 1
         self._on_change(-1)
+        if self._acceptor is not None:
+            self._acceptor.closed(conn.worker)
         if not self._pending:
             return
         conn = self._reserve()
@@ -333,7 +356,7 @@ class ConnectionPool:
             waiters.append(self._pending.popleft())
         self.limits.pending -= len(waiters)
         conn.active = len(waiters)
-        drive(self.env, self._opener(None), lambda ok: self._hand_over(conn, waiters, ok))
+        drive(self.env, self._opener(None, conn), lambda ok: self._hand_over(conn, waiters, ok))
 
     def _hand_over(self, conn: Connection, waiters: list[simpy.Event], ok: bool | None) -> None:
         if ok is False:

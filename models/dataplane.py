@@ -214,6 +214,13 @@ class DataPlaneStats:
         return dict(self.__dict__)
 
 
+def _execute(proxy: Proxy, worker: int, work_s: float) -> Generator[simpy.Event, Any, float]:
+    """Run ``work_s`` on ``proxy``'s worker ``worker`` (pinned workers), or its first free."""
+    if proxy.pinned:
+        return (yield from proxy.cpu.execute_on(worker, work_s))  # type: ignore[attr-defined]
+    return (yield from proxy.cpu.execute(work_s))
+
+
 class ProxiedMesh(Mesh):
     """Base of the architectures with proxies; subclasses implement :meth:`first_hops`,
     :meth:`tail_hops` and :meth:`make_proxies`.
@@ -425,11 +432,13 @@ class ProxiedMesh(Mesh):
         dst: PodBase | None,
         request: Request,
         cluster: Cluster | None = None,
+        worker: int = -1,
     ) -> ConnectionPool:
         """The pool of ``hop``'s proxy towards the next hop, or the app ``dst`` when no proxy
         follows. Once per pooled hop of every request: the lookup comes first, the pool is
         made only the first time. A cluster with connection-pool limits has pools of its own,
-        which share its limits (Envoy's circuit breakers count per cluster)."""
+        which share its limits (Envoy's circuit breakers count per cluster). A proxy with
+        pinned workers has pools per worker (``worker``: the one the request is on)."""
         proxy = hop.proxy
         multiplexed = hop.multiplexed or request.protocol in ("http2", "grpc")
         peer = target if target is not None else dst
@@ -440,23 +449,37 @@ class ProxiedMesh(Mesh):
             if limits is None
             else (peer.name, multiplexed, cluster.host, cluster.subset)  # type: ignore[union-attr]
         )
+        if proxy.pinned:
+            key = (*key, worker)
         found = proxy.pools.get(key)
         if found is not None:
             return found
         peer_node = peer.node
 
-        def opener(trace: list | None) -> Generator[simpy.Event, Any, bool]:
-            return (yield from self._handshake(proxy, target, peer_node, hop.mtls, trace))
+        def opener(trace: list | None, conn: Connection) -> Generator[simpy.Event, Any, bool]:
+            return (
+                yield from self._handshake(
+                    proxy, target, peer_node, hop.mtls, trace, worker, conn.worker
+                )
+            )
 
         return proxy.pool(key, multiplexed, opener, target, limits)
 
     def _handshake(
-        self, proxy: Proxy, peer: Proxy | None, peer_node: Any, mtls: bool, trace: list | None
+        self,
+        proxy: Proxy,
+        peer: Proxy | None,
+        peer_node: Any,
+        mtls: bool,
+        trace: list | None,
+        worker: int = -1,
+        peer_worker: int = -1,
     ) -> Generator[simpy.Event, Any, bool]:
         """Open a connection: a TCP round trip, then with mTLS the TLS handshake, full or
         resumed (``TlsSpec.session_resumption``). Return False when the TLS handshake fails:
         a certificate, the proxy's or its peer's, has expired by its end (certificates are
-        checked here, once per connection, not per request)."""
+        checked here, once per connection, not per request). Its CPU runs on the opening
+        proxy's ``worker`` and the peer's accepting ``peer_worker`` when they are pinned."""
         env = self.env
         link = self.world.link(proxy.node, peer_node)
         start = env.now
@@ -471,17 +494,16 @@ class ProxiedMesh(Mesh):
             since = proxy.tls_sessions.get(peer.name)
             resumed = since is not None and start - since < tls.session_timeout
         if resumed:
-            yield from proxy.cpu.execute(tls.resumed_client_cpu)
-            for _ in range(tls.resumed_round_trips):
-                yield env.timeout(proxy.net.rtt(link))
-            if peer is not None:
-                yield from peer.cpu.execute(peer.spec.tls.resumed_server_cpu)
+            client_cpu, rounds = tls.resumed_client_cpu, tls.resumed_round_trips
         else:
-            yield from proxy.cpu.execute(tls.client_cpu)
-            for _ in range(tls.round_trips):
-                yield env.timeout(proxy.net.rtt(link))
-            if peer is not None:
-                yield from peer.cpu.execute(peer.spec.tls.server_cpu)
+            client_cpu, rounds = tls.client_cpu, tls.round_trips
+        yield from _execute(proxy, worker, client_cpu)
+        for _ in range(rounds):
+            yield env.timeout(proxy.net.rtt(link))
+        if peer is not None:
+            peer_tls = peer.spec.tls
+            server_cpu = peer_tls.resumed_server_cpu if resumed else peer_tls.server_cpu
+            yield from _execute(peer, peer_worker, server_cpu)
         now = env.now
         ok = proxy.cert_expires_s > now and (peer is None or peer.cert_expires_s > now)
         if ok and tls.session_resumption and peer is not None and not resumed:
@@ -639,7 +661,11 @@ class Exchange(Task):
         cost = hop.costs[request.protocol]
         self.i = i
         self._next = self._at_hop
-        proxy.cpu.visit(self, reached + io, cost.request_base + cost.request_per_byte * size)
+        work = cost.request_base + cost.request_per_byte * size
+        if proxy.pinned:
+            proxy.cpu.visit_on(self._worker(i), self, reached + io, work)  # type: ignore[attr-defined]
+        else:
+            proxy.cpu.visit(self, reached + io, work)
 
     def _at_hop(self) -> None:
         res = self.res
@@ -872,7 +898,8 @@ class Exchange(Task):
         if not hop.pooled:
             return False
         target = tail[0].proxy if tail else None
-        pool = self.mesh.pool(hop, target, dst, self.request, self.cluster)
+        worker = self._worker(self.picker) if hop.proxy.pinned else -1
+        pool = self.mesh.pool(hop, target, dst, self.request, self.cluster, worker)
         return pool.has_free()
 
     def _no_try(self, response: Response) -> None:
@@ -978,7 +1005,8 @@ class Exchange(Task):
         target = self.hops[i + 1].proxy if i + 1 < len(self.hops) else None
         # The picking hop's pool is the cluster's (its limits are the cluster's).
         cluster = self.cluster if i == self.picker else None
-        pool = self.mesh.pool(hop, target, self.dst, self.request, cluster)
+        worker = self._worker(i) if hop.proxy.pinned else -1
+        pool = self.mesh.pool(hop, target, self.dst, self.request, cluster, worker)
         got = pool.acquire(self.request.trace)
         if got is None:  # the pool overflowed: this proxy answers
             if i == self.picker:
@@ -1312,6 +1340,18 @@ class Exchange(Task):
                 held.pop()
                 pool.reset(conn)
 
+    def _worker(self, i: int) -> int:
+        """The worker of hop ``i``'s proxy that the request is on (pinned workers): the one
+        that accepted the connection it came on, held by hop ``i - 1`` (by the exchange when
+        this is a try at the picking hop); -1 when it came on no pooled connection (from
+        the app: its own connections to its proxy are not modelled)."""
+        for held in (self.held, self.owner.held if self.owner is not None else None):
+            if held:
+                last = held[-1]
+                if last[0] == i - 1 and last[2] is not None:
+                    return last[2].worker
+        return -1
+
     def _respond(self, arrival: float) -> None:
         i = self.i
         held = self.held
@@ -1324,7 +1364,10 @@ class Exchange(Task):
         assert self.response is not None
         work = cost.response_base + cost.response_per_byte * self.response.size_bytes
         self._next = self._responded
-        proxy.cpu.visit(self, arrival, work)
+        if proxy.pinned:
+            proxy.cpu.visit_on(self._worker(i), self, arrival, work)  # type: ignore[attr-defined]
+        else:
+            proxy.cpu.visit(self, arrival, work)
 
     def _responded(self) -> None:
         res = self.res
@@ -1350,7 +1393,10 @@ class Exchange(Task):
         cost = hop.costs[request.protocol]
         after = cost.after_base + cost.after_per_byte * response.size_bytes
         if after > 0.0:
-            proxy.cpu.charge(after)
+            if proxy.pinned:
+                proxy.cpu.charge_on(self._worker(i), after)  # type: ignore[attr-defined]
+            else:
+                proxy.cpu.charge(after)
         if hop.telemetry is not None:
             hop.telemetry.report(proxy, request, response)
         self.here = proxy

@@ -18,7 +18,7 @@ from typing import Annotated, Any, Literal
 import simpy
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from models.connections import ConnectionPool, ConnectionPoolSpec, PoolLimits
+from models.connections import Connection, ConnectionPool, ConnectionPoolSpec, PoolLimits
 from models.filters import FilterSpec, Listener
 from models.loadbalancer import LbPolicy
 from models.router import PLAIN, Router
@@ -165,6 +165,17 @@ class ProxySpec(BaseModel):
         layer: ``l4`` for a proxy that never parses HTTP (ztunnel): every request costs as
             TCP, whatever the application speaks.
         resources: its container's CPU requests and limits (a limit is a CFS quota).
+        connection_balance: how its workers share connections. ``shared``: any worker takes
+            any work (a pool of interchangeable threads; not how Envoy works). ``kernel``:
+            Envoy's default: a connection is pinned to the worker that accepted it for its
+            life, the kernel spreads accepted connections over the workers (each worker has
+            its own listen socket with ``SO_REUSEPORT``; the kernel hashes a connection's
+            4-tuple: a uniform draw here), and each worker has its own upstream pools, so
+            one HTTP/2 connection puts all its streams on one worker. ``exact``: pinned, and
+            a new connection goes to the worker with the fewest (Envoy's listener
+            ``connection_balance_config: exact_balance``, ``ExactConnectionBalancerImpl``
+            in ``source/server/connection_handler_impl.cc`` / ``source/common/network/
+            connection_balancer_impl.cc``).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -178,6 +189,24 @@ class ProxySpec(BaseModel):
     memory: MemorySpec = MemorySpec()
     layer: Literal["l4", "l7"] = "l7"
     resources: ResourcesSpec = ResourcesSpec()
+    connection_balance: Literal["shared", "kernel", "exact"] = "shared"
+
+    @model_validator(mode="after")
+    def _pinned_workers_without_a_binding_limit(self) -> ProxySpec:
+        limit = self.resources.limits.cpu
+        if (
+            self.connection_balance != "shared"
+            and self.concurrency > 1
+            and limit is not None
+            and limit < self.concurrency
+        ):
+            raise ValueError(
+                f"connection_balance {self.connection_balance!r} (pinned workers) with "
+                f"resources.limits.cpu {limit:g} below concurrency {self.concurrency} is not "
+                "modelled (one CFS quota for all the workers); use 'shared' or a limit of at "
+                "least the concurrency"
+            )
+        return self
 
 
 class Proxy:
@@ -214,9 +243,15 @@ class Proxy:
         self.spec = spec
         # Node-level proxies are named after their node already (``node-1.ztunnel``).
         self.scope = name if name.startswith(f"{node.name}.") else f"{node.name}.{name}"
+        # Pinned workers (Envoy's threading): each runs the connections it accepted, and has
+        # its own upstream pools; ``accepted`` counts each one's open connections.
+        self.pinned = spec.connection_balance != "shared" and spec.concurrency > 1
         self.cpu = world.cpu_server(
-            spec.concurrency, self.scope, kind, node, spec.resources.limits.cpu
+            spec.concurrency, self.scope, kind, node, spec.resources.limits.cpu, self.pinned
         )
+        self.accepted = [0] * spec.concurrency
+        self._exact = spec.connection_balance == "exact"
+        self._spread: Callable[[], float] | None = None
         # An L4 proxy costs every request as TCP ("" for an L7 proxy: the request's protocol).
         self.l4 = "tcp" if spec.layer == "l4" else ""
         if listeners is None:
@@ -249,7 +284,7 @@ class Proxy:
         self.cert_ready: simpy.Event | None = None
         self.retired = False  # its pod is gone
         self.down = False  # crashed (a proxy_crash fault): connections to it are refused
-        self.pools: dict[tuple[str, bool], ConnectionPool] = {}
+        self.pools: dict[tuple, ConnectionPool] = {}
         # TLS sessions it may resume, per peer proxy name: when their full handshake was.
         self.tls_sessions: dict[str, float] = {}
         self.connections = 0
@@ -381,6 +416,26 @@ class Proxy:
         if ready is not None:
             ready.succeed()
 
+    def accept(self) -> int:
+        """The worker that accepts a new connection (pinned workers only; see
+        ``ProxySpec.connection_balance``); -1 when its workers are not pinned."""
+        if not self.pinned:
+            return -1
+        accepted = self.accepted
+        if self._exact:
+            worker = accepted.index(min(accepted))
+        else:
+            if self._spread is None:
+                self._spread = self._sampler("accept")
+            worker = int(self._spread() * len(accepted))
+        accepted[worker] += 1
+        return worker
+
+    def closed(self, worker: int) -> None:
+        """A connection that ``worker`` accepted is closed."""
+        if worker >= 0:
+            self.accepted[worker] -= 1
+
     def connection_changed(self, delta: int) -> None:
         """A connection from or to this proxy opened (+1) or closed (-1)."""
         self.connections += delta
@@ -389,14 +444,16 @@ class Proxy:
 
     def pool(
         self,
-        key: tuple[str, bool],
+        key: tuple,
         multiplexed: bool,
-        opener: Callable[[list | None], Generator[simpy.Event, Any, bool]],
+        opener: Callable[[list | None, Connection], Generator[simpy.Event, Any, bool]],
         peer: Proxy | None,
         limits: PoolLimits | None = None,
     ) -> ConnectionPool:
-        """The pool of connections to upstream ``key`` (its name, multiplexed or not, and
-        the cluster when it has limits of its own: ``limits``), made on first use."""
+        """The pool of connections to upstream ``key`` (its name, multiplexed or not, the
+        cluster when it has limits of its own: ``limits``, and the worker whose pool it is
+        when the workers are pinned), made on first use. A peer proxy with pinned workers
+        accepts each connection on one of them."""
         found = self.pools.get(key)
         if found is None:
 
@@ -405,8 +462,9 @@ class Proxy:
                 if peer is not None:
                     peer.connection_changed(delta)
 
+            acceptor = peer if peer is not None and peer.pinned else None
             found = self.pools[key] = ConnectionPool(
-                self.env, self.spec.connection_pool, multiplexed, opener, changed, limits
+                self.env, self.spec.connection_pool, multiplexed, opener, changed, limits, acceptor
             )
         return found
 

@@ -23,7 +23,7 @@ from sim.engine import Runner
 from sim.network import LinkClass, NetworkPort, link_class
 from sim.random import RandomStreams
 from sim.recorder import Recorder, SpanSink
-from sim.servers import CpuServer, FifoServer, SharedCores, SharedServer
+from sim.servers import CpuServer, FifoServer, PinnedWorkers, SharedCores, SharedServer
 from sim.stats import LatencyHistogram, WindowedSeries
 from topologies import NodeSpec, TopologySpec, principal
 
@@ -205,6 +205,7 @@ class World:
         kind: str,
         node: Node,
         limit_cores: float | None = None,
+        pinned: bool = False,
     ) -> CpuServer:
         """A CPU server for a component on ``node``; registered for CPU accounting.
 
@@ -219,7 +220,25 @@ class World:
             node: the node it runs on.
             limit_cores: its CPU limit (Kubernetes ``limits.cpu``), enforced by a CFS quota
                 per the node's ``cfs_period``; None for none.
+            pinned: each worker runs its own connections (sim.servers.PinnedWorkers).
         """
+        if pinned and workers > 1:
+            if limit_cores is not None and limit_cores < workers:
+                raise ValueError(
+                    f"{scope}: a CPU limit below its workers ({limit_cores} < {workers}) with "
+                    "pinned workers is not modelled (the quota is shared by all the threads)"
+                )
+            parts = [self._server(1, f"{scope}", kind, node, None) for _ in range(workers)]
+            pinned_server = PinnedWorkers(parts, scope, kind)
+            self.servers.append(pinned_server)
+            return pinned_server
+        server = self._server(workers, scope, kind, node, limit_cores)
+        self.servers.append(server)
+        return server
+
+    def _server(
+        self, workers: int, scope: str, kind: str, node: Node, limit_cores: float | None
+    ) -> CpuServer:
         server: CpuServer
         binds = limit_cores is not None and limit_cores < workers
         if node.cores is not None:
@@ -239,7 +258,6 @@ class World:
             )
         else:
             server = FifoServer(self.env, workers, scope, kind)
-        self.servers.append(server)
         return server
 
     def sink(self, scope: str, kind: str) -> SpanSink:

@@ -46,7 +46,7 @@ from sim.stats import TimeWeighted
 if TYPE_CHECKING:
     from sim.engine import Task
 
-__all__ = ["CpuServer", "FifoServer", "SharedCores", "SharedServer"]
+__all__ = ["CpuServer", "FifoServer", "SharedCores", "SharedServer", "PinnedWorkers"]
 
 
 class CpuServer:
@@ -696,3 +696,92 @@ def _wake_task(job: _Job) -> None:
 
 def _succeed(job: _Job) -> None:
     job.task.succeed(job.server.env.now)
+
+
+class PinnedWorkers(CpuServer):
+    """Workers that each run their own connections, as Envoy's do: a connection accepted by
+    a worker spends its life on it (``source/server/worker_impl.cc``: each worker runs its
+    own dispatcher and listeners; Envoy's threading model), so its requests queue for that
+    worker even when another is idle.
+
+    Each worker is a server of one worker of its own (``parts``). :meth:`visit_on` books on
+    a given worker; :meth:`visit` (work that is on no known connection) takes the worker
+    that is free first, as a shared pool would.
+
+    Args:
+        parts: one single-worker server per worker, all of one class.
+    """
+
+    exact = True
+
+    def __init__(self, parts: list[CpuServer], scope: str, kind: str) -> None:
+        super().__init__(parts[0].env, len(parts), scope, kind)
+        self.parts = parts
+        self.exact = all(part.exact for part in parts)
+
+    def _first_free(self) -> CpuServer:
+        parts = self.parts
+        best = parts[0]
+        best_free = _free_at(best)
+        for part in parts[1:]:
+            free = _free_at(part)
+            if free < best_free:
+                best, best_free = part, free
+        return best
+
+    def visit_on(self, worker: int, task: Task, arrival_s: float, work_s: float) -> None:
+        """``visit`` on worker ``worker`` (< 0: the first free one)."""
+        part = self.parts[worker] if worker >= 0 else self._first_free()
+        part.visit(task, arrival_s, work_s)
+
+    def visit(self, task: Task, arrival_s: float, work_s: float) -> None:
+        self._first_free().visit(task, arrival_s, work_s)
+
+    def execute_on(self, worker: int, work_s: float) -> Generator[simpy.Event, Any, float]:
+        """``execute`` on worker ``worker`` (< 0: the first free one)."""
+        part = self.parts[worker] if worker >= 0 else self._first_free()
+        return (yield from part.execute(work_s))
+
+    def execute(self, work_s: float) -> Generator[simpy.Event, Any, float]:
+        return (yield from self._first_free().execute(work_s))
+
+    def charge_on(self, worker: int, work_s: float) -> None:
+        """``charge`` on worker ``worker`` (< 0: the first free one)."""
+        part = self.parts[worker] if worker >= 0 else self._first_free()
+        part.charge(work_s)
+
+    def charge(self, work_s: float) -> None:
+        self._first_free().charge(work_s)
+
+    @property
+    def visits(self) -> int:  # type: ignore[override]
+        return sum(part.visits for part in self.parts)
+
+    @visits.setter
+    def visits(self, value: int) -> None:
+        pass  # the parts count their own
+
+    @property
+    def cpu_s(self) -> float:
+        return sum(part.cpu_s for part in self.parts)
+
+    def settle(self) -> None:
+        for part in self.parts:
+            part.settle()
+
+    def mean_in_system(self) -> float:
+        return sum(part.mean_in_system() for part in self.parts)
+
+    def reset_stats(self) -> None:
+        for part in self.parts:
+            part.reset_stats()
+
+
+def _free_at(server: CpuServer) -> float:
+    """When a single-worker server is next free (FIFO timeline), or its backlog (shared)."""
+    if isinstance(server, FifoServer):
+        timeline = server._base if server._ahead else server._free
+        assert timeline is not None
+        return timeline[0]
+    assert isinstance(server, SharedServer)
+    return server.env.now + server._busy + len(server._queue)

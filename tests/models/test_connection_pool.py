@@ -19,7 +19,7 @@ HANDSHAKE_S = 0.01
 def make_pool(env, multiplexed=False, ok=lambda: True, **spec):
     log = []
 
-    def opener(trace):
+    def opener(trace, conn):
         yield env.timeout(HANDSHAKE_S)
         log.append(("opened", env.now))
         return ok()

@@ -1,7 +1,7 @@
 """CPU limits at the model level: which server a container gets, the proxy's ``resources``
 spec, and a throttled sidecar in a whole run (its trace, its counters in the results).
 
-The exact traces of the quota mechanics are in ``tests/sim/test_cpu_limits.py``; here one
+The exact traces of the quota mechanics are in ``tests/sim/test_shared_cores.py``; here one
 request crosses a sidecar's quota and its latency grows by exactly the throttled time.
 """
 
