@@ -1345,12 +1345,19 @@ class Exchange(Task):
         that accepted the connection it came on, held by hop ``i - 1`` (by the exchange when
         this is a try at the picking hop); -1 when it came on no pooled connection (from
         the app: its own connections to its proxy are not modelled)."""
-        for held in (self.held, self.owner.held if self.owner is not None else None):
-            if held:
-                last = held[-1]
-                if last[0] == i - 1 and last[2] is not None:
-                    return last[2].worker
-        return -1
+        held = self.held
+        if not held:
+            owner = self.owner
+            if owner is None:
+                return -1
+            held = owner.held
+            if not held:
+                return -1
+        last = held[-1]
+        if last[0] != i - 1:
+            return -1
+        conn = last[2]
+        return conn.worker if conn is not None else -1
 
     def _respond(self, arrival: float) -> None:
         i = self.i

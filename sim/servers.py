@@ -718,21 +718,28 @@ class PinnedWorkers(CpuServer):
         super().__init__(parts[0].env, len(parts), scope, kind)
         self.parts = parts
         self.exact = all(part.exact for part in parts)
+        # Where they are FIFO timelines, the first free is read off each one's timeline.
+        self._fifo = all(type(part) is FifoServer for part in parts)
 
     def _first_free(self) -> CpuServer:
         parts = self.parts
-        best = parts[0]
-        best_free = _free_at(best)
-        for part in parts[1:]:
-            free = _free_at(part)
-            if free < best_free:
-                best, best_free = part, free
-        return best
+        if self._fifo:
+            best = parts[0]
+            timeline = best._base if best._ahead else best._free  # type: ignore[attr-defined]
+            best_free = timeline[0]
+            for part in parts[1:]:
+                timeline = part._base if part._ahead else part._free  # type: ignore[attr-defined]
+                if timeline[0] < best_free:
+                    best, best_free = part, timeline[0]
+            return best
+        return min(parts, key=_backlog)
 
     def visit_on(self, worker: int, task: Task, arrival_s: float, work_s: float) -> None:
         """``visit`` on worker ``worker`` (< 0: the first free one)."""
-        part = self.parts[worker] if worker >= 0 else self._first_free()
-        part.visit(task, arrival_s, work_s)
+        if worker >= 0:
+            self.parts[worker].visit(task, arrival_s, work_s)
+        else:
+            self._first_free().visit(task, arrival_s, work_s)
 
     def visit(self, task: Task, arrival_s: float, work_s: float) -> None:
         self._first_free().visit(task, arrival_s, work_s)
@@ -777,11 +784,8 @@ class PinnedWorkers(CpuServer):
             part.reset_stats()
 
 
-def _free_at(server: CpuServer) -> float:
-    """When a single-worker server is next free (FIFO timeline), or its backlog (shared)."""
-    if isinstance(server, FifoServer):
-        timeline = server._base if server._ahead else server._free
-        assert timeline is not None
-        return timeline[0]
+def _backlog(server: CpuServer) -> int:
+    """Visits in a single-worker shared server (running or waiting): the least is first
+    free."""
     assert isinstance(server, SharedServer)
-    return server.env.now + server._busy + len(server._queue)
+    return server._busy + len(server._queue)
