@@ -172,3 +172,26 @@ def test_bad_node_cpu_fields_are_refused():
         spec_from_dict(spec_dict(None, {"cpu_discipline": "lifo"}))
     with pytest.raises(ValueError, match="cfs_period"):
         spec_from_dict(spec_dict(None, {"cfs_period": "0ms"}))
+
+
+def test_an_app_containers_limit_throttles_its_work():
+    # No mesh: srv's app, 2 workers, limit 500m (50 ms per 100 ms), 80 ms of work per request,
+    # one request every 0.5 s: each runs 50 ms, waits for the next period, runs 30 ms more.
+    data = spec_dict(None)
+    data["mesh"] = {"architecture": "none"}
+    service = data["topology"]["call_graph"]["services"][0]
+    service.update(service_time="80ms", workers=2, resources={"limits": {"cpu": "500m"}})
+    out = simulate(data)
+    first = out.recorder.traces[0]
+    start = min(s.start_s for s in first)
+    app = [s for s in first if s.kind == "app_cpu"]
+    (queue,) = [s for s in first if s.kind == "app_queue"]
+    # It reaches the app at a (< 20 ms), runs until its 50 ms of quota are used (a + 50 ms),
+    # waits for the period at 100 ms, runs its last 30 ms: done at 130 ms. Its queueing span
+    # is everything but its work: 130 ms - 80 ms - a.
+    assert queue.start_s - start < 0.02
+    assert app[0].end_s == pytest.approx(0.13, abs=NS)
+    assert queue.end_s - queue.start_s == pytest.approx(0.1 - (queue.start_s + 0.05), abs=NS)
+    result = run_experiment(spec_from_dict(data))
+    (scope,) = result.cpu.throttling
+    assert scope.endswith("srv-0.app") and result.cpu.throttling[scope].throttled_periods >= 1
