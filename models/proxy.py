@@ -201,7 +201,13 @@ class Proxy:
         # its own upstream pools; ``accepted`` counts each one's open connections.
         self.pinned = spec.connection_balance != "shared" and spec.concurrency > 1
         self.cpu = world.cpu_server(
-            spec.concurrency, self.scope, kind, node, spec.resources.limits.cpu, self.pinned
+            spec.concurrency,
+            self.scope,
+            kind,
+            node,
+            spec.resources.limits.cpu,
+            self.pinned,
+            spec.resources.requests.cpu,
         )
         self.accepted = [0] * spec.concurrency
         self._exact = spec.connection_balance == "exact"

@@ -206,6 +206,7 @@ class World:
         node: Node,
         limit_cores: float | None = None,
         pinned: bool = False,
+        request_cores: float | None = None,
     ) -> CpuServer:
         """A CPU server for a component on ``node``; registered for CPU accounting.
 
@@ -221,6 +222,8 @@ class World:
             limit_cores: its CPU limit (Kubernetes ``limits.cpu``), enforced by a CFS quota
                 per the node's ``cfs_period``; None for none.
             pinned: each worker runs its own connections (sim.servers.PinnedWorkers).
+            request_cores: its CPU request (Kubernetes ``requests.cpu``): its weight where
+                the node's cores are shared by processor sharing.
         """
         if pinned and workers > 1:
             if limit_cores is not None and limit_cores < workers:
@@ -228,16 +231,24 @@ class World:
                     f"{scope}: a CPU limit below its workers ({limit_cores} < {workers}) with "
                     "pinned workers is not modelled (the quota is shared by all the threads)"
                 )
-            parts = [self._server(1, f"{scope}", kind, node, None) for _ in range(workers)]
+            parts = [
+                self._server(1, scope, kind, node, None, request_cores) for _ in range(workers)
+            ]
             pinned_server = PinnedWorkers(parts, scope, kind)
             self.servers.append(pinned_server)
             return pinned_server
-        server = self._server(workers, scope, kind, node, limit_cores)
+        server = self._server(workers, scope, kind, node, limit_cores, request_cores)
         self.servers.append(server)
         return server
 
     def _server(
-        self, workers: int, scope: str, kind: str, node: Node, limit_cores: float | None
+        self,
+        workers: int,
+        scope: str,
+        kind: str,
+        node: Node,
+        limit_cores: float | None,
+        request_cores: float | None,
     ) -> CpuServer:
         server: CpuServer
         binds = limit_cores is not None and limit_cores < workers
@@ -250,6 +261,7 @@ class World:
                 node.cores,
                 limit_cores if binds else None,
                 node.cfs_period_s,
+                request_cores,
             )
         elif binds:
             own = SharedCores(self.env, None)

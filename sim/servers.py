@@ -351,8 +351,13 @@ class SharedCores:
 
     * ``fifo``: a thread holds a core from the moment it gets one until its work is done;
       threads get cores in the order they became runnable (what SimPy's resources did).
-    * ``ps``: processor sharing, every runnable thread runs at ``min(speed, c / n)`` with
-      ``n`` runnable threads (Linux's CFS with equal weights, at its fine time-slice limit).
+    * ``ps``: processor sharing as Linux's CFS does it with a cgroup per container, at its
+      fine time-slice limit: the cores are shared between the containers with runnable
+      threads in proportion to their weights (``cpu.shares``: Kubernetes gives a container
+      ``1024 * requests.cpu``, and 2 to one without a request), a container's share is split
+      equally between its runnable threads, and no thread runs faster than ``speed``: what a
+      container cannot use goes to the others (water-filling). With equal weights and one
+      thread each, every thread runs at ``min(speed, c / n)``.
 
     ``cores=None``: unlimited (every runnable thread runs at speed 1); containers with a CFS
     quota on such a node each have a SharedCores of their own.
@@ -433,9 +438,7 @@ class SharedCores:
         # Rates, and the next event.
         if runnable:
             if self.ps:
-                rate = min(self.speed, self.cores / len(runnable))  # type: ignore[operator]
-                for job in runnable:
-                    job.rate = rate
+                self._share(runnable)
             else:
                 slots = self.slots
                 speed = self.speed
@@ -466,6 +469,41 @@ class SharedCores:
             server.in_system.add(now, -1.0)
             if job.done is not None:
                 job.done(job)
+
+    def _share(self, runnable: list[_Job]) -> None:
+        """Processor sharing: each container's share by weight, split over its threads, no
+        thread faster than ``speed`` (what one cannot use goes to the others)."""
+        speed = self.speed
+        groups: dict[Any, list[_Job]] = {}
+        for job in runnable:
+            groups.setdefault(job.server.group, []).append(job)
+        if len(groups) == 1:  # one container: equal shares
+            rate = min(speed, self.cores / len(runnable))  # type: ignore[operator]
+            for job in runnable:
+                job.rate = rate
+            return
+        left = float(self.cores)  # type: ignore[arg-type]
+        todo = list(groups.items())
+        while todo:
+            weight = sum(jobs[0].server.weight for _, jobs in todo)
+            saturated = [
+                (group, jobs)
+                for group, jobs in todo
+                if left * jobs[0].server.weight / weight >= len(jobs) * speed
+            ]
+            if not saturated:
+                for _, jobs in todo:
+                    rate = left * jobs[0].server.weight / weight / len(jobs)
+                    for job in jobs:
+                        job.rate = rate
+                return
+            full = set()
+            for group, jobs in saturated:
+                full.add(id(group))
+                for job in jobs:
+                    job.rate = speed
+                left -= len(jobs) * speed
+            todo = [(group, jobs) for group, jobs in todo if id(group) not in full]
 
     def _wake(self, when: float) -> None:
         wakes = self._wakes
@@ -529,6 +567,8 @@ class SharedServer(CpuServer):
         cores: the cores it runs on.
         limit_cores: its CPU limit in cores (None: no quota).
         period_s: the CFS period (Kubernetes' default ``cpuCFSQuotaPeriod``: 100 ms).
+        request_cores: its CPU request: its weight where the cores are shared by processor
+            sharing (``cpu.shares`` = 1024 x request, at least 2; None: 2).
     """
 
     def __init__(
@@ -540,6 +580,7 @@ class SharedServer(CpuServer):
         cores: SharedCores,
         limit_cores: float | None = None,
         period_s: float = 0.1,
+        request_cores: float | None = None,
     ) -> None:
         super().__init__(env, workers, scope, kind)
         if limit_cores is not None and not limit_cores > 0:
@@ -549,6 +590,10 @@ class SharedServer(CpuServer):
         self.cores = cores
         self.limit_cores = limit_cores
         self.period_s = period_s
+        # Its cgroup's weight (the kubelet's cpu.shares) and the group it counts in (itself;
+        # the workers of one pinned container share theirs).
+        self.weight = max(2.0, 1024.0 * request_cores) if request_cores else 2.0
+        self.group: Any = self
         self.quota_s = None if limit_cores is None else limit_cores * period_s
         self.budget_s = self.quota_s if self.quota_s is not None else 0.0
         self.period = int(env.now / period_s)
@@ -718,6 +763,9 @@ class PinnedWorkers(CpuServer):
         super().__init__(parts[0].env, len(parts), scope, kind)
         self.parts = parts
         self.exact = all(part.exact for part in parts)
+        for part in parts:  # one container: one cgroup where cores are shared
+            if isinstance(part, SharedServer):
+                part.group = parts[0]
         # Where they are FIFO timelines, the first free is read off each one's timeline.
         self._fifo = all(type(part) is FifoServer for part in parts)
 

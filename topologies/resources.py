@@ -31,9 +31,10 @@ class ResourcesSpec(BaseModel):
     proxy's ``concurrency``, an app's ``workers``) cannot bind (they cannot use more) and
     costs nothing.
 
-    ``requests.cpu`` is what the scheduler reserves; it is validated against the limit but
-    does not weight the sharing of a node's cores (processor sharing is equal per runnable
-    thread, not weighted by ``cpu.shares``).
+    ``requests.cpu`` is what the scheduler reserves, and the container's weight where a
+    node's cores are shared by processor sharing (the kubelet sets ``cpu.shares`` to 1024 x
+    the request, 2 without one; see :class:`sim.servers.SharedCores`). Under FIFO sharing it
+    does not enter.
 
     Attributes:
         requests: what the container asks for.

@@ -130,6 +130,8 @@ def test_world_decides_the_server_class_when_it_builds():
     shared = world.cpu_server(2, "d", "app", finite)
     assert type(shared) is SharedServer and shared.limit_cores is None
     assert shared.cores is finite.cores and finite.cores.cores == 2.0
+    weighted = world.cpu_server(1, "e", "app", finite, request_cores=0.5)
+    assert type(weighted) is SharedServer and weighted.weight == 512.0 and shared.weight == 2.0
 
 
 def test_fractional_node_cores_are_kept():

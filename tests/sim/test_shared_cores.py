@@ -203,3 +203,40 @@ def test_bad_limits_and_disciplines_are_refused():
         SharedCores(env, 1, "lifo")
     with pytest.raises(ValueError, match="limits.cpu"):
         SharedServer(env, 1, "p", "sidecar", SharedCores(env, None), 0.0)
+
+
+def test_ps_shares_by_container_weight():
+    # One core, PS: requests 750m and 250m give weights 768 and 256: a runs at 3/4 of the
+    # core, b at 1/4, while both are runnable.
+    env = simpy.Environment()
+    cores = SharedCores(env, 1, "ps")
+    a = SharedServer(env, 1, "a", "app", cores, request_cores=0.75)
+    b = SharedServer(env, 1, "b", "app", cores, request_cores=0.25)
+    log = run_jobs(env, [(a, "a", 0.0, 2.0), (b, "b", 0.0, 2.0)])
+    # a: 3/4 until its 2 s are done at 8/3 s (b has done 2/3 s); b alone then: 4/3 s more.
+    assert log["a"][0] == approx(8 / 3)
+    assert log["b"][0] == approx(8 / 3 + 4 / 3)
+
+
+def test_ps_splits_a_containers_share_between_its_threads():
+    # Equal weights (no requests): the container with two threads gets half the core, a
+    # quarter per thread; the other's one thread gets the other half.
+    env = simpy.Environment()
+    cores = SharedCores(env, 1, "ps")
+    two = SharedServer(env, 2, "two", "app", cores)
+    one = SharedServer(env, 1, "one", "app", cores)
+    log = run_jobs(env, [(two, "x", 0.0, 1.0), (two, "y", 0.0, 1.0), (one, "z", 0.0, 1.0)])
+    # z at 1/2 ends at 2 (x, y have done 1/2 each); then x, y at 1/2 each: 1 s more.
+    assert log["z"][0] == approx(2.0)
+    assert log["x"][0] == approx(3.0) and log["y"][0] == approx(3.0)
+
+
+def test_ps_gives_what_a_container_cannot_use_to_the_others():
+    # Two cores; a (weight 2048) has one thread, capped at one core; b (weight 2) gets the
+    # other core although its weight is tiny.
+    env = simpy.Environment()
+    cores = SharedCores(env, 2, "ps")
+    a = SharedServer(env, 1, "a", "app", cores, request_cores=2.0)
+    b = SharedServer(env, 1, "b", "app", cores)
+    log = run_jobs(env, [(a, "a", 0.0, 1.0), (b, "b", 0.0, 1.0)])
+    assert log["a"][0] == approx(1.0) and log["b"][0] == approx(1.0)
