@@ -70,15 +70,30 @@ class PoolLimits:
         max_connections: connections open or opening at once.
         max_pending: requests waiting for a connection at once.
         per_connection: requests one connection carries before it closes (0: unlimited).
+        idle_timeout: a connection idle this long closes (seconds; 0: never).
         connections, pending: the counts now.
     """
 
-    __slots__ = ("max_connections", "max_pending", "per_connection", "connections", "pending")
+    __slots__ = (
+        "max_connections",
+        "max_pending",
+        "per_connection",
+        "idle_timeout",
+        "connections",
+        "pending",
+    )
 
-    def __init__(self, max_connections: int, max_pending: int, per_connection: int) -> None:
+    def __init__(
+        self,
+        max_connections: int,
+        max_pending: int,
+        per_connection: int,
+        idle_timeout: float = 3600.0,
+    ) -> None:
         self.max_connections = max_connections
         self.max_pending = max_pending
         self.per_connection = per_connection
+        self.idle_timeout = idle_timeout
         self.connections = 0
         self.pending = 0
 
@@ -141,7 +156,10 @@ class ConnectionPool:
         self.env = env
         self.spec = spec
         self.limits = limits or PoolLimits(
-            spec.max_connections, spec.max_pending_requests, spec.max_requests_per_connection
+            spec.max_connections,
+            spec.max_pending_requests,
+            spec.max_requests_per_connection,
+            spec.idle_timeout,
         )
         self.multiplexed = multiplexed
         self._opener = opener
@@ -154,7 +172,7 @@ class ConnectionPool:
         self.overflows = 0
         self.idle_closed = 0  # connections closed by the idle timeout
         self.failed = 0  # handshakes that failed
-        self._idle_timeout = spec.idle_timeout
+        self._idle_timeout = self.limits.idle_timeout
         self._reaper_at = -1.0  # when the idle reaper fires next (< 0: not set)
 
     @property

@@ -27,7 +27,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from experiments.results import RunResult
-from experiments.runner import summarise
+from experiments.runner import build_simulation, summarise
 from experiments.spec import spec_from_dict
 from models import dataplane
 from models.control_plane import ControlPlane, delay_to, next_poll
@@ -504,6 +504,29 @@ def test_a_renewed_connection_meets_the_expired_certificate():
     (sidecar,) = [p for p in sim.mesh.proxies() if p.name.startswith("loadgen-0")]
     (pool,) = sidecar.pools.values()
     assert pool.idle_closed > 100 and pool.failed == result.control_plane.tls_failures
+
+
+def test_a_destination_rules_idle_timeout_renews_the_connections():
+    # The same as above, the idle timeout set by a DestinationRule
+    # (connectionPool.http.idleTimeout) instead of the proxy's pool settings.
+    data = cert_spec(6.0, outage=True, connection_pool=None)
+    data["policies"] = [
+        {
+            "apiVersion": "networking.istio.io/v1",
+            "kind": "DestinationRule",
+            "metadata": {"name": "srv"},
+            "spec": {
+                "host": "srv",
+                "trafficPolicy": {"connectionPool": {"http": {"idleTimeout": "30ms"}}},
+            },
+        }
+    ]
+    spec = spec_from_dict(data)
+    sim = build_simulation(spec, SEED)
+    result = summarise(spec, [SEED], [sim.run()], 0.0)
+    _, no_keep_alive = run(cert_spec(6.0, outage=True))
+    assert result.control_plane is not None and no_keep_alive.control_plane is not None
+    assert result.control_plane.tls_failures == no_keep_alive.control_plane.tls_failures > 0
 
 
 def test_no_outage_no_tls_failures():
