@@ -271,10 +271,11 @@ class ConnectionPool:
         ready.succeed(conn)
 
     def _failed(self, conn: Connection, waiters: list[simpy.Event] | None = None) -> None:
-        """The handshake of ``conn`` failed: it is gone; the requests on it get None, and
-        so do the pending ones when no connection is left to serve them (Envoy fails a
-        pool's pending streams on a connect failure: ``ConnPoolImplBase::
-        onConnectionEvent``, ``purgePendingStreams``)."""
+        """The handshake of ``conn`` failed: it is gone; the requests on it get None, and so
+        do the pool's pending ones (Envoy fails every pending stream of a pool on a connect
+        failure, so that the callers' retry logic decides: ``ConnPoolImplBase::
+        onConnectionEvent`` calls ``purgePendingStreams``, in
+        ``source/common/conn_pool/conn_pool_base.cc``)."""
         self.failed += 1
         self._open.remove(conn)
         self.limits.connections -= 1
@@ -286,10 +287,9 @@ class ConnectionPool:
         ready.succeed(None)
         for waiter in waiters or ():
             waiter.succeed(None)
-        if not self._open:
-            while self._pending:
-                self.limits.pending -= 1
-                self._pending.popleft().succeed(None)
+        while self._pending:
+            self.limits.pending -= 1
+            self._pending.popleft().succeed(None)
 
     def release(self, conn: Connection) -> None:
         """The request on ``conn`` is done: hand the connection on, keep it, or close it."""
