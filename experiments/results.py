@@ -11,6 +11,7 @@ from sim.stats import LatencyHistogram
 
 __all__ = [
     "Measure",
+    "ThrottlingResult",
     "finite_or_none",
     "LatencySummary",
     "ServiceResult",
@@ -151,6 +152,26 @@ class TrafficResult(BaseModel):
     breakers: dict[str, list[tuple[float, str]]] = {}
 
 
+class ThrottlingResult(BaseModel):
+    """CFS throttling of one container with a CPU limit that can bind (means per
+    replication, as cAdvisor's counters over the measured time).
+
+    Attributes:
+        limit_cores: its CPU limit (``limits.cpu``).
+        periods: CFS periods in which it ran (``container_cpu_cfs_periods_total``).
+        throttled_periods: periods in which its quota ran out and its threads stopped
+            until the next (``container_cpu_cfs_throttled_periods_total``).
+        throttled_s: time its threads waited for a period to start, wall-clock seconds.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    limit_cores: float
+    periods: Measure
+    throttled_periods: Measure
+    throttled_s: Measure
+
+
 class CpuResult(BaseModel):
     """CPU used, as mean busy cores over the measured time (1.0 = one core all the time).
 
@@ -161,6 +182,8 @@ class CpuResult(BaseModel):
         per_1000_rps: vCPU per 1000 end-to-end requests per second, per component kind.
         per_proxy_per_1000_rps: per proxy kind, vCPU per 1000 rps through one proxy
             (all proxies of the kind together: their cores over their requests).
+        throttling: per component scope, the CFS throttling of each container whose CPU
+            limit can bind (fewer cores than its threads); empty when none has one.
     """
 
     model_config = ConfigDict(frozen=True)
@@ -170,6 +193,7 @@ class CpuResult(BaseModel):
     by_node: dict[str, Measure]
     per_1000_rps: dict[str, Measure]
     per_proxy_per_1000_rps: dict[str, Measure] = {}
+    throttling: dict[str, ThrottlingResult] = {}
 
 
 class ProxyResult(BaseModel):

@@ -26,6 +26,7 @@ from experiments.results import (
     ReplicationResult,
     RunResult,
     ServiceResult,
+    ThrottlingResult,
     TimeSeriesResult,
     TrafficResult,
 )
@@ -431,12 +432,32 @@ def _cpu(outputs: list[SimulationOutput], total_s: float, rps: float) -> CpuResu
         k: proxy_cpu[k] / proxy_requests[k] * 1000.0 if proxy_requests[k] else 0.0
         for k in sorted(proxy_cpu)
     }
+    throttling: dict[str, list[float]] = {}
+    limits: dict[str, float] = {}
+    for out in outputs:
+        for server in out.servers:
+            if server.limit_cores is not None:
+                server.settle_throttling()
+                limits[server.scope] = server.limit_cores
+                sums = throttling.setdefault(server.scope, [0.0, 0.0, 0.0])
+                sums[0] += server.periods / len(outputs)
+                sums[1] += server.throttled_periods / len(outputs)
+                sums[2] += server.throttled_s / len(outputs)
     return CpuResult(
         by_kind=dict(sorted(by_kind.items())),
         by_component=dict(sorted(by_component.items())),
         by_node=dict(sorted(by_node.items())),
         per_1000_rps=dict(sorted(per_1000.items())),
         per_proxy_per_1000_rps=per_proxy,
+        throttling={
+            scope: ThrottlingResult(
+                limit_cores=limits[scope],
+                periods=sums[0],
+                throttled_periods=sums[1],
+                throttled_s=sums[2],
+            )
+            for scope, sums in sorted(throttling.items())
+        },
     )
 
 

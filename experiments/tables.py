@@ -171,6 +171,24 @@ def run_tables(result: RunResult) -> str:
             "CPU (vCPU per 1000 end-to-end rps; and per proxy, per 1000 rps through that proxy)",
         )
     )
+    if result.cpu.throttling:
+        blocks.append(
+            format_table(
+                ["container", "limit (cores)", "periods", "throttled periods", "throttled s"],
+                [
+                    [
+                        scope,
+                        fmt(t.limit_cores, 3),
+                        fmt(t.periods, 1),
+                        fmt(t.throttled_periods, 1),
+                        fmt(t.throttled_s, 3),
+                    ]
+                    for scope, t in result.cpu.throttling.items()
+                ],
+                "CPU limits: CFS throttling (per replication; periods in which it ran, in which "
+                "its quota ran out, and the time its threads waited for the next period)",
+            )
+        )
     errors = errors_table(result)
     if errors:
         blocks.append(errors)

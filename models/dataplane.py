@@ -224,6 +224,13 @@ class DataPlaneStats:
         return dict(self.__dict__)
 
 
+def _execute(proxy: Proxy, worker: int, work_s: float) -> Generator[simpy.Event, Any, float]:
+    """Run ``work_s`` on ``proxy``'s worker ``worker`` (pinned workers), or its first free."""
+    if proxy.pinned:
+        return (yield from proxy.cpu.execute_on(worker, work_s))  # type: ignore[attr-defined]
+    return (yield from proxy.cpu.execute(work_s))
+
+
 class ProxiedMesh(Mesh):
     """Base of the architectures with proxies; subclasses implement :meth:`first_hops`,
     :meth:`tail_hops` and :meth:`make_proxies`.
@@ -526,11 +533,13 @@ class ProxiedMesh(Mesh):
         dst: PodBase | None,
         request: Request,
         cluster: Cluster | None = None,
+        worker: int = -1,
     ) -> ConnectionPool:
         """The pool of ``hop``'s proxy towards the next hop, or the app ``dst`` when no proxy
         follows. Once per pooled hop of every request: the lookup comes first, the pool is
         made only the first time. A cluster with connection-pool limits has pools of its own,
-        which share its limits (Envoy's circuit breakers count per cluster)."""
+        which share its limits (Envoy's circuit breakers count per cluster). A proxy with
+        pinned workers has pools per worker (``worker``: the one the request is on)."""
         proxy = hop.proxy
         multiplexed = hop.multiplexed or request.protocol in ("http2", "grpc")
         peer = target if target is not None else dst
@@ -541,36 +550,68 @@ class ProxiedMesh(Mesh):
             if limits is None
             else (peer.name, multiplexed, cluster.host, cluster.subset)  # type: ignore[union-attr]
         )
+        if proxy.pinned:
+            key = (*key, worker)
         found = proxy.pools.get(key)
         if found is not None:
             return found
         peer_node = peer.node
         mtls = self.tls_to(hop, target, dst)
 
-        def opener(trace: list | None) -> Generator[simpy.Event, Any, None]:
-            yield from self._handshake(proxy, target, peer_node, mtls, trace)
+        def opener(trace: list | None, conn: Connection) -> Generator[simpy.Event, Any, bool]:
+            return (
+                yield from self._handshake(
+                    proxy, target, peer_node, mtls, trace, worker, conn.worker
+                )
+            )
 
         return proxy.pool(key, multiplexed, opener, target, limits)
 
     def _handshake(
-        self, proxy: Proxy, peer: Proxy | None, peer_node: Any, mtls: bool, trace: list | None
-    ) -> Generator[simpy.Event, Any, None]:
-        """Open a connection: a TCP round trip, then with mTLS the TLS handshake."""
+        self,
+        proxy: Proxy,
+        peer: Proxy | None,
+        peer_node: Any,
+        mtls: bool,
+        trace: list | None,
+        worker: int = -1,
+        peer_worker: int = -1,
+    ) -> Generator[simpy.Event, Any, bool]:
+        """Open a connection: a TCP round trip, then with mTLS the TLS handshake, full or
+        resumed (``TlsSpec.session_resumption``). Return False when the TLS handshake fails:
+        a certificate, the proxy's or its peer's, has expired by its end (certificates are
+        checked here, once per connection, not per request). Its CPU runs on the opening
+        proxy's ``worker`` and the peer's accepting ``peer_worker`` when they are pinned."""
         env = self.env
         link = self.world.link(proxy.node, peer_node)
         start = env.now
         yield env.timeout(proxy.net.rtt(link))
         self.world.sink(proxy.scope, "tcp_handshake").add(start, env.now, True, trace)
         if not mtls:
-            return
+            return True
         tls = proxy.spec.tls
         start = env.now
-        yield from proxy.cpu.execute(tls.client_cpu)
-        for _ in range(tls.round_trips):
+        resumed = False
+        if tls.session_resumption and peer is not None:
+            since = proxy.tls_sessions.get(peer.name)
+            resumed = since is not None and start - since < tls.session_timeout
+        if resumed:
+            client_cpu, rounds = tls.resumed_client_cpu, tls.resumed_round_trips
+        else:
+            client_cpu, rounds = tls.client_cpu, tls.round_trips
+        yield from _execute(proxy, worker, client_cpu)
+        for _ in range(rounds):
             yield env.timeout(proxy.net.rtt(link))
         if peer is not None:
-            yield from peer.cpu.execute(peer.spec.tls.server_cpu)
-        self.world.sink(proxy.scope, "tls_handshake").add(start, env.now, True, trace)
+            peer_tls = peer.spec.tls
+            server_cpu = peer_tls.resumed_server_cpu if resumed else peer_tls.server_cpu
+            yield from _execute(peer, peer_worker, server_cpu)
+        now = env.now
+        ok = proxy.cert_expires_s > now and (peer is None or peer.cert_expires_s > now)
+        if ok and tls.session_resumption and peer is not None and not resumed:
+            proxy.tls_sessions[peer.name] = now
+        self.world.sink(proxy.scope, "tls_handshake").add(start, now, ok, trace)
+        return ok
 
     def reset_stats(self) -> None:
         for proxy in self.proxies():
@@ -731,7 +772,11 @@ class Exchange(Task):
         cost = hop.costs[request.protocol]
         self.i = i
         self._next = self._at_hop
-        proxy.cpu.visit(self, reached + io, cost.request_base + cost.request_per_byte * size)
+        work = cost.request_base + cost.request_per_byte * size
+        if proxy.pinned:
+            proxy.cpu.visit_on(self._worker(i), self, reached + io, work)  # type: ignore[attr-defined]
+        else:
+            proxy.cpu.visit(self, reached + io, work)
 
     def _at_hop(self) -> None:
         res = self.res
@@ -965,7 +1010,8 @@ class Exchange(Task):
         if not hop.pooled:
             return False
         target = tail[0].proxy if tail else None
-        pool = self.mesh.pool(hop, target, dst, self.request, self.cluster)
+        worker = self._worker(self.picker) if hop.proxy.pinned else -1
+        pool = self.mesh.pool(hop, target, dst, self.request, self.cluster, worker)
         return pool.has_free()
 
     def _no_try(self, response: Response) -> None:
@@ -1049,17 +1095,14 @@ class Exchange(Task):
         self._certified()
 
     def _certified(self) -> None:
-        """mTLS needs every proxy's certificate: wait for a first one, fail on an expired one."""
-        now = self.env._now  # type: ignore[attr-defined]
+        """mTLS needs every proxy's certificate: wait for a first one. An expired one fails
+        the TLS handshake of a new connection (``_handshake``), not a request on an
+        established one (``_connected``)."""
         for hop in self.hops:
             if hop.mtls:
                 proxy = hop.proxy
                 if proxy.cert_ready is not None:  # not ready yet: traffic waits
                     self.wait_for(proxy.cert_ready)
-                    return
-                if proxy.cert_expires_s <= now:
-                    self.mesh.count("tls_failures")
-                    self._outcome("connect_failure", 0, self.mesh.refused)
                     return
         self._hold()
 
@@ -1075,7 +1118,8 @@ class Exchange(Task):
         target = self.hops[i + 1].proxy if i + 1 < len(self.hops) else None
         # The picking hop's pool is the cluster's (its limits are the cluster's).
         cluster = self.cluster if i == self.picker else None
-        pool = self.mesh.pool(hop, target, self.dst, self.request, cluster)
+        worker = self._worker(i) if hop.proxy.pinned else -1
+        pool = self.mesh.pool(hop, target, self.dst, self.request, cluster, worker)
         got = pool.acquire(self.request.trace)
         if got is None:  # the pool overflowed: this proxy answers
             if i == self.picker:
@@ -1098,6 +1142,13 @@ class Exchange(Task):
     def _connected(self) -> None:
         assert self.held is not None
         i, pool, _ = self.held[-1]
+        if self._value is None:  # its TLS handshake failed: a certificate had expired
+            self.held.pop()
+            if self.owner is not None and self.abandoned:
+                return
+            self.mesh.count("tls_failures")
+            self._outcome("connect_failure", 0, self.mesh.refused)
+            return
         if self.owner is not None and self.abandoned:  # given up while it waited
             self.held.pop()
             pool.release(self._value)  # a connection, as the pool hands it over
@@ -1416,6 +1467,25 @@ class Exchange(Task):
             hops[j].proxy.stream_closed(now)
         self.inside = self.picker
 
+    def _worker(self, i: int) -> int:
+        """The worker of hop ``i``'s proxy that the request is on (pinned workers): the one
+        that accepted the connection it came on, held by hop ``i - 1`` (by the exchange when
+        this is a try at the picking hop); -1 when it came on no pooled connection (from
+        the app: its own connections to its proxy are not modelled)."""
+        held = self.held
+        if not held:
+            owner = self.owner
+            if owner is None:
+                return -1
+            held = owner.held
+            if not held:
+                return -1
+        last = held[-1]
+        if last[0] != i - 1:
+            return -1
+        conn = last[2]
+        return conn.worker if conn is not None else -1
+
     def _respond(self, arrival: float) -> None:
         i = self.i
         held = self.held
@@ -1428,7 +1498,10 @@ class Exchange(Task):
         assert self.response is not None
         work = cost.response_base + cost.response_per_byte * self.response.size_bytes
         self._next = self._responded
-        proxy.cpu.visit(self, arrival, work)
+        if proxy.pinned:
+            proxy.cpu.visit_on(self._worker(i), self, arrival, work)  # type: ignore[attr-defined]
+        else:
+            proxy.cpu.visit(self, arrival, work)
 
     def _responded(self) -> None:
         res = self.res
@@ -1457,7 +1530,10 @@ class Exchange(Task):
         cost = hop.costs[request.protocol]
         after = cost.after_base + cost.after_per_byte * response.size_bytes
         if after > 0.0:
-            proxy.cpu.charge(after)
+            if proxy.pinned:
+                proxy.cpu.charge_on(self._worker(i), after)  # type: ignore[attr-defined]
+            else:
+                proxy.cpu.charge(after)
         if hop.telemetry is not None:
             hop.telemetry.report(proxy, request, response)
         self.here = proxy

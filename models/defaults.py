@@ -53,6 +53,7 @@ ISTIO: dict[str, Any] = {
     "connectionPool.http.http2MaxRequests": UNLIMITED,
     "connectionPool.http.maxRequestsPerConnection": 0,
     "connectionPool.http.maxRetries": UNLIMITED,
+    "connectionPool.http.idleTimeout": 3600.0,  # Envoy's HttpProtocolOptions.idle_timeout
     "outlierDetection.consecutive5xxErrors": 5,
     "outlierDetection.consecutiveGatewayErrors": None,
     "outlierDetection.interval": 10.0,

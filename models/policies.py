@@ -365,6 +365,7 @@ class HttpSettings(_Strict):
     http2MaxRequests: int | None = Field(default=None, ge=1, le=2**32 - 1)
     maxRequestsPerConnection: int | None = Field(default=None, ge=0, le=2**32 - 1)
     maxRetries: int | None = Field(default=None, ge=0, le=2**32 - 1)
+    idleTimeout: Duration | None = None
 
 
 class ConnectionPoolSettings(_Strict):

@@ -30,7 +30,7 @@ import numpy as np
 import simpy
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, model_validator
 
-from models.connections import ConnectionPool, ConnectionPoolSpec, PoolLimits
+from models.connections import Connection, ConnectionPool, ConnectionPoolSpec, PoolLimits
 from models.filters import FilterSpec, Listener
 from models.loadbalancer import LbPolicy
 from models.router import PLAIN, Router
@@ -55,6 +55,7 @@ from sim.distributions import (
 )
 from sim.network import NetworkPort
 from sim.units import Duration, Size
+from topologies.resources import ResourceListSpec, ResourcesSpec
 
 __all__ = [
     "ProxySpec",
@@ -65,6 +66,8 @@ __all__ = [
     "IoSpec",
     "IoPath",
     "IO_COMPONENTS",
+    "ResourcesSpec",
+    "ResourceListSpec",
     "Proxy",
 ]
 
@@ -117,10 +120,29 @@ class MemorySpec(BaseModel):
 class TlsSpec(BaseModel):
     """The TLS handshake of a new mTLS connection.
 
+    Certificates are checked at the handshake only: an established connection outlives its
+    certificates, and an expired one shows when a connection is opened (renewed after an
+    idle timeout, a request limit or a reset).
+
+    With ``session_resumption``, a proxy that completed a full handshake with a peer less
+    than ``session_timeout`` ago resumes the session (a TLS 1.3 PSK handshake, or a TLS 1.2
+    session ticket): no certificate is signed or sent, so it costs ``resumed_*`` instead.
+    Envoy's upstream TLS context caches one session per cluster by default
+    (``UpstreamTlsContext.max_session_keys``, default 1) and its downstream context accepts
+    stateless tickets unless ``disable_stateless_session_resumption``; BoringSSL's default
+    session lifetime is 2 h (``SSL_DEFAULT_SESSION_TIMEOUT`` in ``include/openssl/ssl.h``).
+    Assumption: a resumed handshake still fails when either side's current certificate has
+    expired (RFC 8446 section 4.6.1 asks that a session's lifetime take the peer
+    certificate's into account).
+
     Attributes:
         client_cpu: CPU of the side that opens the connection (seconds).
         server_cpu: CPU of the side that accepts it (seconds).
         round_trips: network round trips of the handshake (1 for TLS 1.3).
+        session_resumption: whether a proxy resumes its last session with a peer.
+        resumed_client_cpu / resumed_server_cpu: CPU of a resumed handshake (seconds).
+        resumed_round_trips: its round trips.
+        session_timeout: how long a session may be resumed after its full handshake.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -128,6 +150,11 @@ class TlsSpec(BaseModel):
     client_cpu: Duration = 0.0
     server_cpu: Duration = 0.0
     round_trips: Annotated[int, Field(ge=0)] = 1
+    session_resumption: bool = False
+    resumed_client_cpu: Duration = 0.0
+    resumed_server_cpu: Duration = 0.0
+    resumed_round_trips: Annotated[int, Field(ge=0)] = 1
+    session_timeout: Duration = 7200.0
 
 
 IO_COMPONENTS = ("ipc", "read_write", "epoll")
@@ -349,6 +376,18 @@ class ProxySpec(BaseModel):
         memory: the memory model.
         layer: ``l4`` for a proxy that never parses HTTP (ztunnel): every request costs as
             TCP, whatever the application speaks.
+        resources: its container's CPU requests and limits (a limit is a CFS quota).
+        connection_balance: how its workers share connections. ``shared``: any worker takes
+            any work (a pool of interchangeable threads; not how Envoy works). ``kernel``:
+            Envoy's default: a connection is pinned to the worker that accepted it for its
+            life, the kernel spreads accepted connections over the workers (each worker has
+            its own listen socket with ``SO_REUSEPORT``; the kernel hashes a connection's
+            4-tuple: a uniform draw here), and each worker has its own upstream pools, so
+            one HTTP/2 connection puts all its streams on one worker. ``exact``: pinned, and
+            a new connection goes to the worker with the fewest (Envoy's listener
+            ``connection_balance_config: exact_balance``, ``ExactConnectionBalancerImpl``
+            in ``source/server/connection_handler_impl.cc`` / ``source/common/network/
+            connection_balancer_impl.cc``).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -362,6 +401,25 @@ class ProxySpec(BaseModel):
     tls: TlsSpec = TlsSpec()
     memory: MemorySpec = MemorySpec()
     layer: Literal["l4", "l7"] = "l7"
+    resources: ResourcesSpec = ResourcesSpec()
+    connection_balance: Literal["shared", "kernel", "exact"] = "shared"
+
+    @model_validator(mode="after")
+    def _pinned_workers_without_a_binding_limit(self) -> ProxySpec:
+        limit = self.resources.limits.cpu
+        if (
+            self.connection_balance != "shared"
+            and self.concurrency > 1
+            and limit is not None
+            and limit < self.concurrency
+        ):
+            raise ValueError(
+                f"connection_balance {self.connection_balance!r} (pinned workers) with "
+                f"resources.limits.cpu {limit:g} below concurrency {self.concurrency} is not "
+                "modelled (one CFS quota for all the workers); use 'shared' or a limit of at "
+                "least the concurrency"
+            )
+        return self
 
     _io_plans: tuple[_IoPlan, _IoPlan] = PrivateAttr()
 
@@ -443,7 +501,21 @@ class Proxy:
         self.spec = spec
         # Node-level proxies are named after their node already (``node-1.ztunnel``).
         self.scope = name if name.startswith(f"{node.name}.") else f"{node.name}.{name}"
-        self.cpu = world.cpu_server(spec.concurrency, self.scope, kind, node)
+        # Pinned workers (Envoy's threading): each runs the connections it accepted, and has
+        # its own upstream pools; ``accepted`` counts each one's open connections.
+        self.pinned = spec.connection_balance != "shared" and spec.concurrency > 1
+        self.cpu = world.cpu_server(
+            spec.concurrency,
+            self.scope,
+            kind,
+            node,
+            spec.resources.limits.cpu,
+            self.pinned,
+            spec.resources.requests.cpu,
+        )
+        self.accepted = [0] * spec.concurrency
+        self._exact = spec.connection_balance == "exact"
+        self._spread: Callable[[], float] | None = None
         # An L4 proxy costs every request as TCP ("" for an L7 proxy: the request's protocol).
         self.l4 = "tcp" if spec.layer == "l4" else ""
         if listeners is None:
@@ -477,7 +549,9 @@ class Proxy:
         self.cert_ready: simpy.Event | None = None
         self.retired = False  # its pod is gone
         self.down = False  # crashed (a proxy_crash fault): connections to it are refused
-        self.pools: dict[tuple[str, bool], ConnectionPool] = {}
+        self.pools: dict[tuple, ConnectionPool] = {}
+        # TLS sessions it may resume, per peer proxy name: when their full handshake was.
+        self.tls_sessions: dict[str, float] = {}
         self.connections = 0
         self.peak_connections = 0
         # For its memory (MemorySpec): requests in flight through it (``streams``, opened and
@@ -618,6 +692,26 @@ class Proxy:
         if ready is not None:
             ready.succeed()
 
+    def accept(self) -> int:
+        """The worker that accepts a new connection (pinned workers only; see
+        ``ProxySpec.connection_balance``); -1 when its workers are not pinned."""
+        if not self.pinned:
+            return -1
+        accepted = self.accepted
+        if self._exact:
+            worker = accepted.index(min(accepted))
+        else:
+            if self._spread is None:
+                self._spread = self._sampler("accept")
+            worker = int(self._spread() * len(accepted))
+        accepted[worker] += 1
+        return worker
+
+    def closed(self, worker: int) -> None:
+        """A connection that ``worker`` accepted is closed."""
+        if worker >= 0:
+            self.accepted[worker] -= 1
+
     def connection_changed(self, delta: int) -> None:
         """A connection from or to this proxy opened (+1) or closed (-1)."""
         self.connections += delta
@@ -649,14 +743,16 @@ class Proxy:
 
     def pool(
         self,
-        key: tuple[str, bool],
+        key: tuple,
         multiplexed: bool,
-        opener: Callable[[list | None], Generator[simpy.Event, Any, None]],
+        opener: Callable[[list | None, Connection], Generator[simpy.Event, Any, bool]],
         peer: Proxy | None,
         limits: PoolLimits | None = None,
     ) -> ConnectionPool:
-        """The pool of connections to upstream ``key`` (its name, multiplexed or not, and
-        the cluster when it has limits of its own: ``limits``), made on first use."""
+        """The pool of connections to upstream ``key`` (its name, multiplexed or not, the
+        cluster when it has limits of its own: ``limits``, and the worker whose pool it is
+        when the workers are pinned), made on first use. A peer proxy with pinned workers
+        accepts each connection on one of them."""
         found = self.pools.get(key)
         if found is None:
 
@@ -665,8 +761,9 @@ class Proxy:
                 if peer is not None:
                     peer.connection_changed(delta)
 
+            acceptor = peer if peer is not None and peer.pinned else None
             found = self.pools[key] = ConnectionPool(
-                self.env, self.spec.connection_pool, multiplexed, opener, changed, limits
+                self.env, self.spec.connection_pool, multiplexed, opener, changed, limits, acceptor
             )
         return found
 

@@ -253,6 +253,7 @@ class ClusterPolicy:
             (``source_ip``, ""); None for none.
         max_connections, max_pending, max_requests, max_requests_per_connection: the
             connection-pool limits, enforced per cluster (None: the proxy's own).
+        idle_timeout: ``connectionPool.http.idleTimeout`` (seconds; None: the proxy's own).
         max_retries: retries in flight at once (None: unlimited, Istio's default).
         budget: (percent, min concurrency) of Envoy's retry budget, or None.
         outlier: the outlier detector's settings (``models.resilience.OutlierDetector``
@@ -268,6 +269,7 @@ class ClusterPolicy:
     max_pending: int | None = None
     max_requests: int | None = None
     max_requests_per_connection: int | None = None
+    idle_timeout: float | None = None
     max_retries: int | None = None
     budget: tuple[float, int] | None = None
     outlier: Mapping[str, Any] | None = None
@@ -283,6 +285,7 @@ class ClusterPolicy:
                 self.max_connections,
                 self.max_pending,
                 self.max_requests_per_connection,
+                self.idle_timeout,
             )
         )
 
@@ -337,6 +340,7 @@ class Cluster:
                 policy.max_requests_per_connection
                 if policy.max_requests_per_connection is not None
                 else spec.max_requests_per_connection,
+                policy.idle_timeout if policy.idle_timeout is not None else spec.idle_timeout,
             )
         self.outlier: OutlierDetector | None = None
         if policy.outlier is not None and self.all:
@@ -898,6 +902,7 @@ def _cluster_policy(policy: TrafficPolicy | None, selector: dict[str, str] | Non
         max_pending=http.http1MaxPendingRequests if http is not None else None,
         max_requests=http.http2MaxRequests if http is not None else None,
         max_requests_per_connection=http.maxRequestsPerConnection if http is not None else None,
+        idle_timeout=http.idleTimeout if http is not None else None,
         max_retries=http.maxRetries if http is not None else None,
         connect_timeout=tcp.connectTimeout if tcp is not None else None,
         budget=budget,

@@ -176,7 +176,14 @@ class ServicePod(PodBase):
         )
         self.spec = spec
         self.host = spec.host_name
-        self.app = world.cpu_server(spec.workers, f"{self.scope}.app", "app", node)
+        self.app = world.cpu_server(
+            spec.workers,
+            f"{self.scope}.app",
+            "app",
+            node,
+            spec.resources.limits.cpu,
+            request_cores=spec.resources.requests.cpu,
+        )
         self._work = spec.service_time.sampler(self.rng)
         self._steps = compile_steps(spec, world)
         # Without a parallel step, the calls in order (the common case, walked by index).

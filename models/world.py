@@ -2,8 +2,9 @@
 
 The world is built from validated specs (a :class:`topologies.TopologySpec` and its placement);
 it never builds a topology itself. It hands every component what it needs: its random stream
-(by scope), its CPU server (exact FIFO where the node's cores are unlimited, SimPy resources
-where they are shared), the span recorder and the network.
+(by scope), its CPU server (the exact FIFO timeline where the node's cores are unlimited and
+no CPU limit binds; shared cores, FIFO or processor sharing, and CFS quotas otherwise), the
+span recorder and the network.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from sim.engine import Runner
 from sim.network import LinkClass, NetworkPort, link_class
 from sim.random import RandomStreams
 from sim.recorder import Recorder, SpanSink
-from sim.servers import ContendedServer, CpuServer, FifoServer
+from sim.servers import CpuServer, FifoServer, PinnedWorkers, SharedCores, SharedServer
 from sim.stats import LatencyHistogram, WindowedSeries
 from topologies import NodeSpec, TopologySpec, principal
 
@@ -30,18 +31,27 @@ __all__ = ["World", "Node", "PodBase", "ServiceStats"]
 
 
 class Node:
-    """A cluster node at run time: its zone and, when finite, its shared cores."""
+    """A cluster node at run time: its zone and, when finite, its shared cores.
 
-    def __init__(self, env: simpy.Environment, spec: NodeSpec) -> None:
+    Args:
+        env: the SimPy environment.
+        spec: the node's spec.
+        discipline: how its cores are shared when the node does not say (the cluster's
+            ``cpu_discipline``).
+    """
+
+    def __init__(self, env: simpy.Environment, spec: NodeSpec, discipline: str = "fifo") -> None:
         self.name = spec.name
         self.zone = spec.zone
         self.spec = spec
-        self.cores: simpy.Resource | None = None
+        self.cfs_period_s = spec.cfs_period
+        # Finite cores are shared by every container on the node (fractional counts are
+        # honoured: see sim.servers.SharedCores).
+        self.cores: SharedCores | None = None
         # The link class to each other node, filled by World.link (a hot-path lookup).
         self.links: dict[Node, LinkClass] = {}
         if spec.cores is not None:
-            # Work needs whole cores; a fractional count is rounded down, to at least one.
-            self.cores = simpy.Resource(env, capacity=max(1, int(spec.cores)))
+            self.cores = SharedCores(env, spec.cores, spec.cpu_discipline or discipline)
 
 
 class ServiceStats:
@@ -169,7 +179,8 @@ class World:
         # Istio's request metrics (models.telemetry.IstioTelemetry) when collected, else
         # None: the data plane checks it once where a response is delivered or answered.
         self.telemetry: IstioTelemetry | None = None
-        self.nodes = {spec.name: Node(env, spec) for spec in topology.cluster.nodes}
+        discipline = topology.cluster.cpu_discipline
+        self.nodes = {spec.name: Node(env, spec, discipline) for spec in topology.cluster.nodes}
         self.placement = topology.pods()
         self.servers: list[CpuServer] = []
         self.service_stats = {
@@ -187,14 +198,78 @@ class World:
             found = a.links[b] = link_class(a.name, a.zone, b.name, b.zone)
         return found
 
-    def cpu_server(self, workers: int, scope: str, kind: str, node: Node) -> CpuServer:
-        """A CPU server for a component on ``node``; registered for CPU accounting."""
-        server: CpuServer
-        if node.cores is None:
-            server = FifoServer(self.env, workers, scope, kind)
-        else:
-            server = ContendedServer(self.env, workers, scope, kind, node.cores)
+    def cpu_server(
+        self,
+        workers: int,
+        scope: str,
+        kind: str,
+        node: Node,
+        limit_cores: float | None = None,
+        pinned: bool = False,
+        request_cores: float | None = None,
+    ) -> CpuServer:
+        """A CPU server for a component on ``node``; registered for CPU accounting.
+
+        The class is decided here, once: the exact FIFO timeline (one event per visit) unless
+        the node's cores are finite or the container's CPU limit can bind. A limit of at least
+        ``workers`` cores never binds (its threads cannot use more), so it costs nothing.
+
+        Args:
+            workers: its threads.
+            scope: its component scope.
+            kind: the component kind its CPU is charged to.
+            node: the node it runs on.
+            limit_cores: its CPU limit (Kubernetes ``limits.cpu``), enforced by a CFS quota
+                per the node's ``cfs_period``; None for none.
+            pinned: each worker runs its own connections (sim.servers.PinnedWorkers).
+            request_cores: its CPU request (Kubernetes ``requests.cpu``): its weight where
+                the node's cores are shared by processor sharing.
+        """
+        if pinned and workers > 1:
+            if limit_cores is not None and limit_cores < workers:
+                raise ValueError(
+                    f"{scope}: a CPU limit below its workers ({limit_cores} < {workers}) with "
+                    "pinned workers is not modelled (the quota is shared by all the threads)"
+                )
+            parts = [
+                self._server(1, scope, kind, node, None, request_cores) for _ in range(workers)
+            ]
+            pinned_server = PinnedWorkers(parts, scope, kind)
+            self.servers.append(pinned_server)
+            return pinned_server
+        server = self._server(workers, scope, kind, node, limit_cores, request_cores)
         self.servers.append(server)
+        return server
+
+    def _server(
+        self,
+        workers: int,
+        scope: str,
+        kind: str,
+        node: Node,
+        limit_cores: float | None,
+        request_cores: float | None,
+    ) -> CpuServer:
+        server: CpuServer
+        binds = limit_cores is not None and limit_cores < workers
+        if node.cores is not None:
+            server = SharedServer(
+                self.env,
+                workers,
+                scope,
+                kind,
+                node.cores,
+                limit_cores if binds else None,
+                node.cfs_period_s,
+                request_cores,
+            )
+        elif binds:
+            own = SharedCores(self.env, None)
+            server = SharedServer(
+                self.env, workers, scope, kind, own, limit_cores, node.cfs_period_s
+            )
+        else:
+            server = FifoServer(self.env, workers, scope, kind)
         return server
 
     def sink(self, scope: str, kind: str) -> SpanSink:

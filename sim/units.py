@@ -20,11 +20,13 @@ from pydantic import BeforeValidator
 
 __all__ = [
     "Bandwidth",
+    "Cpu",
     "Duration",
     "Rate",
     "Size",
     "format_duration_ms",
     "parse_bandwidth",
+    "parse_cpu",
     "parse_duration",
     "parse_rate",
     "parse_size",
@@ -228,6 +230,26 @@ def parse_rate(v: str | float | int) -> float:
     return _finite(number * mul / div, "rate", v)
 
 
+CPU_UNITS: dict[str, tuple[float, float]] = {"": (1.0, 1.0), "m": (1.0, 1000.0)}
+
+
+def parse_cpu(v: str | float | int) -> float:
+    """Parse a CPU quantity into cores, as Kubernetes writes it.
+
+    Args:
+        v: Cores as a number or a numeric string (``0.5``, ``"2"``), or millicores with the
+            suffix ``m`` (``"500m"`` is half a core).
+
+    Returns:
+        The quantity in cores.
+
+    Raises:
+        ValueError: If negative, not finite, malformed or with an unknown unit.
+    """
+    number, (mul, div) = _split(v, "cpu", CPU_UNITS)
+    return _finite(number * mul / div, "cpu", v)
+
+
 def format_duration_ms(seconds: float) -> str:
     """Format a duration for reports, in milliseconds with three decimals.
 
@@ -242,6 +264,10 @@ def format_duration_ms(seconds: float) -> str:
 
 def _duration(v: Any) -> float:
     return parse_duration(v)
+
+
+def _cpu(v: Any) -> float:
+    return parse_cpu(v)
 
 
 def _size(v: Any) -> int:
@@ -259,6 +285,9 @@ def _rate(v: Any) -> float:
 Duration = Annotated[float, BeforeValidator(_duration)]
 """A non-negative duration in seconds; accepts numbers and strings such as ``"2ms"`` or
 ``"1m30s"``."""
+
+Cpu = Annotated[float, BeforeValidator(_cpu)]
+"""A non-negative CPU quantity in cores; accepts numbers and Kubernetes' millicores (``"500m"``)."""
 
 Size = Annotated[int, BeforeValidator(_size)]
 """A non-negative size in bytes; accepts integers and strings such as ``"1KiB"`` or ``"16Gi"``."""

@@ -30,6 +30,7 @@ from .cluster import ClusterSpec, NodeSpec, cluster_graph, flat_cluster, multi_z
 from .errors import TopologyError
 from .io import load_topology, save_topology, topology_from_dict
 from .placement import Placement, PlacementSpec, Pod, place
+from .resources import ResourceListSpec, ResourcesSpec
 from .spec import NamespaceSpec, TopologySpec
 from .visits import expected_visits
 
@@ -38,6 +39,8 @@ __all__ = [
     "CallGraphSpec",
     "CallSpec",
     "ClusterSpec",
+    "ResourceListSpec",
+    "ResourcesSpec",
     "HttpMethod",
     "HttpPath",
     "MisbehaviourSpec",

@@ -14,6 +14,7 @@ from sim.units import Size
 
 from .errors import TopologyError
 from .memo import cached_on
+from .resources import ResourcesSpec
 
 __all__ = [
     "MAX_ANNOTATIONS",
@@ -213,6 +214,8 @@ class ServiceSpec(BaseModel):
         service_account: The pods' Kubernetes service account; ``None`` is Kubernetes'
             ``default`` one (see :attr:`service_account_name`).
         misbehaviour: How the application misbehaves on its own; ``None`` = it does not.
+        resources: The app container's CPU requests and limits; a limit below ``workers``
+            is a CFS quota that throttles it (see :class:`ResourcesSpec`).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
@@ -236,6 +239,7 @@ class ServiceSpec(BaseModel):
         default=None, pattern=SERVICE_ACCOUNT_PATTERN, max_length=253
     )
     misbehaviour: MisbehaviourSpec | None = None
+    resources: ResourcesSpec = ResourcesSpec()
 
     @property
     def host_name(self) -> str:

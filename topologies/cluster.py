@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import string
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 import networkx as nx
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from sim.network import LinkClass, NetworkSpec
-from sim.units import Size
+from sim.units import Duration, Size
 
 from .errors import TopologyError
 from .memo import cached_on
@@ -31,7 +31,14 @@ class NodeSpec(BaseModel):
     Attributes:
         name: Unique node name, DNS-like (``node-0``).
         cores: CPU cores (vCPU) shared by every app and proxy on the node; ``None`` means
-            unlimited CPU, no contention modelled.
+            unlimited CPU, no contention modelled. Fractional counts are honoured: ``c`` cores
+            are ``ceil(c)`` cores that each run at ``c / ceil(c)`` of a full core's speed (a
+            0.5-core node runs work at half speed), as a hypervisor's share of each vCPU.
+        cpu_discipline: How threads that want more cores than the node has share them:
+            ``fifo`` (a thread keeps its core until its work is done) or ``ps`` (processor
+            sharing, as Linux's CFS at its fine time-slice limit); ``None`` = the cluster's.
+        cfs_period: The CFS bandwidth period in which a container's CPU limit is enforced as a
+            quota of ``limit * period`` (kubelet's ``cpuCFSQuotaPeriod``, default 100 ms).
         memory_bytes: Memory of the node, in bytes (accepts ``"16GiB"``).
         zone: Availability zone of the node; links between zones are slower.
     """
@@ -40,6 +47,8 @@ class NodeSpec(BaseModel):
 
     name: str = Field(pattern=_NAME_PATTERN, max_length=253)
     cores: float | None = Field(default=None, gt=0)
+    cpu_discipline: Literal["fifo", "ps"] | None = None
+    cfs_period: Duration = Field(default=0.1, gt=0)
     memory_bytes: Size = Field(default=cast(Any, "16GiB"))
     zone: str = Field(default="zone-a", min_length=1)
 
@@ -51,12 +60,15 @@ class ClusterSpec(BaseModel):
         nodes: The nodes, at least one, with unique names; their order is the stable order
             placement strategies walk.
         network: Latency distributions per link class and bandwidth.
+        cpu_discipline: How a node's finite cores are shared, unless the node says
+            (``fifo`` or ``ps``; see :class:`NodeSpec`).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
 
     nodes: list[NodeSpec] = Field(min_length=1)
     network: NetworkSpec = Field(default_factory=NetworkSpec)
+    cpu_discipline: Literal["fifo", "ps"] = "fifo"
 
     @field_validator("nodes")
     @classmethod

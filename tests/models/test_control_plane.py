@@ -27,7 +27,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from experiments.results import RunResult
-from experiments.runner import summarise
+from experiments.runner import build_simulation, summarise
 from experiments.spec import spec_from_dict
 from models import dataplane
 from models.control_plane import ControlPlane, delay_to, next_poll
@@ -429,7 +429,17 @@ CERTS = {"ttl": TTL_S, "rotate_at": 0.5, "jitter": 0.0, "sign_cpu": SIGN_S}
 OUTAGE = {"kind": "control_plane_outage", "start": 1.5, "duration": 2.0}
 
 
-def cert_spec(duration: float, outage: bool, sign_s: float = SIGN_S) -> dict[str, Any]:
+# Certificates are checked at the TLS handshake: to see every request meet an expired one,
+# each opens its own connection (no keep-alive).
+NO_KEEP_ALIVE = {"max_requests_per_connection": 1}
+
+
+def cert_spec(
+    duration: float,
+    outage: bool,
+    sign_s: float = SIGN_S,
+    connection_pool: dict[str, Any] | None = NO_KEEP_ALIVE,
+) -> dict[str, Any]:
     data = spec_dict(
         [service("srv")],
         "srv",
@@ -438,13 +448,16 @@ def cert_spec(duration: float, outage: bool, sign_s: float = SIGN_S) -> dict[str
         duration=duration,
     )
     data["mesh"]["mtls_mode"] = "STRICT"
+    if connection_pool is not None:
+        data["mesh"]["proxy"] = {"connection_pool": connection_pool}
     return data
 
 
 def test_certificates_expire_during_a_control_plane_outage():
     # Two proxies (srv-0's, loadgen-0's) signed at ~0 and ~1 s. The outage (1.5 to 3.5 s)
     # makes the rotations at ~2 s and their retries at ~3 s fail; the certificates of ~1 s
-    # expire at ~3 s; the retries at ~4 s succeed.
+    # expire at ~3 s; the retries at ~4 s succeed. Every request opens a connection, so
+    # every handshake between ~3 and ~4 s fails.
     _, before_expiry = run(cert_spec(6.0, outage=True), until=2.95)
     cp = before_expiry.control_plane
     assert cp.signatures == 4
@@ -476,6 +489,56 @@ def test_certificates_expire_during_a_control_plane_outage():
     _, resigned = run(cert_spec(6.0, outage=True), until=4.5)
     assert resigned.control_plane.tls_failures == cp.tls_failures
     assert resigned.status_codes.get("503") == failed
+
+
+def test_an_established_connection_outlives_its_certificate():
+    # The same outage and expiry, with keep-alive (Istio's default): the connection opened
+    # by the first request is never renewed, and no request fails.
+    sim, result = run(cert_spec(6.0, outage=True, connection_pool=None))
+    cp = result.control_plane
+    assert cp.signature_failures == 4 and cp.signatures == 8  # the same expiry as above
+    assert cp.tls_failures == 0
+    assert result.end_to_end.error_rate == 0.0
+    (sidecar,) = [p for p in sim.mesh.proxies() if p.name.startswith("loadgen-0")]
+    (pool,) = sidecar.pools.values()
+    assert pool.opened == 1 and pool.failed == 0
+
+
+def test_a_renewed_connection_meets_the_expired_certificate():
+    # An idle timeout shorter than the 50 ms between requests closes the connection after
+    # each: every request opens a new one, and those between ~3 and ~4 s fail their TLS
+    # handshake, as without keep-alive.
+    idle = {"idle_timeout": "30ms"}
+    sim, result = run(cert_spec(6.0, outage=True, connection_pool=idle))
+    _, no_keep_alive = run(cert_spec(6.0, outage=True))
+    assert result.control_plane.tls_failures == no_keep_alive.control_plane.tls_failures > 0
+    assert result.status_codes == no_keep_alive.status_codes
+    (sidecar,) = [p for p in sim.mesh.proxies() if p.name.startswith("loadgen-0")]
+    (pool,) = sidecar.pools.values()
+    assert pool.idle_closed > 100 and pool.failed == result.control_plane.tls_failures
+
+
+def test_a_destination_rules_idle_timeout_renews_the_connections():
+    # The same as above, the idle timeout set by a DestinationRule
+    # (connectionPool.http.idleTimeout) instead of the proxy's pool settings.
+    data = cert_spec(6.0, outage=True, connection_pool=None)
+    data["policies"] = [
+        {
+            "apiVersion": "networking.istio.io/v1",
+            "kind": "DestinationRule",
+            "metadata": {"name": "srv"},
+            "spec": {
+                "host": "srv",
+                "trafficPolicy": {"connectionPool": {"http": {"idleTimeout": "30ms"}}},
+            },
+        }
+    ]
+    spec = spec_from_dict(data)
+    sim = build_simulation(spec, SEED)
+    result = summarise(spec, [SEED], [sim.run()], 0.0)
+    _, no_keep_alive = run(cert_spec(6.0, outage=True))
+    assert result.control_plane is not None and no_keep_alive.control_plane is not None
+    assert result.control_plane.tls_failures == no_keep_alive.control_plane.tls_failures > 0
 
 
 def test_no_outage_no_tls_failures():

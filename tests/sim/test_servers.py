@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import simpy
 
-from sim.servers import ContendedServer, FifoServer
+from sim.servers import FifoServer, SharedCores, SharedServer
 
 
 def visit(env, server, log, name, work):
@@ -22,13 +22,14 @@ def arrivals(env, server, log, plan):
         env.process(visit(env, server, log, name, work))
 
 
-@pytest.mark.parametrize("kind", ["fifo", "contended"])
+@pytest.mark.parametrize("kind", ["fifo", "contended", "contended-ps"])
 def test_two_workers_fifo_trace(kind):
     env = simpy.Environment()
     if kind == "fifo":
         server = FifoServer(env, 2, "s", "app")
     else:
-        server = ContendedServer(env, 2, "s", "app", simpy.Resource(env, capacity=8))
+        discipline = "ps" if kind.endswith("ps") else "fifo"
+        server = SharedServer(env, 2, "s", "app", SharedCores(env, 8, discipline))
     log = []
     plan = [(0.0, "a", 3.0), (0.0, "b", 1.0), (0.5, "c", 1.0), (0.5, "d", 2.0), (1.0, "e", 0.5)]
     env.process(arrivals(env, server, log, plan))
@@ -69,9 +70,9 @@ def test_charged_work_delays_the_next_visit_but_not_the_current_one():
 
 def test_contended_servers_share_a_nodes_cores():
     env = simpy.Environment()
-    cores = simpy.Resource(env, capacity=1)
-    one = ContendedServer(env, 2, "one", "app", cores)
-    two = ContendedServer(env, 2, "two", "sidecar", cores)
+    cores = SharedCores(env, 1)
+    one = SharedServer(env, 2, "one", "app", cores)
+    two = SharedServer(env, 2, "two", "sidecar", cores)
     log = []
     env.process(visit(env, one, log, "a", 1.0))
     env.process(visit(env, two, log, "b", 1.0))
