@@ -125,6 +125,7 @@ def test_node_proxies_on_every_node():
     assert sorted(found) == [f"node-{k}.node-proxy" for k in range(6)]
     assert all(v == 3 * CLUSTER_B + 3 * ENDPOINT_B for v in found.values())
 
+
 def test_run_result_reports_the_same_memory():
     """Through the experiment runner, with traffic (connections cost nothing here)."""
     result = run_experiment(spec(10, 4, sidecar("mesh")))
