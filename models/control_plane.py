@@ -112,6 +112,10 @@ class ControlPlaneSpec(BaseModel):
         galley_cpu: ``split``: Galley's validation CPU per change.
         galley_handoff: ``split``: from Galley to Pilot (seconds).
         poll_interval: ``maesh``: how often each proxy pulls.
+        poll_base_cpu: ``maesh``: the controller's CPU to answer one poll, whatever the
+            proxy already has (it encodes its whole configuration for every poll).
+        poll_per_cluster_cpu: and per service of that configuration.
+        poll_per_endpoint_cpu: and per endpoint.
         certificates: workload certificates, or None (no CA: Maesh has no mTLS).
         memory: the control plane's memory model.
     """
@@ -132,6 +136,9 @@ class ControlPlaneSpec(BaseModel):
     galley_cpu: Duration = 0.02
     galley_handoff: Duration = 0.1
     poll_interval: Annotated[Duration, Field(gt=0)] = 2.0
+    poll_base_cpu: Annotated[Duration, Field(ge=0)] = 0.0
+    poll_per_cluster_cpu: Annotated[Duration, Field(ge=0)] = 0.0
+    poll_per_endpoint_cpu: Annotated[Duration, Field(ge=0)] = 0.0
     certificates: CertificateSpec | None = CertificateSpec()
     memory: ControlPlaneMemorySpec = ControlPlaneMemorySpec()
 
@@ -351,6 +358,10 @@ class ControlPlane:
         self._built = self.env.event()  # maesh: succeeds when a newer one is built
         self._fetches = 0  # maesh: polls that fetched a configuration
         self._retired_polls = 0  # maesh: polls made by proxies now gone
+        if spec.kind == "maesh" and (
+            spec.poll_base_cpu or spec.poll_per_cluster_cpu or spec.poll_per_endpoint_cpu
+        ):
+            self.env.process(self._serve_polls())
 
     # --- proxies -------------------------------------------------------------------------
 
@@ -513,6 +524,40 @@ class ControlPlane:
             self._applied(client, version, view)
             client.next_poll_s = env.now + interval
 
+    def poll_cost(self) -> float:
+        """Maesh: the controller's CPU to answer one poll now (seconds). Every poll gets the
+        whole current configuration, encoded afresh (traefik/mesh pkg/api/api.go,
+        ``getCurrentConfiguration``: ``json.NewEncoder(w).Encode(a.configuration.Get())``);
+        the proxy hashes the body and drops it when it is unchanged (traefik
+        pkg/provider/http/http.go, ``updateConfiguration``), so a poll that finds nothing new
+        costs the controller as much as one that does."""
+        spec = self.spec
+        view = self._built_view
+        endpoints = sum(len(pods) for pods in view.values())
+        return (
+            spec.poll_base_cpu
+            + spec.poll_per_cluster_cpu * len(view)
+            + spec.poll_per_endpoint_cpu * endpoints
+        )
+
+    def _serve_polls(self) -> Generator[simpy.Event, Any, None]:
+        """Maesh: the controller's CPU for answering the polls, booked at the end of each
+        second for the polls made during it (:meth:`polls`, so a poll that finds nothing new
+        stays without an event of its own): at most one booking per core, which keep the
+        controller's workers busy as the polls did. A second that ends with the controller
+        down books nothing (a poll to a controller that is down costs it nothing)."""
+        replica = self.replicas[0]
+        counted = 0
+        while True:
+            yield self.env.timeout(POLL_BOOKING_S)
+            polls = self.polls()
+            made, counted = polls - counted, polls
+            if made and not self.down:
+                work = made * self.poll_cost()
+                chunks = min(made, replica.cpu.workers)
+                for _ in range(chunks):
+                    replica.cpu.charge(work / chunks)
+
     def _polls_of(self, client: _Client) -> int:
         """The polls ``client`` has made by now (those at now not yet)."""
         return (
@@ -617,6 +662,10 @@ def convergence_summary(samples: list[float], affected: int) -> dict[str, float 
         "p99_s": float(np.quantile(values, 0.99)),
         "max_s": float(values.max()),
     }
+
+
+POLL_BOOKING_S = 1.0
+"""Maesh: how often the controller's CPU for the polls is booked (see ``_serve_polls``)."""
 
 
 def next_poll(t_s: float, interval_s: float, at_s: float) -> tuple[float, int]:

@@ -59,7 +59,7 @@ def spec(
                     "assignments": assignments or {"srv-0": "node-1"},
                 },
             },
-            "mesh": MESH,
+            "mesh": extra.pop("mesh", MESH),
             "workload": workload,
             "warmup": 0,
             "client_node": "node-0",
@@ -245,3 +245,43 @@ def test_a_workload_calls_a_service_by_one_name():
     ]
     with pytest.raises(SpecError, match="step 2 calls 'api' with via_mesh: false"):
         spec(2, ONE_CONNECTION, services=services, call_graph={"entry": "web"}, duration=0.1)
+
+
+def test_every_poll_costs_the_controller_its_whole_configuration():
+    # A controller whose answer to a poll costs 1 ms + 0.1 ms per service + 0.01 ms per
+    # endpoint: srv's 2 pods make 1.12 ms a poll, found new or not. Three node proxies poll
+    # every 0.5 s; the polls of each second are booked at its end, so the polls made by 10 s
+    # are the controller's CPU at 10.5 s.
+    control_plane = {
+        "kind": "maesh",
+        "cores": 2,
+        "poll_interval": 0.5,
+        "poll_base_cpu": "1ms",
+        "poll_per_cluster_cpu": "100us",
+        "poll_per_endpoint_cpu": "10us",
+        "certificates": None,
+    }
+    experiment = spec(
+        3,
+        ONE_CONNECTION,
+        services=[{"name": "srv", "replicas": 2}],
+        assignments={"srv-0": "node-1", "srv-1": "node-2"},
+        mesh={**MESH, "control_plane": control_plane},
+        duration=10.5,
+    )
+    sim = build_simulation(experiment)
+    cp = sim.mesh.control_plane
+    seen = []
+
+    def read() -> Any:
+        yield sim.env.timeout(10.0)
+        seen.append(cp.polls())
+
+    sim.env.process(read())
+    sim.run()
+    (controller,) = [s for s in sim.world.servers if s.kind == "maesh_controller"]
+    assert cp.poll_cost() == pytest.approx(1.12e-3, rel=1e-12)
+    assert seen[0] == pytest.approx(3 * 10.0 / 0.5, abs=3)  # each proxy about 20 times
+    assert controller.cpu_s == pytest.approx(seen[0] * 1.12e-3, rel=1e-9)
+    summary = cp.summary()
+    assert summary["polls"] == summary["empty_polls"]  # nothing new: every poll was empty
