@@ -34,7 +34,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+
+from pydantic import Field
 
 from models.dataplane import APP_REFUSED, Exchange, Hop, MtlsMode, ProxiedMesh, ProxiedSpec
 from models.defaults import TRAEFIK
@@ -67,6 +69,15 @@ class PerNodeSpec(ProxiedSpec):
         control_plane: the Maesh controller (``kind: maesh``), or None.
         acl: Traefik Mesh's ACL mode (its Helm value ``acl``): SMI TrafficTargets decide who
             may call whom, and what none allows is denied.
+        limit_http_ports: the controller's ``--limitHTTPPort`` (Helm ``limits.http``, 10):
+            the HTTP entry points of each proxy, one per port index of a service (a
+            service's port ``i`` gets port ``5000 + i``); here every service has one port.
+        limit_tcp_ports: ``--limitTCPPort`` (Helm ``limits.tcp``, 25): the TCP entry points,
+            one per port of each service whose ``mesh.traefik.io/traffic-type`` is ``tcp``,
+            for the whole mesh. The services beyond it (by name: the controller's order is
+            the informer's) get no port on their shadow service: a call by the mesh name
+            fails at once (pkg/controller/service.go, ``getMappedPort``: "unable to find an
+            available port", the port skipped).
     """
 
     architecture: Literal["per_node"] = "per_node"
@@ -75,6 +86,8 @@ class PerNodeSpec(ProxiedSpec):
     mtls_mode: MtlsMode = "DISABLE"
     load_balancer: LbPolicy = "round_robin"
     acl: bool = False
+    limit_http_ports: Annotated[int, Field(ge=0, le=65535)] = TRAEFIK["limits.http"]
+    limit_tcp_ports: Annotated[int, Field(ge=0, le=65535)] = TRAEFIK["limits.tcp"]
 
 
 class PerNodeMesh(ProxiedMesh):
@@ -110,6 +123,8 @@ class PerNodeMesh(ProxiedMesh):
         self._draws: dict[str, Callable[[], float]] = {}
         # Calls by the plain service name, (calling workload, host): straight to a pod.
         self._plain: frozenset[tuple[str, str]] = frozenset()
+        # Services with no port on their shadow service (beyond the port limits).
+        self._no_port: frozenset[str] = frozenset()
         self._direct = NoMesh(world, NoMeshSpec())
         self._direct.endpoints = self.endpoints  # the same endpoints, not a copy
         # Connections to the shadow services opened, and those to another node's proxy.
@@ -121,6 +136,19 @@ class PerNodeMesh(ProxiedMesh):
         if self.spec.acl and policies.acl is None:
             policies = replace(policies, acl=())
         super().use_policies(policies)
+        self._allocate_ports()
+
+    def _allocate_ports(self) -> None:
+        """The services that get no port on their shadow service (``limit_http_ports``,
+        ``limit_tcp_ports``): calls to them by the mesh name fail."""
+        hosts = sorted(self.world.topology.call_graph.hosts())
+        traefik = self.policies.traefik
+        tcp = [h for h in hosts if h in traefik and traefik[h].traffic_type == "tcp"]
+        http = [h for h in hosts if h not in traefik or traefik[h].traffic_type == "http"]
+        no_port = set(tcp[self.spec.limit_tcp_ports :])
+        if self.spec.limit_http_ports < 1:  # a service's one port is its port index 0
+            no_port.update(http)
+        self._no_port = frozenset(no_port)
 
     def attach(self, pods: list[ServicePod], clients: list[ClientPod]) -> None:
         graph = self.world.topology.call_graph
@@ -167,6 +195,9 @@ class PerNodeMesh(ProxiedMesh):
         plain = self._plain
         if plain and (src.workload, host) in plain:  # the plain name: no mesh on the way
             self._direct.send(src, host, request, parent, slot)
+            return
+        if self._no_port and host in self._no_port:  # no port: nothing to connect to
+            self.answer_now(parent, slot, APP_REFUSED)
             return
         key = (src.name, host)
         if request.protocol in ("http2", "grpc"):  # one connection, its requests as streams

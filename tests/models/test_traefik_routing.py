@@ -285,3 +285,28 @@ def test_every_poll_costs_the_controller_its_whole_configuration():
     assert controller.cpu_s == pytest.approx(seen[0] * 1.12e-3, rel=1e-9)
     summary = cp.summary()
     assert summary["polls"] == summary["empty_polls"]  # nothing new: every poll was empty
+
+
+@pytest.mark.parametrize(("limit", "ok"), [(3, True), (2, False)])
+def test_tcp_services_beyond_the_port_limit_get_no_port(limit, ok):
+    # Three TCP services (mesh.traefik.io/traffic-type: tcp), a, b and c; the load generator
+    # calls c. With limitTCPPort 2, a and b take the two TCP entry points and c's shadow
+    # service has no port: its calls fail at once, before any proxy.
+    tcp = {"mesh.traefik.io/traffic-type": "tcp"}
+    services = [
+        {"name": name, "protocol": "tcp", "annotations": tcp, "service_time": "1ms"}
+        for name in ("a", "b", "c")
+    ]
+    experiment = spec(
+        2,
+        ONE_CONNECTION,
+        services=services,
+        assignments={"a-0": "node-1", "b-0": "node-1", "c-0": "node-1"},
+        call_graph={"entry": "c"},
+        mesh={**MESH, "limit_tcp_ports": limit},
+        duration=0.25,
+    )
+    sim = build_simulation(experiment)
+    out = sim.run()
+    assert out.workload.status_codes == ({200: 3} if ok else {503: 3})
+    assert (sum(p.requests for p in sim.mesh.proxies()) > 0) == ok
