@@ -542,21 +542,22 @@ class ControlPlane:
 
     def _serve_polls(self) -> Generator[simpy.Event, Any, None]:
         """Maesh: the controller's CPU for answering the polls, booked at the end of each
-        second for the polls made during it (:meth:`polls`, so a poll that finds nothing new
-        stays without an event of its own): at most one booking per core, which keep the
-        controller's workers busy as the polls did. A second that ends with the controller
-        down books nothing (a poll to a controller that is down costs it nothing)."""
+        second: every proxy polls once per ``poll_interval``, so the second's polls are the
+        proxies times one second over the interval (their mean: each proxy's phase is
+        uniform), each costing :meth:`poll_cost`. One booking per core at most, which keep
+        the controller's workers busy as the polls did, and no event per poll, so a poll that
+        finds nothing new stays without an event of its own. A second that ends with the
+        controller down books nothing (a poll to a controller that is down costs it
+        nothing)."""
         replica = self.replicas[0]
-        counted = 0
+        share = POLL_BOOKING_S / self.spec.poll_interval  # polls per proxy in a booking
         while True:
             yield self.env.timeout(POLL_BOOKING_S)
-            polls = self.polls()
-            made, counted = polls - counted, polls
-            if made and not self.down:
-                work = made * self.poll_cost()
-                chunks = min(made, replica.cpu.workers)
+            if self._clients and not self.down:
+                chunks = replica.cpu.workers
+                work = len(self._clients) * share * self.poll_cost() / chunks
                 for _ in range(chunks):
-                    replica.cpu.charge(work / chunks)
+                    replica.cpu.charge(work)
 
     def _polls_of(self, client: _Client) -> int:
         """The polls ``client`` has made by now (those at now not yet)."""

@@ -250,8 +250,8 @@ def test_a_workload_calls_a_service_by_one_name():
 def test_every_poll_costs_the_controller_its_whole_configuration():
     # A controller whose answer to a poll costs 1 ms + 0.1 ms per service + 0.01 ms per
     # endpoint: srv's 2 pods make 1.12 ms a poll, found new or not. Three node proxies poll
-    # every 0.5 s; the polls of each second are booked at its end, so the polls made by 10 s
-    # are the controller's CPU at 10.5 s.
+    # every 0.5 s: 6 polls a second, booked at the end of each second on the controller's
+    # 2 cores; the bookings of 1 s .. 10 s are done by 10.5 s: 60 polls.
     control_plane = {
         "kind": "maesh",
         "cores": 2,
@@ -270,21 +270,29 @@ def test_every_poll_costs_the_controller_its_whole_configuration():
         duration=10.5,
     )
     sim = build_simulation(experiment)
-    cp = sim.mesh.control_plane
-    seen = []
-
-    def read() -> Any:
-        yield sim.env.timeout(10.0)
-        seen.append(cp.polls())
-
-    sim.env.process(read())
     sim.run()
+    cp = sim.mesh.control_plane
     (controller,) = [s for s in sim.world.servers if s.kind == "maesh_controller"]
     assert cp.poll_cost() == pytest.approx(1.12e-3, rel=1e-12)
-    assert seen[0] == pytest.approx(3 * 10.0 / 0.5, abs=3)  # each proxy about 20 times
-    assert controller.cpu_s == pytest.approx(seen[0] * 1.12e-3, rel=1e-9)
+    assert controller.cpu_s == pytest.approx(3 * 10 / 0.5 * 1.12e-3, rel=1e-9)
     summary = cp.summary()
+    assert summary["polls"] == pytest.approx(3 * 10.5 / 0.5, abs=3)  # the polls counted
     assert summary["polls"] == summary["empty_polls"]  # nothing new: every poll was empty
+    # The same run with polls that cost nothing: no CPU on the controller at all.
+    free = {**control_plane, "poll_base_cpu": 0, "poll_per_cluster_cpu": 0}
+    free["poll_per_endpoint_cpu"] = 0
+    experiment = spec(
+        3,
+        ONE_CONNECTION,
+        services=[{"name": "srv", "replicas": 2}],
+        assignments={"srv-0": "node-1", "srv-1": "node-2"},
+        mesh={**MESH, "control_plane": free},
+        duration=10.5,
+    )
+    sim = build_simulation(experiment)
+    sim.run()
+    (controller,) = [s for s in sim.world.servers if s.kind == "maesh_controller"]
+    assert controller.cpu_s == 0.0
 
 
 @pytest.mark.parametrize(("limit", "ok"), [(3, True), (2, False)])
