@@ -60,8 +60,9 @@ class PerNodeSpec(ProxiedSpec):
     """A proxy per node (and the shared fields of :class:`ProxiedSpec`).
 
     Attributes:
-        proxy: the node proxy (its ``outbound`` chain runs for callers on its node, its
-            ``inbound`` chain, with ``server_side``, for destinations on its node).
+        proxy: the node proxy (its ``outbound`` chain runs for the connections kube-proxy
+            sends to it, from any node; its ``inbound`` chain, with ``server_side``, for
+            destinations on its node).
         server_side: the destination's node proxy is on the path too.
         mtls_mode: ``DISABLE`` for Traefik Mesh (it has no mTLS).
         load_balancer: the node proxy's policy (Traefik: weighted round robin).
