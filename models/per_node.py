@@ -10,8 +10,9 @@ assigned to the service. Its endpoints are the node proxies of every node, and T
 sets neither ``internalTrafficPolicy: Local`` nor topology hints on it (traefik/mesh,
 pkg/controller/service.go, ``ShadowServiceManager.CreateOrUpdate``: a spec of ports and
 selector only), so kube-proxy picks one of them as for any ClusterIP service: in iptables
-mode, uniformly at random over the ready endpoints (a chain of ``-m statistic --mode random``
-rules), once per *connection*, when it is opened (conntrack keeps the choice for the
+mode, uniformly at random over the ready endpoints (a chain of ``-m statistic --mode random
+--probability 1/(n-i)`` rules: kubernetes pkg/proxy/iptables/proxier.go,
+``writeServiceToEndpointRules``), once per *connection*, when it is opened (conntrack keeps the choice for the
 connection's life). So a client's keep-alive connection sticks to one proxy, usually on
 another node (``(n - 1) / n`` of them on ``n`` nodes): a network hop to that node, and back.
 
