@@ -96,6 +96,12 @@ def _quantities() -> dict[Any, JsonSchemaValue]:
             'A bandwidth with a unit: "10Gbps" (bits), "1GB/s", "100MiB/s".',
             ["10Gbps", "1GB/s"],
         ),
+        units.Cpu: _quantity(
+            "cores",
+            rf"^\s*\+?{_NUMBER}\s*m?\s*$",
+            'CPU in cores, or millicores as Kubernetes writes them: 0.5, "500m".',
+            [0.5, "500m"],
+        ),
         units.Rate: _quantity(
             "events per second",
             rf"^\s*\+?{_NUMBER}\s*(?:{rate_units})?\s*$",

@@ -163,6 +163,10 @@ class ControlPlaneSpec(BaseModel):
         galley_cpu: ``split``: Galley's validation CPU per change.
         galley_handoff: ``split``: from Galley to Pilot (seconds).
         poll_interval: ``maesh``: how often each proxy pulls.
+        poll_base_cpu: ``maesh``: the controller's CPU to answer one poll, whatever the
+            proxy already has (it encodes its whole configuration for every poll).
+        poll_per_cluster_cpu: and per service of that configuration.
+        poll_per_endpoint_cpu: and per endpoint.
         certificates: workload certificates, or None (no CA: Maesh has no mTLS).
         memory: the control plane's memory model.
     """
@@ -189,6 +193,9 @@ class ControlPlaneSpec(BaseModel):
     galley_cpu: Duration = 0.02
     galley_handoff: Duration = 0.1
     poll_interval: Annotated[Duration, Field(gt=0)] = 2.0
+    poll_base_cpu: Annotated[Duration, Field(ge=0)] = 0.0
+    poll_per_cluster_cpu: Annotated[Duration, Field(ge=0)] = 0.0
+    poll_per_endpoint_cpu: Annotated[Duration, Field(ge=0)] = 0.0
     certificates: CertificateSpec | None = CertificateSpec()
     memory: ControlPlaneMemorySpec = ControlPlaneMemorySpec()
 
@@ -505,6 +512,10 @@ class ControlPlane:
             for replica in self.replicas:  # ``doSendPushes``: push_limit pushes at once
                 for _ in range(spec.push_limit):
                     self.env.process(self._push_worker(replica))
+        if spec.kind == "maesh" and (
+            spec.poll_base_cpu or spec.poll_per_cluster_cpu or spec.poll_per_endpoint_cpu
+        ):
+            self.env.process(self._serve_polls())
 
     # --- proxies -------------------------------------------------------------------------
 
@@ -759,6 +770,41 @@ class ControlPlane:
             self._applied(client, version, view)
             client.next_poll_s = env.now + interval
 
+    def poll_cost(self) -> float:
+        """Maesh: the controller's CPU to answer one poll now (seconds). Every poll gets the
+        whole current configuration, encoded afresh (traefik/mesh pkg/api/api.go,
+        ``getCurrentConfiguration``: ``json.NewEncoder(w).Encode(a.configuration.Get())``);
+        the proxy hashes the body and drops it when it is unchanged (traefik
+        pkg/provider/http/http.go, ``updateConfiguration``), so a poll that finds nothing new
+        costs the controller as much as one that does."""
+        spec = self.spec
+        view = self._built_view
+        endpoints = sum(len(pods) for pods in view.values())
+        return (
+            spec.poll_base_cpu
+            + spec.poll_per_cluster_cpu * len(view)
+            + spec.poll_per_endpoint_cpu * endpoints
+        )
+
+    def _serve_polls(self) -> Generator[simpy.Event, Any, None]:
+        """Maesh: the controller's CPU for answering the polls, booked at the end of each
+        second: every proxy polls once per ``poll_interval``, so the second's polls are the
+        proxies times one second over the interval (their mean: each proxy's phase is
+        uniform), each costing :meth:`poll_cost`. One booking per core at most, which keep
+        the controller's workers busy as the polls did, and no event per poll, so a poll that
+        finds nothing new stays without an event of its own. A second that ends with the
+        controller down books nothing (a poll to a controller that is down costs it
+        nothing)."""
+        replica = self.replicas[0]
+        share = POLL_BOOKING_S / self.spec.poll_interval  # polls per proxy in a booking
+        while True:
+            yield self.env.timeout(POLL_BOOKING_S)
+            if self._clients and not self.down:
+                chunks = replica.cpu.workers
+                work = len(self._clients) * share * self.poll_cost() / chunks
+                for _ in range(chunks):
+                    replica.cpu.charge(work)
+
     def _polls_of(self, client: _Client) -> int:
         """The polls ``client`` has made by now (those at now not yet)."""
         return (
@@ -870,6 +916,10 @@ def convergence_summary(samples: list[float], affected: int) -> dict[str, float 
         "p99_s": float(np.quantile(values, 0.99)),
         "max_s": float(values.max()),
     }
+
+
+POLL_BOOKING_S = 1.0
+"""Maesh: how often the controller's CPU for the polls is booked (see ``_serve_polls``)."""
 
 
 def next_poll(t_s: float, interval_s: float, at_s: float) -> tuple[float, int]:

@@ -742,8 +742,13 @@ class Exchange(Task):
 
     # --- out -------------------------------------------------------------------------------
 
-    def start(self) -> None:
-        hops = self.hops = self.mesh.first_hops(self.src, self.host)
+    def start(self, hops: list[Hop] | None = None) -> None:
+        """Send the request on its way: through ``hops`` up to the picking one when the
+        caller chose them (a Traefik Mesh client's connection, where kube-proxy chose the
+        node proxy), else through the architecture's :meth:`ProxiedMesh.first_hops`."""
+        if hops is None:
+            hops = self.mesh.first_hops(self.src, self.host)
+        self.hops = hops
         if hops[0].proxy.down:  # the app cannot reach its proxy: its call fails at once
             self.mesh.answer_now(self.parent, self.slot, APP_REFUSED)  # type: ignore[arg-type]
             return

@@ -314,6 +314,8 @@ def _crash(
     for pod in down:
         pod.alive = False
     mesh.world.faults_active += 1
+    if proxies and not mesh.proxy_is_pods(proxies):
+        env.process(_proxies_unready(env, mesh, fault, proxies, record))
     detection = READINESS_DETECTION_S if fault.detection is None else fault.detection
     restart = fault.restart_delay
     removed: list[ServicePod] = []
@@ -335,6 +337,25 @@ def _crash(
     mesh.world.faults_active -= 1
     record.events.append((env.now, "restarted"))
     yield from _ready_again(env, mesh, fault, removed, record)
+
+
+def _proxies_unready(
+    env: simpy.Environment, mesh: Mesh, fault: FaultSpec, proxies: list[Any], record: FaultRecord
+) -> Generator[simpy.Event, Any, None]:
+    """Crashed shared proxies leave the endpoints clients reach them by once their readiness
+    probe has failed (the mesh's ``PROXY_DETECTION_S``, or the fault's ``detection``), and
+    rejoin them ``readiness_delay`` after their restart."""
+    detection = getattr(mesh, "PROXY_DETECTION_S", READINESS_DETECTION_S)
+    if fault.detection is not None:
+        detection = fault.detection
+    if detection >= fault.restart_delay:
+        return
+    yield env.timeout(detection)
+    mesh.set_proxies_ready(proxies, False)
+    record.events.append((env.now, "proxies unready: " + ", ".join(p.name for p in proxies)))
+    yield env.timeout(fault.restart_delay - detection + fault.readiness_delay)
+    mesh.set_proxies_ready(proxies, True)
+    record.events.append((env.now, "proxies ready"))
 
 
 def _misbehave(
@@ -360,12 +381,18 @@ def _node_failure(
     detection = NODE_DETECTION_S if fault.detection is None else fault.detection
     end = env.now + (fault.duration if fault.duration is not None else float("inf"))
     on_nodes = [p for p in mesh.all_pods() if p.node in failed and p.serving]
+    proxies = [p for p in mesh.proxies() if p.node in failed]  # shared ones: node proxies
+    if proxies and mesh.proxy_is_pods(proxies):
+        proxies = []
     removed: list[Any] = []
-    if on_nodes and env.now + detection < end:
+    if (on_nodes or proxies) and env.now + detection < end:
         yield env.timeout(detection)
         removed = on_nodes
-        mesh.set_ready(removed, False)
-        record.events.append((env.now, f"endpoints removed: {len(removed)} pods"))
+        if removed:
+            mesh.set_ready(removed, False)
+            record.events.append((env.now, f"endpoints removed: {len(removed)} pods"))
+        if proxies:
+            mesh.set_proxies_ready(proxies, False)
         if fault.duration is None:
             yield env.event()
             return
@@ -374,7 +401,18 @@ def _node_failure(
         yield from _wait(env, fault)
     undo()
     record.events.append((env.now, "node back"))
+    if proxies and fault.readiness_delay <= 0:
+        mesh.set_proxies_ready(proxies, True)
+    elif proxies:
+        env.process(_ready_later(env, mesh, fault.readiness_delay, proxies))
     yield from _ready_again(env, mesh, fault, removed, record)
+
+
+def _ready_later(
+    env: simpy.Environment, mesh: Mesh, delay_s: float, proxies: list[Any]
+) -> Generator[simpy.Event, Any, None]:
+    yield env.timeout(delay_s)
+    mesh.set_proxies_ready(proxies, True)
 
 
 def _ready_again(

@@ -129,6 +129,10 @@ class Mesh:
         """The proxies these pods' traffic goes through (for a proxy crash)."""
         raise ValueError(f"the {self.architecture} mesh has no proxy to crash")
 
+    def set_proxies_ready(self, proxies: list[Any], ready: bool) -> None:
+        """Shared proxies leave (or rejoin) the endpoints clients reach them by (Traefik
+        Mesh's shadow services); nothing for the other meshes."""
+
     def proxy_is_pods(self, proxies: list[Any]) -> bool:
         """Whether a crash of these proxies takes their pods down too (sidecars)."""
         return False

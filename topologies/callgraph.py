@@ -138,6 +138,10 @@ class CallSpec(BaseModel):
         response_size_bytes: Response body size in bytes; ``None`` uses the callee's default.
         method: The HTTP method of the call (upper case).
         path: The path the call asks for, starting with ``/``.
+        via_mesh: Traefik Mesh's opt-in: the caller uses the mesh name
+            (``<service>.<namespace>.traefik.mesh``), so the call goes through a node proxy;
+            ``false``: the plain service name, straight to a pod as without a mesh. Meshes
+            that intercept every call (sidecars, ambient) ignore it.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
@@ -148,6 +152,7 @@ class CallSpec(BaseModel):
     response_size_bytes: Size | None = None
     method: HttpMethod = "GET"
     path: HttpPath = "/"
+    via_mesh: bool = True
 
     @model_validator(mode="before")
     @classmethod
@@ -284,12 +289,15 @@ class CallGraphSpec(BaseModel):
     Attributes:
         services: The workloads, at least one, with unique names.
         entry: The host the workload (the load generator) calls.
+        entry_via_mesh: Traefik Mesh's opt-in for the load generator's calls to the entry
+            (as a call's ``via_mesh``): the mesh name, or (``false``) the plain one.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
 
     services: list[ServiceSpec] = Field(min_length=1)
     entry: str = Field(min_length=1)
+    entry_via_mesh: bool = True
 
     @field_validator("services")
     @classmethod
@@ -316,8 +324,15 @@ class CallGraphSpec(BaseModel):
                 f"entry {self.entry!r} is not a service host; hosts: {', '.join(sorted(hosts))}"
             )
         for svc in self.services:
+            by_name: dict[str, bool] = {}  # the name (mesh or plain) each callee is called by
             for number, step in enumerate(svc.steps, start=1):
                 for call in step.calls:
+                    if by_name.setdefault(call.service, call.via_mesh) != call.via_mesh:
+                        raise ValueError(
+                            f"service {svc.name!r} step {number} calls {call.service!r} with "
+                            f"via_mesh: {str(call.via_mesh).lower()}, another of its calls "
+                            "with the other: a workload calls a service by one name"
+                        )
                     if call.service not in hosts:
                         raise ValueError(
                             f"service {svc.name!r} step {number} calls unknown service "

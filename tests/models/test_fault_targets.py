@@ -239,19 +239,20 @@ def test_bad_faults_are_refused_naming_the_field(fault, message):
         spec([fault])
 
 
-def test_a_crashed_node_proxy_fails_its_nodes_calls_at_once():
-    # Traefik Mesh: the load generator's node proxy (node-0) is down: its calls fail at once
-    # with the app's own error (no proxy answered: no flag).
+def test_crashed_node_proxies_fail_the_calls_through_them_at_once():
+    # Traefik Mesh: both node proxies are down (the load generator's connection goes through
+    # one of them, as kube-proxy picks it): its calls fail at once with the app's own error
+    # (no proxy answered: no flag); each failed connection is dropped and the next request
+    # opens another. Restarted at 0.8 s, before their readiness probes (3 s) take them out of
+    # the shadow service's endpoints.
     mesh = {"architecture": "per_node", "proxy": {"concurrency": 2}}
-    crash = {
-        "kind": "proxy_crash",
-        "start": 0.3,
-        "target": {"node": "node-0"},
-        "restart_delay": 0.5,
-    }
-    out = run(spec([crash], mesh=mesh))
-    (record,) = out.faults
-    assert record.targets == ["node-0.node-proxy"]
+    crashes = [
+        {"kind": "proxy_crash", "start": 0.3, "target": {"node": node}, "restart_delay": 0.5}
+        for node in ("node-0", "node-1")
+    ]
+    out = run(spec(crashes, mesh=mesh))
+    assert [r.targets for r in out.faults] == [["node-0.node-proxy"], ["node-1.node-proxy"]]
+    assert all(r.events == [(0.8, "restarted")] for r in out.faults)
     assert out.workload.status_codes == {200: 4, 503: 4}
     assert out.workload.flags == {"-": 4}
     failed = [lat for start, lat in outcomes(out) if 0.3 <= start < 0.8]

@@ -314,15 +314,23 @@ def test_sidecar_latency_by_hand():
     assert out.workload.latency.min == pytest.approx(1453.728e-6, rel=1e-9)
 
 
+def picked_node_proxy(out: Any) -> tuple[str, str]:
+    """The node proxy kube-proxy picked for the load generator's one connection, (scope,
+    node): a DaemonSet on both nodes, and a pick at random (see models/per_node.py)."""
+    scope = non_zero(out.recorder.traces[0])[1].scope  # the first proxy's io span
+    assert scope in ("node-0.node-proxy", "node-1.node-proxy")
+    return scope, scope.split(".")[0]
+
+
 @pytest.mark.parametrize("mtls_mode", ["DISABLE", "STRICT"])
 def test_per_node_client_side_only(mtls_mode):
     mesh = {"architecture": "per_node", "proxy": PROXY, "mtls_mode": mtls_mode}
     _, out = simulate(mesh)
     mtls = mtls_mode != "DISABLE"
-    # The node proxy connects straight to the app: no proxy accepts the TLS handshake.
-    places = [
-        Place("node_proxy", "node-0.node-proxy", "node-0", True, mtls, "node-1", False),
-    ]
+    scope, node = picked_node_proxy(out)
+    # The node proxy connects straight to the app: no proxy accepts the TLS handshake; the
+    # client's keep-alive connection stays on the proxy picked (every trace is this path).
+    places = [Place("node_proxy", scope, node, True, mtls, "node-1", False)]
     check_run(out, proxied_path(places, True), proxied_path(places, False))
     assert ("tls_handshake" in {s.kind for s in out.recorder.traces[0]}) == mtls
 
@@ -332,8 +340,9 @@ def test_per_node_server_side(mtls_mode):
     mesh = {"architecture": "per_node", "proxy": PROXY, "server_side": True, "mtls_mode": mtls_mode}
     _, out = simulate(mesh)
     mtls = mtls_mode != "DISABLE"
+    scope, node = picked_node_proxy(out)
     places = [
-        Place("node_proxy", "node-0.node-proxy", "node-0", True, mtls, "node-1"),
+        Place("node_proxy", scope, node, True, mtls, "node-1"),
         Place("node_proxy", "node-1.node-proxy", "node-1", True, mtls),
     ]
     check_run(out, proxied_path(places, True), proxied_path(places, False))

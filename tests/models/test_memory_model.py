@@ -118,18 +118,12 @@ def test_node_proxy_memory_doubles_with_services_and_with_nodes():
     assert total(20, 4) == 4 * (20 * CLUSTER_B + 20 * ENDPOINT_B)
 
 
-def test_node_proxies_only_on_nodes_with_pods():
-    # 3 services on nodes 0..2 of 6; the load generator is on node-0: three node proxies.
+def test_node_proxies_on_every_node():
+    # A DaemonSet: 3 services on nodes 0..2 of 6, a node proxy on each of the 6 (the shadow
+    # services' endpoints are the proxies of every node, pods or not), each knowing them all.
     found = memory(3, 6, PER_NODE)
-    assert sorted(found) == [f"node-{k}.node-proxy" for k in range(3)]
-    # With the load generator on a node of its own, that node gets a proxy too.
-    s = spec(3, 6, PER_NODE, client_node="node-5")
-    sim = Simulation(
-        s.resolve_topology(), s.mesh.resolve(), s.workload, 1, 1.0, client_node=s.client_node
-    )
-    assert sorted(sim.mesh.memory_bytes()) == sorted(
-        [*(f"node-{k}.node-proxy" for k in range(3)), "node-5.node-proxy"]
-    )
+    assert sorted(found) == [f"node-{k}.node-proxy" for k in range(6)]
+    assert all(v == 3 * CLUSTER_B + 3 * ENDPOINT_B for v in found.values())
 
 
 def test_run_result_reports_the_same_memory():

@@ -124,9 +124,9 @@ def test_lookups_follow_a_copy_with_other_services() -> None:
     assert [s.name for s in copied.workloads_of("b")] == ["b", "b-v2"]
     assert copied.service("b-v2").host_name == "b"
     assert [s.name for s in graph.workloads_of("b")] == ["b"]
-    # The cache is no field: equality, dumps and the schema see only services and entry.
+    # The cache is no field: equality, dumps and the schema see only the fields.
     assert graph == _graph([{"name": "a", "steps": ["b"]}, {"name": "b"}])
-    assert set(graph.model_dump()) == {"services", "entry"}
+    assert set(graph.model_dump()) == {"services", "entry", "entry_via_mesh"}
 
 
 def test_returned_lists_are_copies() -> None:
