@@ -11,7 +11,8 @@
   late sends at once, and again, until it is back on its schedule (fortio catches up), and
   sleeps only when it is ahead. ``uniform`` (``-uniform``) staggers the starts over one period; ``jitter``
   (``-jitter``) moves each sleep by up to ±10 %; ``nocatchup`` (``-nocatchup``) skips the
-  calls that are already late instead; ``exactly`` (``-n``) sends that many calls in all.
+  calls that are already late instead; ``exactly`` (``-n``) sends that many calls in all;
+  ``keepalive: false`` (``-keepalive=false``) opens a new connection for every call.
 
 Each request is ``GET /`` with no headers, unless the spec gives a request mix
 (``requests``): then each request is drawn from its entries by weight (for example 90 %
@@ -168,6 +169,10 @@ class ClosedLoopSpec(BaseModel):
             period late, so that the connections' calls are evenly staggered.
         nocatchup: fortio's ``-nocatchup``: a connection that is late skips the calls
             whose time has passed, instead of sending them back to back.
+        keepalive: fortio's ``-keepalive`` (its default, true: a connection carries all its
+            thread's calls); false = each call opens a new TCP connection first, a round
+            trip to whatever accepts it (see :meth:`Workload.connect_rtt`), counted in the
+            call's latency as fortio counts it.
         payload_bytes: request size; None = the entry service's default.
         requests: the request mix (see :class:`RequestMixEntry`); empty = every request
             ``GET /`` with no headers.
@@ -182,6 +187,7 @@ class ClosedLoopSpec(BaseModel):
     jitter: bool = False
     uniform: bool = False
     nocatchup: bool = False
+    keepalive: bool = True
     payload_bytes: Size | None = None
     requests: RequestMix = Field(default_factory=list)
 
@@ -361,6 +367,30 @@ class Workload:
                 jitter = UniformDist(low=0.0, high=0.2).sampler(world.rng("workload.jitter"))
             for k in range(plan.threads):
                 _Connection(self, world.runner, plan, k, jitter).start()
+
+    def connect_rtt(self) -> float:
+        """The TCP handshake of a new connection from the load generator (seconds): a round
+        trip to whatever accepts it. Where the client has a proxy on its path (a sidecar, a
+        node proxy, a ztunnel: the first hop of its route), that proxy accepts it, on the
+        link from the client's node to the proxy's; the proxy's own upstream connections stay
+        pooled (Envoy drops the hop-by-hop ``Connection: close`` and reuses them). Without
+        one, the server pod accepts it: the link to the entry's first endpoint (the pod is
+        picked when the request is sent; exact when the entry's pods share a node, as in
+        Istio's benchmark).
+        """
+        client = self.client
+        mesh = client.mesh
+        first_hops = getattr(mesh, "first_hops", None)
+        node = None
+        if first_hops is not None:
+            hops = first_hops(client, self.entry)
+            if hops:
+                node = hops[0].proxy.node
+        if node is None:
+            endpoints = getattr(mesh, "endpoints", {}).get(self.entry)
+            node = endpoints[0].node if endpoints else client.node
+        link = client.node.links.get(node) or client.world.link(client.node, node)
+        return client.net.rtt(link)
 
     def new_request(self) -> Request:
         """A request to the entry, counted as sent now."""
@@ -551,7 +581,7 @@ class _Connection(Task):
         base_s: the connection's start (the workload's, plus its ``-uniform`` offset).
     """
 
-    __slots__ = ("workload", "i", "calls", "base_s", "rate", "jitter", "skip", "request")
+    __slots__ = ("workload", "i", "calls", "base_s", "rate", "jitter", "skip", "request", "_call")
 
     def __init__(
         self,
@@ -568,11 +598,34 @@ class _Connection(Task):
         self.base_s = workload.env.now + plan.offsets_s[k]
         self.rate = plan.per_thread_qps
         self.jitter = jitter
-        self.skip = workload.spec.nocatchup  # type: ignore[union-attr]
+        spec: ClosedLoopSpec = workload.spec  # type: ignore[assignment]
+        self.skip = spec.nocatchup
+        # What runs when a call is due: send, or (-keepalive=false) connect first.
+        self._call = self._send if spec.keepalive else self._connect
 
     def start(self) -> None:
-        self._next = self._send
+        self._next = self._call
         self.wake_at(self.base_s)
+
+    def _connect(self) -> None:
+        """A new connection for this call (fortio's ``-keepalive=false``): the call starts
+        now, and is sent once the TCP handshake is done."""
+        workload = self.workload
+        self.request = workload.new_request()
+        start = self.env._now  # type: ignore[attr-defined]
+        end = start + workload.connect_rtt()
+        workload.client.world.sink(workload.client.scope, "tcp_handshake").add(
+            start, end, True, self.request.trace
+        )
+        self._next = self._connected
+        self.wake_at(end)
+
+    def _connected(self) -> None:
+        self._next = self._call
+        workload = self.workload
+        client = workload.client
+        assert client.mesh is not None
+        client.mesh.send(client, workload.entry, self.request, self, 0)
 
     def _send(self) -> None:
         workload = self.workload

@@ -14,10 +14,12 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
+from experiments.profiles import resolve_mesh
 from models.messages import Response
 from models.no_mesh import NoMeshSpec
 from models.simulation import Simulation
 from models.workload import ClosedLoopSpec, fortio_plan
+from sim.network import NetworkSpec
 from topologies import CallGraphSpec, ClusterSpec, NodeSpec, ServiceSpec, TopologySpec
 
 OK = Response(200, 0)
@@ -187,3 +189,65 @@ def test_bad_values_are_refused_naming_the_field(fields, named):
     with pytest.raises(ValidationError) as raised:
         ClosedLoopSpec(**fields)
     assert named in str(raised.value)
+
+
+# --- -keepalive=false: a new connection per call ------------------------------------------
+
+HOP = 2.0**-12  # one-way propagation (s): binary fractions, so the sums below are exact
+W = 2.0**-10  # service time (s)
+SERIALISE = 1024 / 2**30  # a 1 KiB message at 2**30 bytes a second (s)
+
+
+def two_nodes() -> TopologySpec:
+    network = NetworkSpec(same_node=HOP / 4, same_zone=HOP, cross_zone=HOP, bandwidth=2**30)
+    service = ServiceSpec(
+        name="srv", service_time=W, request_size_bytes=1024, response_size_bytes=1024
+    )
+    return TopologySpec(
+        name="two",
+        cluster=ClusterSpec(
+            nodes=[NodeSpec(name="node-0"), NodeSpec(name="node-1")], network=network
+        ),
+        call_graph=CallGraphSpec(services=[service], entry="srv"),
+        placement={"strategy": "explicit", "assignments": {"srv-0": "node-1"}},
+    )
+
+
+def latencies(sim: Simulation) -> list[tuple[float, float]]:
+    """Run ``sim``; (start, latency) of every call, as fortio times it."""
+    found: list[tuple[float, float]] = []
+    done = sim.workload.done
+
+    def record(request: Any, response: Any) -> None:
+        found.append((request.start_s, sim.env.now - request.start_s))
+        done(request, response)
+
+    sim.workload.done = record  # type: ignore[method-assign]
+    sim.run()
+    return found
+
+
+@pytest.mark.parametrize("keepalive", [True, False])
+def test_without_keepalive_each_call_pays_a_handshake_to_the_server(keepalive):
+    spec = ClosedLoopSpec(connections=1, qps=100, keepalive=keepalive)
+    sim = Simulation(two_nodes(), NoMeshSpec(), spec, seed=1, duration_s=0.1, client_node="node-0")
+    found = latencies(sim)
+    one_way = HOP + SERIALISE
+    handshake = 0.0 if keepalive else 2 * HOP  # node-0 to node-1 and back
+    assert [start for start, _ in found] == [i / 100.0 for i in range(10)]  # on schedule
+    assert all(latency == 2 * one_way + W + handshake for _, latency in found), found
+
+
+def test_without_keepalive_the_sidecar_accepts_the_connection_and_keeps_its_upstream_pool():
+    spec = ClosedLoopSpec(connections=2, qps=200, keepalive=False)
+    mesh = resolve_mesh("istio-1.8", {"proxy": {"io_delay": 0.0}})
+    sim = Simulation(two_nodes(), mesh, spec, seed=1, duration_s=0.1, client_node="node-0")
+    # The client's own sidecar, on its node, accepts each new connection: a same-node round
+    # trip, not one to the server's node.
+    assert sim.workload.connect_rtt() == 2 * (HOP / 4)
+    out = sim.run()
+    assert out.workload.sent == 20
+    # The sidecar's upstream connections are pooled as ever: two (one per connection in
+    # flight at once), not one per call.
+    client_sidecar = next(p for p in sim.mesh.proxies() if "loadgen" in p.scope)
+    assert sum(pool.size for pool in client_sidecar.pools.values()) == 2
