@@ -9,10 +9,11 @@
   0 sends back to back. Every connection starts at once and keeps its own schedule: its call
   ``i`` is due ``i / (qps / connections)`` seconds after the start; a connection that is
   late sends at once, and again, until it is back on its schedule (fortio catches up), and
-  sleeps only when it is ahead. ``uniform`` (``-uniform``) staggers the starts over one period; ``jitter``
-  (``-jitter``) moves each sleep by up to ±10 %; ``nocatchup`` (``-nocatchup``) skips the
-  calls that are already late instead; ``exactly`` (``-n``) sends that many calls in all;
-  ``keepalive: false`` (``-keepalive=false``) opens a new connection for every call.
+  sleeps only when it is ahead. ``uniform`` (``-uniform``) staggers the starts over one
+  period; ``jitter`` (``-jitter``) moves each sleep by up to ±10 %; ``nocatchup``
+  (``-nocatchup``) skips the calls that are already late instead; ``exactly`` (``-n``) sends
+  that many calls in all; ``keepalive: false`` (``-keepalive=false``) opens a new connection
+  for every call.
 
 Each request is ``GET /`` with no headers, unless the spec gives a request mix
 (``requests``): then each request is drawn from its entries by weight (for example 90 %
@@ -150,7 +151,8 @@ class ClosedLoopSpec(BaseModel):
     interrupted") is: each connection keeps fortio's open-ended schedule, call ``i`` due at
     ``i / (qps / connections)``. (With ``-t``, fortio stretches that period by ``1 / (n - 1)``,
     ``n`` the calls of a connection, so that its last call lands on the end of the run: under
-    0.01 % for Istio's 240 s runs, and a call the end of a simulated run would cut.) fortio's
+    0.01 % for Istio's 240 s runs, and that last call, due at the very end, would never be
+    sent in a simulated run, which stops there.) fortio's
     own defaults for the flags below are the defaults here, except ``-c`` (4) and ``-qps``
     (8): these are Istio's benchmark's (16 and 1000).
 
