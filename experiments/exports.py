@@ -34,6 +34,7 @@ from experiments.runner import ReplicationProgress, meshsim_version, run_replica
 from experiments.spec import ExperimentSpec
 from models.simulation import SimulationOutput
 from models.telemetry import DURATION_BUCKETS_MS, IstioTelemetry, SeriesKey, istio_reporting
+from models.workload import fortio_plan
 from sim.recorder import Span
 from sim.stats import LatencyHistogram
 
@@ -470,13 +471,13 @@ def fortio_result(result: RunResult, spec: ExperimentSpec) -> dict[str, Any]:
         "RequestedDuration": go_duration(result.measured_s),
         "ActualQPS": histogram.count / actual_s if actual_s > 0 else 0.0,
         "ActualDuration": round(actual_s * 1e9),
-        "NumThreads": workload.connections,
+        "NumThreads": fortio_plan(workload).threads,  # fortio lowers -c for a short -n
         "Version": f"meshsim {result.version}",
         "DurationHistogram": _histogram_data(histogram),
-        "Exactly": 0,
-        "Jitter": False,
-        "Uniform": False,
-        "NoCatchUp": False,  # a connection that falls behind sends at once, as fortio's
+        "Exactly": workload.exactly or 0,
+        "Jitter": workload.jitter,
+        "Uniform": workload.uniform,
+        "NoCatchUp": workload.nocatchup,
         "RunID": 0,
         "AccessLoggerInfo": "",
         "ID": f"meshsim-{result.name}-{result.seed}",

@@ -2,10 +2,18 @@
 
 * Open loop: requests arrive as a Poisson process at ``rate_rps``, whatever the system does
   (an ingress facing many users).
-* Closed loop: ``connections`` clients, each sending one request and waiting for its reply
-  before the next, paced so that together they aim at ``qps`` (fortio's ``-c`` and ``-qps``;
-  ``qps: 0`` means as fast as they can). Each connection sends on its own schedule, one
-  request every ``connections / qps`` seconds; a connection that falls behind sends at once.
+* Closed loop: fortio's load generator (``fortio load``), paced as its periodic runner paces
+  it (fortio ``periodic/periodic.go``: ``runQPSSetup``, ``runMaxQPSSetup``, ``Run`` and
+  ``runOne``). ``connections`` (``-c``) threads, each sending one request and waiting for its
+  reply before the next; ``qps`` (``-qps``) is the total rate, split evenly over them, and
+  0 sends back to back. Every connection starts at once and keeps its own schedule: its call
+  ``i`` is due ``i / (qps / connections)`` seconds after the start; a connection that is
+  late sends at once, and again, until it is back on its schedule (fortio catches up), and
+  sleeps only when it is ahead. ``uniform`` (``-uniform``) staggers the starts over one
+  period; ``jitter`` (``-jitter``) moves each sleep by up to ±10 %; ``nocatchup``
+  (``-nocatchup``) skips the calls that are already late instead; ``exactly`` (``-n``) sends
+  that many calls in all; ``keepalive: false`` (``-keepalive=false``) opens a new connection
+  for every call.
 
 Each request is ``GET /`` with no headers, unless the spec gives a request mix
 (``requests``): then each request is drawn from its entries by weight (for example 90 %
@@ -18,14 +26,16 @@ every request sent is completed, failed, or still in flight.
 
 from __future__ import annotations
 
+import math
 from bisect import bisect_right
 from collections.abc import Callable, Generator, Mapping
+from dataclasses import dataclass
 from itertools import accumulate
 from types import MappingProxyType
 from typing import Annotated, Any, Literal, Union
 
 import simpy
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from models.messages import NO_HEADERS, Request, Response
 from models.service import ClientPod
@@ -43,6 +53,8 @@ __all__ = [
     "RequestMixEntry",
     "OpenLoopSpec",
     "ClosedLoopSpec",
+    "FortioPlan",
+    "fortio_plan",
     "WorkloadSpec",
     "Workload",
     "SeriesWorkload",
@@ -60,6 +72,9 @@ MAX_CONNECTIONS = 1_000_000
 """The most closed-loop connections: each is a client with its own schedule and request in
 flight; fortio's ``-c`` is used with tens to thousands."""
 
+
+MAX_CALLS = 10**15
+"""The most calls a closed loop's ``exactly`` (fortio's ``-n``) may ask for."""
 
 MAX_REQUEST_MIX = 1000
 """The most entries of a workload's request mix."""
@@ -129,11 +144,37 @@ class OpenLoopSpec(BaseModel):
 
 
 class ClosedLoopSpec(BaseModel):
-    """fortio-style connections, each waiting for its reply.
+    """fortio's load generator: ``connections`` threads, each waiting for its reply.
+
+    fortio runs for ``-t`` or ``-n`` calls; here the run's length is the experiment's
+    ``duration``, which interrupts the load generator as fortio's ``-t 0`` ("until
+    interrupted") is: each connection keeps fortio's open-ended schedule, call ``i`` due at
+    ``i / (qps / connections)``. (With ``-t``, fortio stretches that period by ``1 / (n - 1)``,
+    ``n`` the calls of a connection, so that its last call lands on the end of the run: under
+    0.01 % for Istio's 240 s runs, and that last call, due at the very end, would never be
+    sent in a simulated run, which stops there.) fortio's
+    own defaults for the flags below are the defaults here, except ``-c`` (4) and ``-qps``
+    (8): these are Istio's benchmark's (16 and 1000).
 
     Attributes:
-        connections: fortio's ``-c``.
-        qps: fortio's ``-qps``, the target total rate; 0 = no pacing.
+        connections: fortio's ``-c``: threads, each with its connection and its schedule.
+        qps: fortio's ``-qps``: the target total rate (requests per second), split evenly
+            over the connections; 0 = no pacing (each connection sends as soon as its reply
+            is back).
+        exactly: fortio's ``-n`` (with ``-t 0``): the number of calls in all, split over the
+            connections as fortio splits them (see :func:`fortio_plan`); None = until the
+            run ends. The run still ends at the experiment's duration: calls not sent by
+            then are not sent.
+        jitter: fortio's ``-jitter``: each sleep before a call is moved by a uniform draw
+            within ±10 % of its length (``periodic.getJitter``); a late call is not moved.
+        uniform: fortio's ``-uniform``: connection ``k`` of ``c`` starts ``k / c`` of a
+            period late, so that the connections' calls are evenly staggered.
+        nocatchup: fortio's ``-nocatchup``: a connection that is late skips the calls
+            whose time has passed, instead of sending them back to back.
+        keepalive: fortio's ``-keepalive`` (its default, true: a connection carries all its
+            thread's calls); false = each call opens a new TCP connection first, a round
+            trip to whatever accepts it (see :meth:`Workload.connect_rtt`), counted in the
+            call's latency as fortio counts it.
         payload_bytes: request size; None = the entry service's default.
         requests: the request mix (see :class:`RequestMixEntry`); empty = every request
             ``GET /`` with no headers.
@@ -144,8 +185,99 @@ class ClosedLoopSpec(BaseModel):
     kind: Literal["closed_loop"] = "closed_loop"
     connections: Annotated[int, Field(ge=1, le=MAX_CONNECTIONS)] = 16
     qps: Annotated[Rate, Field(ge=0, le=MAX_RATE_RPS)] = 1000.0
+    exactly: Annotated[int, Field(ge=1, le=MAX_CALLS)] | None = None
+    jitter: bool = False
+    uniform: bool = False
+    nocatchup: bool = False
+    keepalive: bool = True
     payload_bytes: Size | None = None
     requests: RequestMix = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _fortio_flags(self) -> ClosedLoopSpec:
+        if self.qps == 0:
+            # fortio reads these only in its -qps mode (periodic.go, runOne): say so, rather
+            # than silently ignore them.
+            for name in ("jitter", "uniform", "nocatchup"):
+                if getattr(self, name):
+                    raise ValueError(f"{name} paces calls: it needs qps > 0 (qps 0 is no pacing)")
+            if self.exactly is not None and self.exactly < self.connections:
+                # fortio would still make one call on every connection (runOne checks the
+                # count after the call): more than asked for.
+                raise ValueError(
+                    f"exactly ({self.exactly}) must be at least connections "
+                    f"({self.connections}) with qps 0"
+                )
+        return self
+
+
+@dataclass(frozen=True)
+class FortioPlan:
+    """What fortio's runner makes of a closed loop: its threads and their schedules.
+
+    Attributes:
+        threads: connections that run (fortio lowers ``-c`` for a short run).
+        calls: calls of each connection; None = until the run ends.
+        per_thread_qps: ``qps / threads``, each connection's rate (0 = no pacing).
+        offsets_s: when each connection starts, after the workload's start (seconds).
+    """
+
+    threads: int
+    calls: tuple[int, ...] | None
+    per_thread_qps: float
+    offsets_s: tuple[float, ...]
+
+    def due(self, k: int, i: int) -> float:
+        """When call ``i`` (from 0) of connection ``k`` is due, after the workload's start
+        (seconds): fortio's ``targetElapsedInSec`` (``runOne``) plus the connection's
+        offset."""
+        return self.offsets_s[k] + i / self.per_thread_qps
+
+
+def fortio_plan(spec: ClosedLoopSpec) -> FortioPlan:
+    """fortio's threads, calls and start offsets for ``spec`` (``-t 0``: no duration).
+
+    As fortio's ``periodic.go`` computes them:
+
+    * With ``qps > 0`` and ``exactly`` (``runQPSSetup``): fewer than 2 calls become 2 on one
+      thread; fewer than 2 per thread lower the threads to ``exactly // 2``; each thread makes
+      ``exactly // threads`` calls and the first the remainder too. Without ``exactly`` every
+      thread runs until the run ends.
+    * Call ``i`` of a thread is due at ``i / (qps / threads)`` after its start (``runOne``'s
+      ``targetElapsedInSec`` without a duration).
+    * With ``-uniform``, thread ``k`` starts ``d - d / threads × (threads - k)`` late, ``d``
+      its period (``runOne``): ``k / threads`` of a period.
+    * With ``qps: 0`` (``runMaxQPSSetup``): each thread makes ``exactly // threads`` calls,
+      the first the remainder too; without ``exactly``, until the run ends.
+
+    Args:
+        spec: the closed loop.
+
+    Returns:
+        The plan.
+    """
+    threads = spec.connections
+    exactly = spec.exactly
+    if spec.qps == 0:
+        if exactly is None:
+            return FortioPlan(threads, None, 0.0, (0.0,) * threads)
+        per, left = divmod(exactly, threads)
+        return FortioPlan(threads, (per + left,) + (per,) * (threads - 1), 0.0, (0.0,) * threads)
+    calls: tuple[int, ...] | None = None
+    if exactly is not None:
+        total = exactly
+        if total < 2:
+            total, threads = 2, 1
+        if 2 * threads > total:
+            threads = total // 2
+        per = total // threads
+        calls = (per + total - per * threads,) + (per,) * (threads - 1)
+    per_thread_qps = spec.qps / threads
+    offsets = (0.0,) * threads
+    if spec.uniform:
+        d = 1.0 / per_thread_qps
+        offsets = tuple(d - d / threads * (threads - k) for k in range(threads))
+    return FortioPlan(threads, calls, per_thread_qps, offsets)
 
 
 WorkloadSpec = Annotated[Union[OpenLoopSpec, ClosedLoopSpec], Field(discriminator="kind")]  # noqa: UP007
@@ -228,11 +360,39 @@ class Workload:
             _Arrivals(self, gap).start()
         else:
             spec = self.spec
-            interval = spec.connections / spec.qps if spec.qps > 0 else 0.0
-            for i in range(spec.connections):
-                # Connections start evenly spread over one interval, so they do not send
-                # in lockstep.
-                _Connection(self, world.runner, i * interval / spec.connections, interval).start()
+            plan = fortio_plan(spec)
+            jitter = None
+            if spec.jitter:
+                # fortio's getJitter: a whole number of nanoseconds within ±10 % of the sleep;
+                # here a float (the difference is below a nanosecond). Drawn on [0, 0.2] (a
+                # distribution's bounds are durations, never negative), less 0.1 when used.
+                jitter = UniformDist(low=0.0, high=0.2).sampler(world.rng("workload.jitter"))
+            for k in range(plan.threads):
+                _Connection(self, world.runner, plan, k, jitter).start()
+
+    def connect_rtt(self) -> float:
+        """The TCP handshake of a new connection from the load generator (seconds): a round
+        trip to whatever accepts it. Where the client has a proxy on its path (a sidecar, a
+        node proxy, a ztunnel: the first hop of its route), that proxy accepts it, on the
+        link from the client's node to the proxy's; the proxy's own upstream connections stay
+        pooled (Envoy drops the hop-by-hop ``Connection: close`` and reuses them). Without
+        one, the server pod accepts it: the link to the entry's first endpoint (the pod is
+        picked when the request is sent; exact when the entry's pods share a node, as in
+        Istio's benchmark).
+        """
+        client = self.client
+        mesh = client.mesh
+        first_hops = getattr(mesh, "first_hops", None)
+        node = None
+        if first_hops is not None:
+            hops = first_hops(client, self.entry)
+            if hops:
+                node = hops[0].proxy.node
+        if node is None:
+            endpoints = getattr(mesh, "endpoints", {}).get(self.entry)
+            node = endpoints[0].node if endpoints else client.node
+        link = client.node.links.get(node) or client.world.link(client.node, node)
+        return client.net.rtt(link)
 
     def new_request(self) -> Request:
         """A request to the entry, counted as sent now."""
@@ -413,19 +573,61 @@ class _Arrivals(Task):
 
 
 class _Connection(Task):
-    """One fortio connection: send, wait for the reply, wait for the next slot."""
+    """One fortio thread (``periodic.go``, ``runOne``): send, wait for the reply, then sleep
+    until the next call is due, or send at once when it is already due (fortio catches up:
+    its schedule is fixed from the start, so a late connection sends back to back until it
+    is on time again). One event per call at most: a wake at the due time, none when late.
 
-    __slots__ = ("workload", "interval_s", "due", "request")
+    Attributes:
+        i: the call being made (from 0); the connection stops after ``calls``.
+        base_s: the connection's start (the workload's, plus its ``-uniform`` offset).
+    """
 
-    def __init__(self, workload: Workload, runner: Any, offset_s: float, interval_s: float):
+    __slots__ = ("workload", "i", "calls", "base_s", "rate", "jitter", "skip", "request", "_call")
+
+    def __init__(
+        self,
+        workload: Workload,
+        runner: Any,
+        plan: FortioPlan,
+        k: int,
+        jitter: Callable[[], float] | None,
+    ) -> None:
         super().__init__(workload.env, runner)
         self.workload = workload
-        self.interval_s = interval_s
-        self.due = workload.env.now + offset_s
+        self.i = 0
+        self.calls: float = plan.calls[k] if plan.calls is not None else math.inf
+        self.base_s = workload.env.now + plan.offsets_s[k]
+        self.rate = plan.per_thread_qps
+        self.jitter = jitter
+        spec: ClosedLoopSpec = workload.spec  # type: ignore[assignment]
+        self.skip = spec.nocatchup
+        # What runs when a call is due: send, or (-keepalive=false) connect first.
+        self._call = self._send if spec.keepalive else self._connect
 
     def start(self) -> None:
-        self._next = self._send
-        self.wake_at(self.due)
+        self._next = self._call
+        self.wake_at(self.base_s)
+
+    def _connect(self) -> None:
+        """A new connection for this call (fortio's ``-keepalive=false``): the call starts
+        now, and is sent once the TCP handshake is done."""
+        workload = self.workload
+        self.request = workload.new_request()
+        start = self.env._now  # type: ignore[attr-defined]
+        end = start + workload.connect_rtt()
+        workload.client.world.sink(workload.client.scope, "tcp_handshake").add(
+            start, end, True, self.request.trace
+        )
+        self._next = self._connected
+        self.wake_at(end)
+
+    def _connected(self) -> None:
+        self._next = self._call
+        workload = self.workload
+        client = workload.client
+        assert client.mesh is not None
+        client.mesh.send(client, workload.entry, self.request, self, 0)
 
     def _send(self) -> None:
         workload = self.workload
@@ -436,11 +638,28 @@ class _Connection(Task):
 
     def on_reply(self, slot: int, response: Response) -> None:
         self.workload.done(self.request, response)
-        now = self.env._now  # type: ignore[attr-defined]
-        due = self.due + self.interval_s
-        if due > now:
-            self.due = due
-            self.wake_at(due)
-        else:
-            self.due = now  # behind schedule: send at once
+        i = self.i = self.i + 1
+        if i >= self.calls:
+            return  # fortio: "expected exit for that mode"
+        rate = self.rate
+        if rate == 0.0:  # no pacing: the next call at once
             self.soon()
+            return
+        now = self.env._now  # type: ignore[attr-defined]
+        base = self.base_s
+        due = base + i / rate  # fortio's targetElapsedInSec (no duration: -t 0)
+        if due < now:
+            if not self.skip:
+                self.soon()  # late: send now (fortio sleeps a negative time: not at all)
+                return
+            # -nocatchup: skip every call whose time has passed (fortio's `continue`).
+            i = max(i, math.ceil((now - base) * rate))
+            while base + i / rate < now:
+                i += 1
+            if i >= self.calls:
+                return
+            self.i = i
+            due = base + i / rate
+        if self.jitter is not None:
+            due += (due - now) * (self.jitter() - 0.1)  # getJitter: ±10 % of the sleep
+        self.wake_at(due)

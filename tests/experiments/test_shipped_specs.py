@@ -92,7 +92,7 @@ POLICY_SPECS = [
 def test_a_policy_spec_json_carries_the_routers_counters(path, tmp_path):
     result = CliRunner().invoke(app, ["run", "--json", str(shrink(path, tmp_path))])
     assert result.exit_code == 0, result.output
-    data = json.loads(result.output)
+    data = json.loads(result.stdout)  # warnings go to stderr
     traffic = data["traffic"]
     assert traffic is not None
     counted = {name for counters in traffic["destinations"].values() for name in counters}

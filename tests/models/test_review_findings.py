@@ -97,7 +97,7 @@ def stop_and_drain(sim: Simulation, tasks: list[Any], limit_s: float = 600.0) ->
         if isinstance(task, workload_module._Arrivals):
             task.gap = lambda: math.inf
         else:
-            task.interval_s = math.inf
+            task.calls = 0  # its next reply is its last
     t = sim.duration_s
     while sim.workload.stats.in_flight_now and t < sim.duration_s + limit_s:
         t += 10.0
