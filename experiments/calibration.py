@@ -68,6 +68,9 @@ FORTIO_FLAGS: dict[str, dict[str, bool]] = {
     # ac541177b8, January 2024) set `uniform: true` and `nocatchup: true`; the ambient install
     # profile joined the pipeline in October 2024 (2ee663f31d).
     "istio-ambient": {"uniform": True, "nocatchup": True},
+    # Istio 1.24's page (2024, the same pipeline and configs): CPU and memory are calibrated.
+    "istio-1.24": {"uniform": True, "nocatchup": True},
+    "istio-1.24-ambient": {"uniform": True, "nocatchup": True},
 }
 """fortio's pacing flags (``ClosedLoopSpec`` fields) per profile, where Istio's benchmark did
 not run fortio's defaults; the ``none`` baseline of a profile runs with the same flags."""
