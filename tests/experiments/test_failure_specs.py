@@ -53,7 +53,8 @@ def test_outlier_detection_makes_traffic_whole_within_seconds_not_at_endpoint_re
 
 
 def test_per_architecture_the_errors_start_at_their_connect_timeouts():
-    # Istio's sidecars retry and eject: no error. Traefik's node proxies fail new
+    # Istio's sidecars retry and eject: next to nothing lost (a request whose two tries both
+    # meet the lost node fails; 1 of about 2,900 in this run). Traefik's node proxies fail new
     # connections after their 30 s dial timeout, and the requests on their open keep-alive
     # connections hang. Ambient's ztunnels carry everything on an open HTTP/2 (HBONE)
     # connection: its streams hang, no error at all (no timeout; HTTP/2 keep-alive pings,
@@ -61,7 +62,7 @@ def test_per_architecture_the_errors_start_at_their_connect_timeouts():
     sidecar = fault_of(data_of("node-failure"))
     ambient = fault_of(data_of("node-failure-ambient"))
     maesh = fault_of(data_of("node-failure-maesh"))
-    assert sidecar.failed == 0 and sidecar.time_to_errors_s is None
+    assert sidecar.share_lost < 0.002 and sidecar.saved_by_retries > 10 * sidecar.failed
     assert sidecar.requests_stuck == 0
     assert maesh.time_to_errors_s == 30.0 and maesh.share_lost > 0.1
     assert maesh.requests_stuck > 100
@@ -142,8 +143,9 @@ def test_outlier_detection_keeps_a_partitioned_zones_traffic_at_home():
     ejected = fault_of(data)
     data["policies"] = [p for p in data["policies"] if p["kind"] != "DestinationRule"]
     timed_out = fault_of(data)
-    # The zone-a callers eject zone-b's pods within two seconds; nothing is lost.
-    assert ejected.failed == 0 and ejected.recovered_during_fault
+    # The zone-a callers eject zone-b's pods within two seconds; next to nothing is lost (a
+    # request whose three tries all went into the cut before the ejection can fail: 1 here).
+    assert ejected.failed <= 0.02 * timed_out.failed and ejected.recovered_during_fault
     assert since_loss(ejected) <= 2.0
     # Without ejection half of the tries go on into the cut until it heals.
     assert timed_out.failed > 50
