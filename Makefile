@@ -34,6 +34,7 @@ bench: $(STAMP)
 	$(BIN)/python -m benchmarks.chain
 	$(BIN)/python -m benchmarks.convergence
 	$(BIN)/python -m benchmarks.build
+	$(BIN)/python -m benchmarks.sweep
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache results

@@ -433,10 +433,29 @@ def validate(
 
 @app.command("compare")
 def compare_command(
-    topology: Annotated[str, typer.Option(help="A catalog topology.")] = "bookinfo",
+    topology: Annotated[
+        str, typer.Option(help="A catalog topology, or a topology file (.yaml).")
+    ] = "bookinfo",
     rps: Annotated[
-        str, typer.Option(help="Open-loop arrival rate, requests/s (200, 200rps).")
-    ] = "200",
+        Optional[str],  # noqa: UP045
+        typer.Option(help="Open-loop arrival rate, requests/s (200, 200rps); default 200."),
+    ] = None,
+    connections: Annotated[
+        Optional[int],  # noqa: UP045
+        typer.Option(help="A closed loop instead, as fortio's -c (with --qps)."),
+    ] = None,
+    qps: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(help="The closed loop's total rate, fortio's -qps (0: as fast as it can)."),
+    ] = None,
+    spec: Annotated[
+        Optional[Path],  # noqa: UP045
+        typer.Option(
+            "--spec",
+            help="An experiment spec to run under each profile (its mesh replaced); "
+            "topology, load and times then come from it.",
+        ),
+    ] = None,
     profile: Annotated[
         Optional[list[str]],  # noqa: UP045
         typer.Option("--profile", "-p", help="A profile to compare (repeat); default: all."),
@@ -451,8 +470,33 @@ def compare_command(
     budget_memory: BudgetMemoryOption = None,
 ) -> None:
     """Compare the architectures on one topology, with the same arrivals for each."""
+    base_spec = None
+    if spec is not None:
+        given = [
+            name
+            for name, value in (("--rps", rps), ("--connections", connections), ("--qps", qps))
+            if value is not None
+        ]
+        if topology != "bookinfo" or nodes is not None:
+            given.append("--topology/--nodes")
+        if given:
+            _fail(f"--spec gives the topology and the load: drop {', '.join(given)}")
+        base_spec = _load(spec, None).model_dump(mode="json")
+    workload = None
+    if connections is not None or qps is not None:
+        if rps is not None:
+            _fail("--rps is an open loop; --connections and --qps a closed loop: give one")
+        if connections is None or qps is None:
+            _fail("a closed loop needs both --connections and --qps")
+        if connections < 1:
+            _fail(f"--connections must be >= 1, got {connections}")
+        try:
+            qps_value = parse_rate(qps)
+        except ValueError as error:
+            _fail(f"--qps: {error}")
+        workload = {"kind": "closed_loop", "connections": connections, "qps": qps_value}
     try:
-        rate_rps = parse_rate(rps)
+        rate_rps = parse_rate(rps if rps is not None else "200")
     except ValueError as error:
         _fail(f"--rps: {error}")
     if rate_rps <= 0:
@@ -466,8 +510,14 @@ def compare_command(
     _seed("--seed", seed)
     if nodes is not None and nodes < 1:
         _fail(f"--nodes must be >= 1, got {nodes}")
-    if topology not in CATALOG:
-        _fail(f"unknown topology {topology!r}; known: {', '.join(sorted(CATALOG))}")
+    if topology.endswith((".yaml", ".yml")):
+        if not Path(topology).is_file():
+            _fail(f"--topology {topology}: no such file")
+    elif topology not in CATALOG:
+        _fail(
+            f"unknown topology {topology!r}; known: {', '.join(sorted(CATALOG))} "
+            "(or a topology file, .yaml)"
+        )
     _check_out_dir("--out", out)
     try:
         result = compare(
@@ -480,6 +530,8 @@ def compare_command(
             nodes=nodes,
             out_dir=out,
             budget=_budget(budget_events, budget_memory),
+            workload=workload,
+            base_spec=base_spec,
         )
     except SpecError as error:
         _fail(str(error))

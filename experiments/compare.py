@@ -36,11 +36,13 @@ def compare(
     nodes: int | None = None,
     out_dir: Path | None = None,
     budget: Budget | None = None,
+    workload: dict[str, Any] | None = None,
+    base_spec: dict[str, Any] | None = None,
 ) -> Comparison:
     """Run ``topology`` under each profile with the same arrivals; see the module docstring.
 
     Args:
-        topology: a catalog name.
+        topology: a catalog name, or a topology file (``.yaml``).
         topology_params: parameters of the catalog entry.
         rate_rps: open-loop arrival rate, requests per second.
         profiles: the profiles to compare (default: every built-in one); ``none`` is added
@@ -53,6 +55,12 @@ def compare(
         out_dir: where to write ``comparison.json`` (and the HTML report); None = nowhere.
         budget: what the runs together may cost (:mod:`experiments.budget`); None for the
             default budget. Checked before the first run.
+        workload: the workload as a spec gives it (a closed loop:
+            ``{"kind": "closed_loop", "connections": 16, "qps": 1000}``); None for an open
+            loop at ``rate_rps``.
+        base_spec: an experiment spec's data to run under each profile (its ``mesh`` is
+            replaced, its ``sweep`` refused); the other arguments but ``profiles``,
+            ``out_dir`` and ``budget`` are then not used.
 
     Raises:
         SpecError: for an unknown profile or a run that does not validate (before any run).
@@ -71,18 +79,30 @@ def compare(
         if not 1 <= nodes <= MAX_PODS:  # a node per pod at most; before listing them
             raise SpecError(f"nodes must be between 1 and {MAX_PODS:,}, got {nodes:,}")
         params["cluster"] = {"nodes": [{"name": f"node-{i}"} for i in range(nodes)]}
-    base = {
-        "topology": {"catalog": topology, "params": params},
-        "workload": {"kind": "open_loop", "rate_rps": rate_rps},
-        "duration": duration_s,
-        "warmup": warmup_s,
-        "seed": seed,
-        "replications": replications,
-    }
-    specs = {
-        name: spec_from_dict({**base, "name": f"{topology}@{rate_rps:g}rps", "mesh": name})
-        for name in names
-    }
+    if base_spec is not None:
+        if base_spec.get("sweep") is not None:
+            raise SpecError("compare runs one experiment per profile: give a spec without a sweep")
+        base = {k: v for k, v in base_spec.items() if k != "mesh"}
+        label = str(base.get("name", "experiment"))
+    else:
+        is_file = topology.endswith((".yaml", ".yml"))
+        if is_file and params:
+            raise SpecError("a topology file takes no catalog parameters (nodes)")
+        load = workload or {"kind": "open_loop", "rate_rps": rate_rps}
+        base = {
+            "topology": topology if is_file else {"catalog": topology, "params": params},
+            "workload": load,
+            "duration": duration_s,
+            "warmup": warmup_s,
+            "seed": seed,
+            "replications": replications,
+        }
+        shown = Path(topology).stem if is_file else topology
+        if load["kind"] == "closed_loop":
+            label = f"{shown}@{load['connections']}x{load.get('qps', 0):g}qps"
+        else:
+            label = f"{shown}@{rate_rps:g}rps"
+    specs = {name: spec_from_dict({**base, "name": label, "mesh": name}) for name in names}
     estimates = (estimate_experiment(spec, label=name) for name, spec in specs.items())
     check_budget(total(estimates), budget, command="meshsim compare")
     comparison = Comparison(results={})
