@@ -21,6 +21,7 @@ from experiments.budget import (
     format_bytes,
     parse_events,
     parse_memory,
+    total,
 )
 from experiments.calibration import calibrate as run_calibration
 from experiments.calibration import format_calibration
@@ -555,6 +556,8 @@ def calibrate(
     ] = None,
     duration: Annotated[str, typer.Option(help="Simulated time per run (30, 30s, 1m).")] = "30s",
     seed: Annotated[int, typer.Option(help="Root seed.")] = 1,
+    budget_events: BudgetEventsOption = None,
+    budget_memory: BudgetMemoryOption = None,
 ) -> None:
     """Run Istio's benchmark set-up for each profile: published figures against simulated."""
     unknown = [p for p in profile or [] if p not in list_profiles()]
@@ -564,6 +567,16 @@ def calibrate(
     if duration_s <= 0:
         _fail(f"--duration must be > 0, got {duration}")
     _seed("--seed", seed)
+    from experiments.calibration import benchmark_spec
+
+    names = ["none", *[p for p in (profile or list_profiles()) if p != "none"]]
+    try:
+        estimates = [estimate_experiment(benchmark_spec(n, duration_s, seed), n) for n in names]
+        check_budget(
+            total(estimates), _budget(budget_events, budget_memory), command="meshsim calibrate"
+        )
+    except SpecError as error:
+        _fail(str(error))
     try:
         rows, _ = run_calibration(profile or None, duration_s=duration_s, seed=seed)
     except SpecError as error:

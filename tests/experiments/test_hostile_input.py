@@ -447,3 +447,9 @@ def test_compare_json_and_comparison_json_when_nothing_was_measured(tmp_path):
     for data in (printed, written):
         assert data["none"]["end_to_end"]["requests"] == 0
         assert data["none"]["end_to_end"]["latency"]["p50_ms"] is None
+
+
+def test_calibrate_with_a_huge_duration_is_refused_before_it_runs():
+    result = runner.invoke(app, ["calibrate", "--duration", "1e7s", "-p", "istio-1.8"])
+    assert result.exit_code == 2
+    assert "too large to run" in result.output and "--budget-events" in result.output
