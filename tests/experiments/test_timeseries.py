@@ -130,11 +130,14 @@ def test_a_mixer_outage_blast_radius_and_recovery(outage):
     assert (fault.kind, fault.start_s, fault.end_s) == ("mixer_outage", 4.0, 6.0)
     assert fault.baseline == "measured" and fault.baseline_error_rate == 0.0
     # s0's inbound sidecar answers Mixer's 503 UAEX before its application: the load
-    # generator sees it, s0's pods do not; s1 is never called during the outage.
+    # generator sees it, s0's pods do not. A request that passed s0's check just before the
+    # outage may meet s1's check in it: s1's sidecar answers UAEX, and s0's app passes the 503
+    # on (apps pass the status, not the flag: '-'); only such stragglers.
     assert list(fault.services_hurt) == ["s0"]
     hurt = fault.services_hurt["s0"]
     assert hurt.seen_by == "load generator"
-    assert set(hurt.errors_by) == {"UAEX"}
+    assert set(hurt.errors_by) <= {"UAEX", "-"}
+    assert hurt.errors_by.get("-", 0) <= 3 < hurt.errors_by["UAEX"]
     # Every request during the outage fails: the share lost is the outage's share of the
     # measured time, within a window's worth of requests either side.
     share = OUTAGE_S / (DURATION_S - WARMUP_S)
@@ -219,7 +222,7 @@ def test_the_run_prints_the_series_and_the_fault_table(tmp_path):
     assert all(len(line) <= 100 for line in result.output.splitlines() if "▁" in line)
     data = json.loads(CliRunner().invoke(app, ["run", str(path), "--json"]).output)
     assert len(data["timeseries"]["end_to_end"]["requests"]) == 20
-    assert data["faults"][0]["services_hurt"]["s0"]["errors_by"] == {"UAEX": mock_any_int()}
+    assert data["faults"][0]["services_hurt"]["s0"]["errors_by"]["UAEX"] == mock_any_int()
 
 
 class mock_any_int:  # noqa: N801 - reads as a value in the assertion above
