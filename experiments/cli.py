@@ -30,9 +30,10 @@ from experiments.exports import run_with_exports, write_exports
 from experiments.profiles import list_profiles, load_profile
 from experiments.progress import RunProgress, SweepProgress
 from experiments.results import finite_or_none
-from experiments.runner import RunInterrupted, run_experiment, run_sweep
+from experiments.runner import RunInterrupted, run_experiment
 from experiments.spec import MAX_SEED, ExperimentSpec, SpecError, load_spec
 from experiments.specs import shipped_specs
+from experiments.store import run_sweep
 from experiments.sweep import sweep_table
 from experiments.tables import run_tables
 from sim.units import parse_duration, parse_rate
@@ -349,11 +350,11 @@ def _check_frame(frame: Path | None, fmt: str | None) -> None:
 def _write_frame(points: list[Any], frame: Path | None, fmt: str | None) -> None:
     if frame is None:
         return
-    from experiments.frames import sweep_frame, write_frame
+    from experiments.frames import FrameError, sweep_frame, write_frame
 
     try:
         path = write_frame(sweep_frame(points), frame, fmt)
-    except SpecError as error:
+    except FrameError as error:
         _fail(str(error))
     typer.echo(f"Table: {path}", err=True)
 

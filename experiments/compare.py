@@ -20,7 +20,15 @@ from topologies.callgraph import MAX_PODS
 
 __all__ = ["Comparison", "compare", "DEFAULT_PROFILES"]
 
-DEFAULT_PROFILES = ("none", "istio-1.8", "linkerd2", "maesh", "istio-ambient", "proxyless-grpc")
+DEFAULT_PROFILES = (
+    "none",
+    "istio-1.8",
+    "istio-1.24",
+    "linkerd2",
+    "maesh",
+    "istio-ambient",
+    "proxyless-grpc",
+)
 
 
 def compare(

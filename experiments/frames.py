@@ -16,27 +16,37 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from experiments.results import Figures
-from experiments.spec import SpecError
+from experiments.overrides import value_label
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from experiments.results import RunResult, ServiceResult
-    from experiments.sweep import SweepPoint
+# Results and sweep points are read by attribute (``RunResult``, ``ServiceResult``,
+# ``SweepPoint``), not imported: ``RunResult.to_frame`` calls this module.
+RunResult = ServiceResult = SweepPoint = Any
 
-__all__ = ["FORMATS", "result_rows", "run_frame", "sweep_frame", "write_frame"]
+
+class FrameError(ValueError):
+    """A table that cannot be made or written: pandas or pyarrow missing, an unknown format."""
+
+
+__all__ = ["FrameError", "FORMATS", "result_rows", "run_frame", "sweep_frame", "write_frame"]
 
 FORMATS = ("csv", "parquet")
 
 COLUMNS = ["run", "seed", "replication", "scope", "metric", "value"]
+
+_FIGURES = ("requests", "throughput_rps", "error_rate", "mean_ms", "p50_ms", "p90_ms", "p99_ms")
+_FIGURES += ("p999_ms",)
+"""A replication's own end-to-end figures (``experiments.results.Figures``' fields; a test
+checks they are the same)."""
 
 
 def _pandas() -> Any:
     try:
         import pandas
     except ImportError:
-        raise SpecError("tables of results need pandas: pip install 'meshsim[frames]'") from None
+        raise FrameError("tables of results need pandas: pip install 'meshsim[frames]'") from None
     return pandas
 
 
@@ -79,7 +89,7 @@ def result_rows(result: RunResult) -> list[dict[str, Any]]:
     ]
     if len(result.replications) > 1:
         for i, replication in enumerate(result.replications):
-            for metric in Figures.model_fields:
+            for metric in _FIGURES:
                 value = getattr(replication, metric)
                 out.append(
                     {
@@ -114,16 +124,14 @@ def sweep_frame(points: list[SweepPoint]) -> pd.DataFrame:
 
 def _cell(value: Any) -> Any:
     """A swept value in a table: numbers and names as they are, a mesh by its profile."""
-    from experiments.sweep import sweep_label
-
-    return value if isinstance(value, int | float | str | bool) else sweep_label(value)
+    return value if isinstance(value, int | float | str | bool) else value_label(value)
 
 
 def write_frame(frame: pd.DataFrame, path: Path, fmt: str | None = None) -> Path:
     """Write ``frame`` as CSV or Parquet (``fmt``, or the file's suffix) and return the path."""
     fmt = fmt or path.suffix.lstrip(".").lower()
     if fmt not in FORMATS:
-        raise SpecError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+        raise FrameError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     path.parent.mkdir(parents=True, exist_ok=True)
     if fmt == "csv":
         frame.to_csv(path, index=False)
@@ -131,7 +139,7 @@ def write_frame(frame: pd.DataFrame, path: Path, fmt: str | None = None) -> Path
         try:
             import pyarrow  # noqa: F401
         except ImportError:
-            raise SpecError("Parquet needs pyarrow: pip install 'meshsim[frames]'") from None
+            raise FrameError("Parquet needs pyarrow: pip install 'meshsim[frames]'") from None
         # Swept values of mixed types (numbers and names) are written as text.
         frame = frame.astype(
             {c: str for c in frame.columns if frame[c].dtype == object and c != "replication"}

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import copy
+import json
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 from sim.yamlsafe import MAX_DEPTH, YamlInputError, parse_yaml
 
-__all__ = ["apply_overrides", "deep_merge", "parse_assignment", "set_path"]
+__all__ = ["apply_overrides", "deep_merge", "parse_assignment", "set_path", "value_label"]
 
 
 def parse_assignment(text: str) -> tuple[list[str], Any]:
@@ -104,3 +105,12 @@ def apply_overrides(data: Mapping[str, Any], assignments: Iterable[str]) -> dict
         keys, value = parse_assignment(text)
         set_path(result, keys, value)
     return result
+
+
+def value_label(value: Any) -> str:
+    """A value set by path (a swept value) as a short label (a mesh by its profile)."""
+    if isinstance(value, dict):
+        if "profile" in value:
+            return str(value["profile"])
+        return json.dumps(value, separators=(",", ":"))[:40]
+    return str(value)

@@ -17,7 +17,8 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from experiments.comparison import BASELINE
-from experiments.sweep import sweep_label, sweep_table
+from experiments.overrides import value_label
+from experiments.sweep import sweep_table
 from experiments.tables import fmt
 
 if TYPE_CHECKING:
@@ -568,7 +569,7 @@ def sweep_figure(points: list[SweepPoint]) -> go.Figure:
     order (the x axis names each point by its values)."""
     done = [p for p in points if p.result is not None]
     labels = [
-        ", ".join(f"{k.split('.')[-1]}={sweep_label(v)}" for k, v in p.assignments.items())
+        ", ".join(f"{k.split('.')[-1]}={value_label(v)}" for k, v in p.assignments.items())
         for p in done
     ]
     fig = make_subplots(

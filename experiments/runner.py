@@ -31,7 +31,6 @@ from experiments.results import (
     TrafficResult,
 )
 from experiments.spec import ExperimentSpec
-from experiments.sweep import SweepPoint
 from experiments.timeseries import fault_results, merge_series, series_result
 from models.control_plane import convergence_summary
 from models.routing import Counters
@@ -40,7 +39,7 @@ from models.telemetry import IstioTelemetry
 from sim.random import replication_seeds
 from sim.stats import LatencyHistogram, mean_half_width
 
-__all__ = ["run_experiment", "run_sweep", "meshsim_version"]
+__all__ = ["run_experiment", "meshsim_version"]
 
 
 def meshsim_version() -> str:
@@ -618,12 +617,3 @@ def _merge_extras(outputs: list[SimulationOutput]) -> dict[str, Any]:
             else:
                 merged.setdefault(key, []).append(value)
     return merged
-
-
-def run_sweep(spec: ExperimentSpec) -> list[SweepPoint]:
-    """Run every point of ``spec``'s sweep, one after another; a point that fails keeps its
-    error, and the others their results. ``experiments.store.run_sweep_points`` runs them in
-    processes or on Dask, and keeps them in a store."""
-    from experiments.store import run_sweep_points  # the store runs points through this module
-
-    return run_sweep_points(spec).points

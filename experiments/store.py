@@ -45,6 +45,7 @@ __all__ = [
     "SweepRun",
     "point_key",
     "run_point",
+    "run_sweep",
     "run_sweep_points",
 ]
 
@@ -307,3 +308,9 @@ def _on_dask(
         client.close()
         if cluster is not None:
             cluster.close()
+
+
+def run_sweep(spec: ExperimentSpec) -> list[SweepPoint]:
+    """Run every point of ``spec``'s sweep, one after another, keeping nothing; a point that
+    fails keeps its error, and the others their results (``meshsim run`` on a sweep)."""
+    return run_sweep_points(spec).points

@@ -2,7 +2,7 @@
 
 A spec with ``sweep: {grid: {path: [values], ...}}`` stands for the cross product of the
 grid: each point is the spec with those fields set (``mesh`` or ``workload.rate_rps``,
-``topology.params.pods``...), validated like any spec. ``experiments.runner.run_sweep`` runs
+``topology.params.pods``...), validated like any spec. ``experiments.store.run_sweep`` runs
 the points one after another; a point that fails keeps its error and the others their
 results.
 """
@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import copy
 import itertools
-import json
 import math
 from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, field_validator
 
-from experiments.overrides import set_path
+from experiments.overrides import set_path, value_label
 from experiments.results import RunResult
 from experiments.tables import fmt, format_table
 
@@ -27,7 +26,6 @@ __all__ = [
     "NOT_RUN",
     "SweepSpec",
     "SweepPoint",
-    "sweep_label",
     "sweep_points",
     "sweep_table",
 ]
@@ -94,15 +92,6 @@ def sweep_points(
     return points
 
 
-def sweep_label(value: Any) -> str:
-    """A swept value as a short label (a mesh by its profile)."""
-    if isinstance(value, dict):
-        if "profile" in value:
-            return str(value["profile"])
-        return json.dumps(value, separators=(",", ":"))[:40]
-    return str(value)
-
-
 def sweep_table(points: list[SweepPoint]) -> str:
     """One row per point: its values, latency, errors, CPU by kind, memory, and when the
     mesh has a control plane, the first change's convergence and stale-routing failures."""
@@ -121,7 +110,7 @@ def sweep_table(points: list[SweepPoint]) -> str:
         headers += ["checks failed", "denied"]
     rows = []
     for point in points:
-        row = [sweep_label(point.assignments[p]) for p in paths]
+        row = [value_label(point.assignments[p]) for p in paths]
         r = point.result
         if r is None:
             rows.append(row + [point.error if point.error == NOT_RUN else f"FAILED: {point.error}"])

@@ -87,3 +87,10 @@ def test_failed_points_are_left_out_of_the_frame():
     points = run_sweep_points(spec).points
     frame = sweep_frame([points[0], SweepPoint({"workload.rate_rps": 20}, error="boom")])
     assert set(frame["workload.rate_rps"]) == {10}
+
+
+def test_the_frames_replication_figures_are_the_results_figures():
+    from experiments.frames import _FIGURES
+    from experiments.results import Figures
+
+    assert _FIGURES == tuple(Figures.model_fields)

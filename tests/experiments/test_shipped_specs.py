@@ -60,7 +60,8 @@ def test_shipped_spec_runs_from_the_cli(path, tmp_path):
 def test_shipped_spec_windows_sum_to_its_totals(path, tmp_path):
     """Run with a time series (windows of a tenth of the run), every shipped experiment's
     windows add up to its totals, and conservation holds in every window."""
-    from experiments.runner import run_experiment, run_sweep
+    from experiments.runner import run_experiment
+    from experiments.store import run_sweep
     from tests.experiments.test_timeseries import check_sums
 
     short = shrink(path, tmp_path)
