@@ -240,7 +240,7 @@ def test_without_keepalive_each_call_pays_a_handshake_to_the_server(keepalive):
 
 def test_without_keepalive_the_sidecar_accepts_the_connection_and_keeps_its_upstream_pool():
     spec = ClosedLoopSpec(connections=2, qps=200, keepalive=False)
-    mesh = resolve_mesh("istio-1.8", {"proxy": {"io_delay": 0.0}})
+    mesh = resolve_mesh("istio-1.8", {"proxy": {"io": None, "io_delay": 0.0}})
     sim = Simulation(two_nodes(), mesh, spec, seed=1, duration_s=0.1, client_node="node-0")
     # The client's own sidecar, on its node, accepts each new connection: a same-node round
     # trip, not one to the server's node.
