@@ -93,4 +93,4 @@ def test_the_frames_replication_figures_are_the_results_figures():
     from experiments.frames import _FIGURES
     from experiments.results import Figures
 
-    assert _FIGURES == tuple(Figures.model_fields)
+    assert tuple(Figures.model_fields) == _FIGURES

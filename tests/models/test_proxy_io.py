@@ -302,7 +302,7 @@ def test_profiles_keep_their_io_total_at_one_kib():
         ("istio-1.24", "proxy"): 40,
         ("istio-1.24-ambient", "ztunnel"): 6,
         ("istio-1.24-ambient", "waypoint"): 40,
-        ("linkerd2", "proxy"): 220,
+        ("linkerd2", "proxy"): 20,
         ("maesh", "proxy"): 250,
         ("istio-ambient", "ztunnel"): 6,
         ("istio-ambient", "waypoint"): 40,
