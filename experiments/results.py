@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, PlainSerializer, field_serializer
 
@@ -31,6 +31,8 @@ __all__ = [
     "Interval",
     "FigureIntervals",
     "Intervals",
+    "OperationsResult",
+    "RolloutKind",
     "RunResult",
 ]
 
@@ -628,6 +630,47 @@ class Intervals(BaseModel):
     services: dict[str, FigureIntervals] = {}
 
 
+RolloutKind = Literal["none", "sidecar", "daemonset", "ambient", "library"]
+
+
+class OperationsResult(BaseModel):
+    """What an operator writes and runs for this mesh and topology (``experiments.operations``
+    says what is counted and how).
+
+    Attributes:
+        objects: Kubernetes objects the policies take (an SMI backend's own Service counted).
+        objects_by_kind: those, by kind.
+        yaml_lines: their lines of YAML, with the annotation lines.
+        annotations: Traefik Mesh annotations (one line each, on their Service).
+        control_plane_pods: pods of the control plane (and Mixer's deployments).
+        control_plane_cores: the cores those pods are given (CPUs).
+        control_plane_memory_bytes: the control plane's modelled memory for this topology.
+        rollout: how a proxy upgrade rolls out: ``sidecar`` (every meshed pod restarts),
+            ``daemonset`` (one proxy pod per node), ``ambient`` (ztunnels per node and
+            waypoints), ``library`` (apps rebuilt and restarted), ``none`` (no mesh).
+        proxies: proxies (or, proxyless, xDS clients) a version upgrade replaces.
+        proxy_restarts: proxy pods restarted (sidecars restart with their app pods, counted
+            in ``app_restarts``).
+        app_restarts: application pods restarted.
+        app_rebuilds: application images rebuilt (proxyless: the gRPC library is linked in).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    objects: int
+    objects_by_kind: dict[str, int]
+    yaml_lines: int
+    annotations: int
+    control_plane_pods: int
+    control_plane_cores: float
+    control_plane_memory_bytes: float
+    rollout: RolloutKind
+    proxies: int
+    proxy_restarts: int
+    app_restarts: int
+    app_rebuilds: int
+
+
 class RunResult(BaseModel):
     """The result of one experiment (all its replications merged).
 
@@ -665,6 +708,8 @@ class RunResult(BaseModel):
             ``replication_seeds`` (empty in results written before they were kept).
         intervals: means over the replications with 95 % confidence half-widths (None in
             results written before they were kept; half-widths NaN with one replication).
+        operations: what an operator writes and runs for this mesh, topology and policies
+            (None in results written before it was counted).
     """
 
     model_config = ConfigDict(frozen=True)
@@ -698,6 +743,7 @@ class RunResult(BaseModel):
     warnings: list[str] = []
     replications: list[ReplicationResult] = []
     intervals: Intervals | None = None
+    operations: OperationsResult | None = None
 
     @field_serializer("spec", "effective_spec", "latency_histogram", "extras", when_used="json")
     def _strict_json(self, value: dict[str, Any]) -> Any:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
+from experiments.operations import operations
 from experiments.results import (
     ChangeResult,
     Conservation,
@@ -301,6 +302,7 @@ def summarise(
         warnings=_warnings(outputs, measured),
         replications=replications,
         intervals=_intervals(replications),
+        operations=operations(spec.resolve_topology(), spec.mesh.resolve(), list(spec.policies)),
     )
 
 

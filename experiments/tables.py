@@ -9,6 +9,7 @@ from experiments.results import (
     ControlPlaneResult,
     FigureIntervals,
     Interval,
+    OperationsResult,
     RunResult,
     ServiceResult,
     TimeSeriesResult,
@@ -18,6 +19,7 @@ from models.proxy import IO_COMPONENTS
 
 __all__ = [
     "format_table",
+    "operations_block",
     "run_tables",
     "hop_rows",
     "fmt",
@@ -203,6 +205,8 @@ def run_tables(result: RunResult) -> str:
         )
     if result.control_plane is not None:
         blocks.append(control_plane_table(result))
+    if result.operations is not None and result.operations.rollout != "none":
+        blocks.append(operations_block(result.operations))
     if result.timeseries is not None:
         blocks.append(timeseries_table(result.timeseries, result))
     if result.faults:
@@ -285,6 +289,32 @@ def control_plane_table(result: RunResult) -> str:
         return title
     return format_table(
         ["at s", "change", "service", "converged", "p50 ms", "p99 ms", "max ms"], rows, title
+    )
+
+
+_ROLLOUTS = {
+    "sidecar": "every meshed pod restarts: its sidecar is injected at creation",
+    "daemonset": "a DaemonSet rollout: one proxy pod per node, no app pod",
+    "ambient": "ztunnels (a DaemonSet) and waypoints restart, no app pod",
+    "library": "every meshed app is rebuilt and its pods restart",
+}
+
+
+def operations_block(ops: OperationsResult) -> str:
+    """What an operator writes and runs for this mesh: three lines."""
+    kinds = ", ".join(f"{n} {kind}" for kind, n in ops.objects_by_kind.items())
+    annotations = f" + {ops.annotations:,} annotations" if ops.annotations else ""
+    return "\n".join(
+        [
+            f"Operations: {ops.objects:,} Kubernetes objects{f' ({kinds})' if kinds else ''}"
+            f"{annotations}, {ops.yaml_lines:,} lines of YAML",
+            f"  control plane: {ops.control_plane_pods:,} pods, "
+            f"{fmt(ops.control_plane_cores, 1)} cores, "
+            f"{ops.control_plane_memory_bytes / 2**20:,.1f} MiB modelled",
+            f"  proxy upgrade: {ops.proxies:,} proxies; {ops.proxy_restarts:,} proxy pods and "
+            f"{ops.app_restarts:,} app pods restart, {ops.app_rebuilds:,} images rebuilt "
+            f"({_ROLLOUTS[ops.rollout]})",
+        ]
     )
 
 

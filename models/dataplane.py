@@ -1534,6 +1534,8 @@ class Exchange(Task):
             self.inside = i - 1
         cost = hop.costs[request.protocol]
         after = cost.after_base + cost.after_per_byte * response.size_bytes
+        if cost.logs:  # access logs: the line grows with the request (empty when off)
+            after += cost.logged(request, response.status)
         if after > 0.0:
             if proxy.pinned:
                 proxy.cpu.charge_on(self._worker(i), after)  # type: ignore[attr-defined]
