@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -108,9 +109,29 @@ def apply_overrides(data: Mapping[str, Any], assignments: Iterable[str]) -> dict
 
 
 def value_label(value: Any) -> str:
-    """A value set by path (a swept value) as a short label (a mesh by its profile)."""
+    """A value set by path (a swept value) as a short label (a mesh by its profile, with a
+    short hash of its overrides when it has some)."""
     if isinstance(value, dict):
         if "profile" in value:
-            return str(value["profile"])
+            overrides = value.get("overrides")
+            if not overrides:
+                return str(value["profile"])
+            # The same profile with other overrides: told apart by them when short
+            # (``istio-1.8 scoping=mesh``), else by a hash of them (``istio-1.4#3fa2c1``).
+            flat = " ".join(f"{k}={v}" for k, v in _flatten(overrides))
+            if len(flat) <= 32:
+                return f"{value['profile']} {flat}"
+            text = json.dumps(overrides, sort_keys=True, separators=(",", ":"), default=str)
+            return f"{value['profile']}#{hashlib.sha256(text.encode()).hexdigest()[:6]}"
         return json.dumps(value, separators=(",", ":"))[:40]
     return str(value)
+
+
+def _flatten(data: Any, prefix: str = "") -> list[tuple[str, Any]]:
+    """A mapping's leaves as (dotted path, value); lists and other values are leaves."""
+    if not isinstance(data, Mapping) or not data:
+        return [(prefix, "null" if data is None else data)]
+    found: list[tuple[str, Any]] = []
+    for key, value in data.items():
+        found += _flatten(value, f"{prefix}.{key}" if prefix else str(key))
+    return found

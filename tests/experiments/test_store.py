@@ -141,3 +141,16 @@ def test_sweep_needs_a_sweep_and_report_needs_a_store(tmp_path):
     (tmp_path / "sweep.json").write_text('{"format": 1, "base": {}, "grid": "x", "keys": []}')
     result = CliRunner().invoke(app, ["report", str(tmp_path)])
     assert result.exit_code == 2 and "not a sweep's description" in result.output
+
+
+def test_swept_meshes_are_labelled_apart():
+    from experiments.overrides import value_label
+
+    assert value_label("maesh") == "maesh"
+    assert value_label({"profile": "istio-1.8"}) == "istio-1.8"
+    short = {"profile": "istio-1.8", "overrides": {"scoping": "mesh", "mixer": None}}
+    assert value_label(short) == "istio-1.8 scoping=mesh mixer=null"
+    a = {"profile": "istio-1.4", "overrides": {"proxy": {"outbound": [{"kind": "router"}] * 3}}}
+    b = {"profile": "istio-1.4", "overrides": {"proxy": {"outbound": [{"kind": "tls"}] * 3}}}
+    assert value_label(a).startswith("istio-1.4#") and value_label(a) != value_label(b)
+    assert value_label(a) == value_label(json.loads(json.dumps(a)))

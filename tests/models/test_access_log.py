@@ -175,9 +175,9 @@ def test_the_shipped_spec_reproduces_istio_0_8_s_published_difference():
     calibration's). The difference is the filter's cost per line (460 us + 150 us per KiB of
     a 267-byte line: 250 fixed, "fortio-server", "GET", "/") per request: 0.499 vCPU per 1000
     rps; errors only, that cost times the share of errors (the server's 10 %)."""
-    from experiments.runner import run_sweep
     from experiments.spec import load_spec
     from experiments.specs import shipped_specs
+    from experiments.store import run_sweep
 
     path = next(p for p in shipped_specs() if p.stem == "access-logs")
     points = run_sweep(load_spec(path, ["duration=5s"]))
