@@ -1152,7 +1152,10 @@ class Exchange(Task):
             if self.owner is not None and self.abandoned:
                 return
             self.mesh.count("tls_failures")
-            self._outcome("connect_failure", 0, self.mesh.refused)
+            if i == self.picker:  # the router's try failed: retried as a connect failure
+                self._outcome("connect_failure", 0, self.mesh.refused)
+            else:  # a hop past the picker (a waypoint's ztunnel): that proxy answers 503 UF
+                self._answer(self.mesh.refused)
             return
         if self.owner is not None and self.abandoned:  # given up while it waited
             self.held.pop()
