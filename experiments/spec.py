@@ -34,6 +34,7 @@ from experiments.timeseries_spec import MAX_WINDOWS, TimeSeriesSpec
 from models.architectures import ARCHITECTURES
 from models.control_plane import ConfigChangeSpec
 from models.faults import MESH_FAULTS, FaultSpec
+from models.ingress import check_ingress
 from models.policies import MAX_POLICIES, Policy, PolicyKind, with_policy
 from models.policy_check import check_annotations, check_policies
 from models.workload import WorkloadSpec
@@ -386,6 +387,26 @@ class ExperimentSpec(BaseModel):
             if fault.duration is not None and fault.start + fault.duration > self.duration:
                 raise ValueError(f"faults.{i}: the fault ends after the run ({self.duration:g} s)")
             _check_fault_target(i, fault, self, mesh)
+        return self
+
+    @model_validator(mode="after")
+    def _ingress_fits(self) -> ExperimentSpec:
+        mesh = self.mesh.resolve()
+        ingress = getattr(mesh, "ingress", None)
+        if ingress is None:
+            return self
+        try:
+            topology = self.resolve_topology()
+        except TopologyError:
+            return self  # reported on the topology field already
+        graph = topology.call_graph
+        check_ingress(
+            ingress,
+            mesh.architecture,
+            set(graph.hosts()),
+            graph.entry,
+            [n.name for n in topology.cluster.nodes],
+        )
         return self
 
     @model_validator(mode="after")
