@@ -116,7 +116,8 @@ class IngressSpec(BaseModel):
         nodes: where they run, replica ``k`` on ``nodes[k % len(nodes)]``; empty: the
             cluster's nodes in order.
         proxy: the ingress's proxy; None: the mesh's own proxy's costs (Envoy for Istio's
-            gateway, Traefik for Traefik Mesh's), its ``outbound`` chain as the edge listener.
+            gateway, Traefik for Traefik Mesh's, without the node proxies' CPU limit), its
+            ``outbound`` chain as the edge listener.
         servers: the Gateway's ``servers`` (Traefik: its entry points); the first that admits
             the entry service decides whether TLS is terminated.
         via_mesh: ``traefik`` only: route to ``<svc>.<ns>.traefik.mesh`` (through a node
