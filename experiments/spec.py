@@ -34,7 +34,7 @@ from experiments.timeseries_spec import MAX_WINDOWS, TimeSeriesSpec
 from models.architectures import ARCHITECTURES
 from models.control_plane import ConfigChangeSpec
 from models.faults import MESH_FAULTS, FaultSpec
-from models.ingress import check_ingress
+from models.ingress import check_egress, check_ingress
 from models.policies import MAX_POLICIES, Policy, PolicyKind, with_policy
 from models.policy_check import check_annotations, check_policies
 from models.workload import WorkloadSpec
@@ -390,23 +390,22 @@ class ExperimentSpec(BaseModel):
         return self
 
     @model_validator(mode="after")
-    def _ingress_fits(self) -> ExperimentSpec:
+    def _edges_fit(self) -> ExperimentSpec:
         mesh = self.mesh.resolve()
         ingress = getattr(mesh, "ingress", None)
-        if ingress is None:
+        egress = getattr(mesh, "egress", None)
+        if ingress is None and egress is None:
             return self
         try:
             topology = self.resolve_topology()
         except TopologyError:
             return self  # reported on the topology field already
         graph = topology.call_graph
-        check_ingress(
-            ingress,
-            mesh.architecture,
-            set(graph.hosts()),
-            graph.entry,
-            [n.name for n in topology.cluster.nodes],
-        )
+        nodes = [n.name for n in topology.cluster.nodes]
+        if ingress is not None:
+            check_ingress(ingress, mesh.architecture, set(graph.hosts()), graph.entry, nodes)
+        if egress is not None:
+            check_egress(egress, set(graph.hosts()), nodes)
         return self
 
     @model_validator(mode="after")

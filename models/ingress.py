@@ -59,7 +59,12 @@ if TYPE_CHECKING:
     from models.world import PodBase
 
 __all__ = [
+    "EdgeSpec",
     "IngressSpec",
+    "EgressSpec",
+    "Egress",
+    "build_egress",
+    "check_egress",
     "GatewayServerSpec",
     "GatewayTlsSpec",
     "EdgeListener",
@@ -107,29 +112,38 @@ class GatewayServerSpec(BaseModel):
         return any(h == "*" or h.split(".")[0] == host for h in self.hosts)
 
 
-class IngressSpec(BaseModel):
-    """The edge the load generator's requests enter through (see the module docstring).
+class EdgeSpec(BaseModel):
+    """What an edge Deployment (an ingress or an egress gateway) has.
+
+    Attributes:
+        replicas: its pods (required: the Deployment's ``replicas``).
+        nodes: where they run, replica ``k`` on ``nodes[k % len(nodes)]``; empty: the
+            cluster's nodes in order.
+        proxy: its proxy; None: the mesh's own proxy's costs (Envoy for Istio's gateways,
+            Traefik for Traefik Mesh's, without the node proxies' CPU limit), its
+            ``outbound`` chain as the edge listener.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    replicas: Annotated[int, Field(ge=1, le=10_000)]
+    nodes: list[str] = []
+    proxy: ProxySpec | None = None
+
+
+class IngressSpec(EdgeSpec):
+    """The edge the load generator's requests enter through (see the module docstring), and
+    the fields of :class:`EdgeSpec`.
 
     Attributes:
         kind: ``istio_gateway`` (sidecar meshes) or ``traefik`` (in front of Traefik Mesh).
-        replicas: the ingress's pods (required: the Deployment's ``replicas``).
-        nodes: where they run, replica ``k`` on ``nodes[k % len(nodes)]``; empty: the
-            cluster's nodes in order.
-        proxy: the ingress's proxy; None: the mesh's own proxy's costs (Envoy for Istio's
-            gateway, Traefik for Traefik Mesh's, without the node proxies' CPU limit), its
-            ``outbound`` chain as the edge listener.
         servers: the Gateway's ``servers`` (Traefik: its entry points); the first that admits
             the entry service decides whether TLS is terminated.
         via_mesh: ``traefik`` only: route to ``<svc>.<ns>.traefik.mesh`` (through a node
             proxy) rather than straight to the entry's pods.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
     kind: IngressKind
-    replicas: Annotated[int, Field(ge=1, le=10_000)]
-    nodes: list[str] = []
-    proxy: ProxySpec | None = None
     servers: Annotated[list[GatewayServerSpec], Field(min_length=1)] = [GatewayServerSpec()]
     via_mesh: bool = False
 
@@ -267,8 +281,8 @@ class Ingress:
         Exchange(mesh, src, host, request, parent, slot).start(hops)
 
 
-def replica_nodes(spec: IngressSpec, nodes: list[str]) -> list[str]:
-    """The node of each replica (see :attr:`IngressSpec.nodes`)."""
+def replica_nodes(spec: EdgeSpec, nodes: list[str]) -> list[str]:
+    """The node of each replica (see :attr:`EdgeSpec.nodes`)."""
     where = spec.nodes or nodes
     return [where[k % len(where)] for k in range(spec.replicas)]
 
@@ -325,3 +339,115 @@ def build_ingress(
         hops.append(route(proxy, edge))
     draw = world.rng("ingress.lb").random if spec.replicas > 1 else None
     return Ingress(mesh, spec, proxies, hops, admitted.__contains__, draw), made
+
+
+class EgressSpec(EdgeSpec):
+    """Istio's egress gateway (``istio-egressgateway``): calls from meshed pods to the
+    services in ``hosts`` leave through it (the fields of :class:`EdgeSpec` too).
+
+    In Istio this is a ServiceEntry for the external host, a Gateway on the egress gateway,
+    and a VirtualService bound to ``mesh`` that sends the host to the gateway and one bound
+    to the gateway that sends it out. Here: the caller's sidecar sends the request, mTLS,
+    to an egress gateway replica (its outbound listener does not pick the endpoint: it
+    routes to the gateway's Service); the gateway terminates that mTLS and picks the
+    external service's endpoint, to which it talks plaintext when the service's pods have
+    no sidecar, as an external service's do not.
+
+    ``client app -> own sidecar -> egress gateway (picks) -> external service``
+
+    Attributes:
+        hosts: the services reached through the gateway (services of the topology, standing
+            for the external hosts; put their pods outside the mesh, e.g. in a namespace
+            labelled ``istio-injection: disabled``). Pods without a sidecar call them
+            directly, as in Istio.
+    """
+
+    hosts: Annotated[list[str], Field(min_length=1)]
+
+
+def check_egress(spec: EgressSpec, hosts: set[str], nodes: list[str]) -> None:
+    """Check an egress gateway against the topology; errors name the field (under
+    ``mesh.egress``)."""
+    for j, host in enumerate(spec.hosts):
+        if host.split(".")[0] not in hosts:
+            raise ValueError(
+                f"mesh.egress.hosts.{j}: no service {host!r}; services: {', '.join(sorted(hosts))}"
+            )
+    for k, node in enumerate(spec.nodes):
+        if node not in nodes:
+            raise ValueError(f"mesh.egress.nodes.{k}: no node {node!r}; nodes: {', '.join(nodes)}")
+
+
+class Egress:
+    """The egress gateway's pods at run time: the hops of a call from a sidecar through a
+    replica (picked per request, uniformly at random from the stream ``egress.lb``: the
+    sidecar's balancer over the gateway's endpoints, simplified).
+
+    Args:
+        proxies: its proxies, one per replica.
+        hosts: the services reached through it (short names).
+        edge: the gateways' edge listener.
+        draw: the replica choice's stream (None: one replica).
+    """
+
+    def __init__(
+        self,
+        proxies: list[Proxy],
+        hosts: frozenset[str],
+        edge: EdgeListener,
+        draw: Callable[[], float] | None,
+    ) -> None:
+        self.proxies = proxies
+        self.hosts = hosts
+        self.edge = edge
+        self._draw = draw
+
+    def pick(self) -> Proxy:
+        """The replica a request goes to."""
+        draw = self._draw
+        if draw is None:
+            return self.proxies[0]
+        n = len(self.proxies)
+        return self.proxies[min(int(draw() * n), n - 1)]
+
+
+def build_egress(
+    mesh: ProxiedMesh,
+    spec: EgressSpec,
+    default_proxy: ProxySpec,
+    index: ConfigIndex,
+    mtls: bool,
+) -> tuple[Egress, list[tuple[Proxy, frozenset[str] | None]]]:
+    """Build the egress gateway's proxies (kind ``egress``).
+
+    Args:
+        mesh: the mesh.
+        spec: the validated egress gateway.
+        default_proxy: the mesh's own proxy, for ``spec.proxy`` None.
+        index: the mesh's configuration now.
+        mtls: whether the sidecars' connections to it are mTLS (it terminates them).
+
+    Returns:
+        The egress gateway, and its proxies with the hosts each must know.
+    """
+    world = mesh.world
+    proxy_spec = spec.proxy if spec.proxy is not None else default_proxy
+    edge = EdgeListener(proxy_spec.outbound, mtls)
+    hosts = frozenset(h.split(".")[0] for h in spec.hosts)
+    names = [n.name for n in world.topology.cluster.nodes]
+    made = []
+    proxies = []
+    for k, node in enumerate(replica_nodes(spec, names)):
+        proxy, known = mesh.new_proxy(
+            f"istio-egressgateway-{k}",
+            world.nodes[node],
+            "egress",
+            proxy_spec,
+            ("mesh", set(), set(hosts), set()),
+            index,
+        )
+        proxy.outbound = edge
+        proxies.append(proxy)
+        made.append((proxy, known))
+    draw = world.rng("egress.lb").random if spec.replicas > 1 else None
+    return Egress(proxies, hosts, edge, draw), made

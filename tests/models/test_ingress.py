@@ -262,3 +262,55 @@ def test_a_gateway_that_admits_another_host_is_refused():
     with pytest.raises(SpecError) as error:
         spec_from_dict(data)
     assert "mesh.ingress.servers: no server admits the entry service 'srv'" in str(error.value)
+
+
+# --- Istio's egress gateway ----------------------------------------------------------------------
+
+EGRESS = "node-1.istio-egressgateway-0"
+
+
+def egress_spec(mtls_mode: str) -> dict[str, Any]:
+    """``srv`` stands for an external host: its namespace is outside the mesh; the load
+    generator (namespace ``default``, injected) calls it through the egress gateway."""
+    mesh = {
+        "architecture": "sidecar",
+        "proxy": PROXY,
+        "mtls_mode": mtls_mode,
+        "egress": {"replicas": 1, "nodes": ["node-1"], "hosts": ["srv"]},
+    }
+    data = spec_dict(mesh)
+    data["topology"]["namespaces"] = {"external": {"labels": {"istio-injection": "disabled"}}}
+    data["topology"]["call_graph"]["services"][0]["namespace"] = "external"
+    return data
+
+
+@pytest.mark.parametrize("mtls_mode", ["STRICT", "DISABLE"])
+def test_egress_gateway_between_the_sidecar_and_the_external_service(mtls_mode):
+    """client app -> own sidecar (mTLS to the gateway, which is not the picker) -> egress
+    gateway (terminates that mTLS, picks the endpoint, plaintext out) -> srv, no sidecar."""
+    from tests.models.test_partial_mesh import simulate as simulate_data
+
+    _, out = simulate_data(egress_spec(mtls_mode))
+    mtls = mtls_mode != "DISABLE"
+    places = [
+        Place("sidecar", "node-0.loadgen-0.sidecar", "node-0", True, mtls, pooled_to="node-1"),
+        Place("egress", EGRESS, "node-1", True, False, "node-1", peer_is_proxy=False),
+    ]
+    first, steady = proxied_path(places, True), proxied_path(places, False)
+    if mtls:
+        first, steady = with_termination(first, EGRESS), with_termination(steady, EGRESS)
+    check_run(out, first, steady)
+    scopes = {s.scope for t in out.recorder.traces for s in t}
+    assert "node-1.srv-0.sidecar" not in scopes
+
+
+def test_bad_egress_is_refused_naming_the_field():
+    data = egress_spec("STRICT")
+    data["mesh"]["egress"]["hosts"] = ["srv", "api.example"]
+    with pytest.raises(SpecError) as error:
+        spec_from_dict(data)
+    assert "mesh.egress.hosts.1: no service 'api.example'; services: srv" in str(error.value)
+    data["mesh"]["egress"] = {"hosts": ["srv"]}
+    with pytest.raises(SpecError) as error:
+        spec_from_dict(data)
+    assert "mesh.egress.replicas: Field required" in str(error.value)
