@@ -33,10 +33,14 @@ An external load balancer in front of the ingress's replicas spreads requests ov
 Requests from the load generator only enter through the ingress; calls between services stay
 as they are. Without ``ingress`` nothing changes (no ingress object, no draw).
 
-Not modelled: a ``VirtualService``'s ``gateways`` binding (the gateway routes the entry host
-with the mesh's routes for it), authorization policies seeing the gateway's identity (they
-see the load generator's), Traefik's provider throttle (its view of the endpoints follows
-them at once).
+The way out, as an option: Istio's egress gateway (:class:`EgressSpec`), between a meshed
+pod's sidecar and the services it stands in front of.
+
+Not modelled: the ``Gateway`` and ``ServiceEntry`` objects themselves (their fields are the
+ingress's ``servers`` and the egress's ``hosts``), a ``VirtualService``'s ``gateways``
+binding (a gateway routes with the mesh's routes for the host), authorization policies and
+Istio's metrics seeing the gateway's identity (they see the load generator's, or the
+caller's), Traefik's provider throttle (its view of the endpoints follows them at once).
 """
 
 from __future__ import annotations
