@@ -54,7 +54,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from models.dataplane import Exchange
 from models.filters import FilterSpec, Listener, ListenerCost
 from models.messages import Flags, Request, Response
-from models.proxy import Proxy, ProxySpec
+from models.proxy import IoPartSpec, IoSpec, Proxy, ProxySpec
 
 if TYPE_CHECKING:
     from models.dataplane import Hop, ProxiedMesh
@@ -125,7 +125,8 @@ class EdgeSpec(BaseModel):
             cluster's nodes in order.
         proxy: its proxy; None: the mesh's own proxy's costs (Envoy for Istio's gateways,
             Traefik for Traefik Mesh's, without the node proxies' CPU limit), its
-            ``outbound`` chain as the edge listener.
+            ``outbound`` chain as the edge listener, its io without the loopback hop to an
+            app (:func:`edge_proxy`).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -297,6 +298,21 @@ def ingress_name(spec: IngressSpec, k: int) -> str:
     return f"{base}-{k}"
 
 
+def edge_proxy(spec: ProxySpec) -> ProxySpec:
+    """The mesh's proxy as an edge proxy: the same, but with no loopback hop to an app in its
+    io (MeshInsight's ``ipc``: a gateway receives from the network and sends to it). The
+    ``io_delay`` shorthand has no components, so it is kept whole."""
+    io = spec.io
+    if io is None:
+        return spec
+    zero = IoPartSpec()
+    edge_io = IoSpec(
+        outbound=io.outbound.model_copy(update={"ipc": zero}),
+        inbound=io.inbound.model_copy(update={"ipc": zero}),
+    )
+    return ProxySpec.model_validate({**spec.model_dump(), "io": edge_io.model_dump()})
+
+
 def build_ingress(
     mesh: ProxiedMesh,
     spec: IngressSpec,
@@ -321,7 +337,7 @@ def build_ingress(
     graph = world.topology.call_graph
     entry = graph.entry
     server = spec.server_for(entry)
-    proxy_spec = spec.proxy if spec.proxy is not None else default_proxy
+    proxy_spec = spec.proxy if spec.proxy is not None else edge_proxy(default_proxy)
     edge = EdgeListener(proxy_spec.outbound, server is not None and server.tls is not None)
     admitted = frozenset(h for h in graph.hosts() if spec.server_for(h) is not None)
     made = []
@@ -435,7 +451,7 @@ def build_egress(
         The egress gateway, and its proxies with the hosts each must know.
     """
     world = mesh.world
-    proxy_spec = spec.proxy if spec.proxy is not None else default_proxy
+    proxy_spec = spec.proxy if spec.proxy is not None else edge_proxy(default_proxy)
     edge = EdgeListener(proxy_spec.outbound, mtls)
     hosts = frozenset(h.split(".")[0] for h in spec.hosts)
     names = [n.name for n in world.topology.cluster.nodes]

@@ -314,3 +314,14 @@ def test_bad_egress_is_refused_naming_the_field():
     with pytest.raises(SpecError) as error:
         spec_from_dict(data)
     assert "mesh.egress.replicas: Field required" in str(error.value)
+
+
+def test_an_edge_proxy_has_no_loopback_hop_in_its_io():
+    """The mesh's proxy with io components: the gateway takes its io without ``ipc`` (no app
+    beside it), the server's sidecar keeps it."""
+    proxy = {**PROXY, "io_delay": None, "io": {"ipc": "3us", "read_write": "5us", "epoll": "2us"}}
+    mesh = {"architecture": "sidecar", "proxy": proxy, "ingress": ingress("istio_gateway")}
+    _, out = simulate(mesh)
+    io = {(s.kind, s.scope, round((s.end_s - s.start_s) * 1e9)) for s in out.recorder.traces[1]}
+    io = {x for x in io if x[0].endswith("_io")}
+    assert io == {("ingress_io", GATEWAY, 7000), ("sidecar_io", SERVER_SIDECAR, 10000)}
