@@ -36,9 +36,14 @@ as they are. Without ``ingress`` nothing changes (no ingress object, no draw).
 The way out, as an option: Istio's egress gateway (:class:`EgressSpec`), between a meshed
 pod's sidecar and the services it stands in front of.
 
+The gateways hold the mesh's configuration but not its routes (:class:`EdgeProxy`): a
+VirtualService bound to the mesh does not apply at a gateway, and Traefik reads none of
+Traefik Mesh's SMI objects and annotations.
+
 Not modelled: the ``Gateway`` and ``ServiceEntry`` objects themselves (their fields are the
-ingress's ``servers`` and the egress's ``hosts``), a ``VirtualService``'s ``gateways``
-binding (a gateway routes with the mesh's routes for the host), authorization policies and
+ingress's ``servers`` and the egress's ``hosts``), a ``VirtualService`` bound to a gateway
+(``gateways``: here the gateway's route to an admitted host is a plain one), authorization
+policies and
 Istio's metrics seeing the gateway's identity (they see the load generator's, or the
 caller's), Traefik's provider throttle (its view of the endpoints follows them at once).
 """
@@ -46,8 +51,8 @@ caller's), Traefik's provider throttle (its view of the endpoints follows them a
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import fields
-from typing import TYPE_CHECKING, Annotated, Literal
+from dataclasses import fields, replace
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -55,6 +60,7 @@ from models.dataplane import Exchange
 from models.filters import FilterSpec, Listener, ListenerCost
 from models.messages import Flags, Request, Response
 from models.proxy import IoPartSpec, IoSpec, Proxy, ProxySpec
+from models.routing import PolicySet
 
 if TYPE_CHECKING:
     from models.dataplane import Hop, ProxiedMesh
@@ -72,6 +78,7 @@ __all__ = [
     "GatewayServerSpec",
     "GatewayTlsSpec",
     "EdgeListener",
+    "EdgeProxy",
     "Ingress",
     "build_ingress",
     "check_ingress",
@@ -298,6 +305,30 @@ def ingress_name(spec: IngressSpec, k: int) -> str:
     return f"{base}-{k}"
 
 
+class EdgeProxy(Proxy):
+    """A gateway's proxy: it holds the mesh's configuration, but the routes bound to the mesh
+    are not its own. In Istio a VirtualService without ``gateways`` applies to sidecars only
+    (``mesh``): the gateway routes an admitted host to its service with the route of the
+    VirtualService bound to it, here a plain one (DestinationRules, which apply to every
+    client, still do). Traefik is not Traefik Mesh: it reads neither the mesh's SMI objects
+    nor its ``mesh.traefik.io`` annotations."""
+
+    _source: Any = None
+    _edge: Any = None
+
+    def apply_config(self, version: int, view: dict[str, Any]) -> None:
+        super().apply_config(version, view)
+        self.use_policies(self.policies)
+
+    def use_policies(self, policies: PolicySet) -> None:
+        """The mesh's ``policies`` as this gateway runs them."""
+        if policies is not self._source:  # the same set is pushed to every proxy
+            self._source = policies
+            self._edge = replace(policies, routes={}, traefik={}, acl=None)
+        self.policies = self._edge
+        self._routers.clear()
+
+
 def edge_proxy(spec: ProxySpec) -> ProxySpec:
     """The mesh's proxy as an edge proxy: the same, but with no loopback hop to an app in its
     io (MeshInsight's ``ipc``: a gateway receives from the network and sends to it). The
@@ -352,8 +383,10 @@ def build_ingress(
             proxy_spec,
             ("mesh", set(), set(admitted), set()),
             index,
+            proxy_class=EdgeProxy,
         )
         proxy.outbound = edge
+        proxy.use_policies(proxy.policies)  # type: ignore[attr-defined]
         proxies.append(proxy)
         made.append((proxy, hosts))
         hops.append(route(proxy, edge))
@@ -465,8 +498,10 @@ def build_egress(
             proxy_spec,
             ("mesh", set(), set(hosts), set()),
             index,
+            proxy_class=EdgeProxy,
         )
         proxy.outbound = edge
+        proxy.use_policies(proxy.policies)  # type: ignore[attr-defined]
         proxies.append(proxy)
         made.append((proxy, known))
     draw = world.rng("egress.lb").random if spec.replicas > 1 else None

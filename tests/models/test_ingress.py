@@ -325,3 +325,53 @@ def test_an_edge_proxy_has_no_loopback_hop_in_its_io():
     io = {(s.kind, s.scope, round((s.end_s - s.start_s) * 1e9)) for s in out.recorder.traces[1]}
     io = {x for x in io if x[0].endswith("_io")}
     assert io == {("ingress_io", GATEWAY, 7000), ("sidecar_io", SERVER_SIDECAR, 10000)}
+
+
+# --- what a gateway's routes are -------------------------------------------------------------
+
+
+def run_with_policies(mesh: dict[str, Any], policies: list[dict[str, Any]]) -> Any:
+    from tests.models.test_partial_mesh import simulate as simulate_data
+
+    data = spec_dict(mesh)
+    data["policies"] = policies
+    return simulate_data(data)[1]
+
+
+ABORT_ALL = {
+    "kind": "VirtualService",
+    "metadata": {"name": "srv"},
+    "spec": {
+        "hosts": ["srv"],
+        "http": [
+            {
+                "route": [{"destination": {"host": "srv"}}],
+                "fault": {"abort": {"httpStatus": 418, "percentage": {"value": 100}}},
+            }
+        ],
+    },
+}
+
+
+def test_a_virtual_service_bound_to_the_mesh_does_not_apply_at_the_gateway():
+    """Without ``gateways`` a VirtualService is the sidecars' (``mesh``): its abort answers
+    the load generator's sidecar's requests, not the gateway's."""
+    sidecars = {"architecture": "sidecar", "proxy": PROXY}
+    assert run_with_policies(sidecars, [ABORT_ALL]).workload.status_codes == {418: 10}
+    gateway = {**sidecars, "ingress": ingress("istio_gateway")}
+    assert run_with_policies(gateway, [ABORT_ALL]).workload.status_codes == {200: 10}
+
+
+@pytest.mark.parametrize(("via_mesh", "status"), [(False, 200), (True, 404)])
+def test_traefik_does_not_run_traefik_meshs_access_control(via_mesh, status):
+    """In ACL mode with no TrafficTarget, Traefik Mesh's node proxies refuse every call (404:
+    no router); Traefik in front of the mesh is not a node proxy: straight to the pods it
+    routes, through the mesh the node proxy refuses."""
+    mesh = {
+        "architecture": "per_node",
+        "proxy": PROXY,
+        "acl": True,
+        "ingress": ingress("traefik", via_mesh=via_mesh),
+    }
+    _, out = simulate(mesh)
+    assert out.workload.status_codes == {status: 10}
