@@ -34,6 +34,7 @@ from experiments.timeseries_spec import MAX_WINDOWS, TimeSeriesSpec
 from models.architectures import ARCHITECTURES
 from models.control_plane import ConfigChangeSpec
 from models.faults import MESH_FAULTS, FaultSpec
+from models.ingress import check_egress, check_ingress
 from models.policies import MAX_POLICIES, Policy, PolicyKind, with_policy
 from models.policy_check import check_annotations, check_policies
 from models.workload import WorkloadSpec
@@ -386,6 +387,25 @@ class ExperimentSpec(BaseModel):
             if fault.duration is not None and fault.start + fault.duration > self.duration:
                 raise ValueError(f"faults.{i}: the fault ends after the run ({self.duration:g} s)")
             _check_fault_target(i, fault, self, mesh)
+        return self
+
+    @model_validator(mode="after")
+    def _edges_fit(self) -> ExperimentSpec:
+        mesh = self.mesh.resolve()
+        ingress = getattr(mesh, "ingress", None)
+        egress = getattr(mesh, "egress", None)
+        if ingress is None and egress is None:
+            return self
+        try:
+            topology = self.resolve_topology()
+        except TopologyError:
+            return self  # reported on the topology field already
+        graph = topology.call_graph
+        nodes = [n.name for n in topology.cluster.nodes]
+        if ingress is not None:
+            check_ingress(ingress, mesh.architecture, set(graph.hosts()), graph.entry, nodes)
+        if egress is not None:
+            check_egress(egress, set(graph.hosts()), nodes)
         return self
 
     @model_validator(mode="after")

@@ -283,16 +283,19 @@ class ProxiedMesh(Mesh):
         scoping: tuple[Scoping, set[str], set[str], set[str]],
         index: ConfigIndex,
         total_endpoints: int | None = None,
+        proxy_class: type[Proxy] = Proxy,
     ) -> tuple[Proxy, frozenset[str] | None]:
         """A proxy of this mesh, with what its scoping makes it know (see ``make_proxies``).
 
         Proxies of one spec share their listeners: a chain is folded once, not per proxy.
+        ``proxy_class``: a subclass for proxies that read their configuration their own way
+        (the gateways of ``models.ingress``).
         """
         listeners = self._listeners.get(id(spec))
         if listeners is None:
             listeners = (Listener("outbound", spec.outbound), Listener("inbound", spec.inbound))
             self._listeners[id(spec)] = listeners
-        proxy = Proxy(
+        proxy = proxy_class(
             self.world, name, node, kind, spec, self.spec.load_balancer, listeners, self.retry
         )
         proxy.scoping = scoping

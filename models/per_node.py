@@ -41,6 +41,7 @@ from pydantic import Field
 
 from models.dataplane import APP_REFUSED, Exchange, Hop, MtlsMode, ProxiedMesh, ProxiedSpec
 from models.defaults import TRAEFIK
+from models.ingress import EdgeListener, Ingress, IngressSpec, build_ingress
 from models.loadbalancer import LbPolicy
 from models.mesh import Parent
 from models.messages import Flags, Request, Response
@@ -80,6 +81,9 @@ class PerNodeSpec(ProxiedSpec):
             the informer's) get no port on their shadow service: a call by the mesh name
             fails at once (pkg/controller/service.go, ``getMappedPort``: "unable to find an
             available port", the port skipped).
+        ingress: Traefik as the ingress controller in front of the mesh (``kind: traefik``;
+            see :mod:`models.ingress`), which the load generator's requests enter through;
+            None: the load generator calls the entry service from its pod.
     """
 
     architecture: Literal["per_node"] = "per_node"
@@ -90,6 +94,7 @@ class PerNodeSpec(ProxiedSpec):
     acl: bool = False
     limit_http_ports: Annotated[int, Field(ge=0, le=65535)] = TRAEFIK["limits.http"]
     limit_tcp_ports: Annotated[int, Field(ge=0, le=65535)] = TRAEFIK["limits.tcp"]
+    ingress: IngressSpec | None = None
 
 
 class PerNodeMesh(ProxiedMesh):
@@ -132,6 +137,10 @@ class PerNodeMesh(ProxiedMesh):
         # Connections to the shadow services opened, and those to another node's proxy.
         self.connections_opened = 0
         self.connections_crossing = 0
+        # Traefik in front of the mesh, and the pod whose requests enter through it.
+        self.ingress: Ingress | None = None
+        self._edge_client: PodBase | None = None
+        self._ingress_names: frozenset[str] = frozenset()
 
     def use_policies(self, policies: PolicySet) -> None:
         # In ACL mode, what no TrafficTarget allows is denied: with none, everything.
@@ -187,13 +196,50 @@ class PerNodeMesh(ProxiedMesh):
             made.append((proxy, hosts))
         if made:
             self._ready_changed()
+        if self.spec.ingress is not None and self.ingress is None:
+            self._edge_client = clients[0] if clients else None
+            self.ingress, edges = build_ingress(
+                self, self.spec.ingress, self.spec.proxy, index, self._ingress_route
+            )
+            for proxy, _ in edges:
+                # Not Traefik Mesh's: Traefik's own Kubernetes provider watches the
+                # endpoints (the live ones; its throttle is not modelled).
+                proxy.apply_config(0, self.endpoints)
+            self._ingress_names = frozenset(p.name for p in self.ingress.proxies)
         return made
+
+    def _ingress_route(self, proxy: Proxy, edge: EdgeListener) -> Callable[[], list[Hop] | None]:
+        """A Traefik ingress replica's route. Straight to the entry's pods: it picks the
+        endpoint (its own load balancer over the Service's endpoints). Via the mesh: its
+        router's service is ``<svc>.<ns>.traefik.mesh``, the shadow service, whose
+        connections kube-proxy spreads over the ready node proxies (uniformly at random,
+        here per request, from the stream ``ingress.kube-proxy``); that node proxy picks."""
+        own = [Hop(proxy, edge, False, pooled=True)]
+        if not self.spec.ingress.via_mesh:  # type: ignore[union-attr]
+            return lambda: own
+        draw = self.world.rng("ingress.kube-proxy").random
+
+        def via_mesh() -> list[Hop] | None:
+            ready = self.ready
+            if not ready:
+                return None
+            node_proxy = ready[min(int(draw() * len(ready)), len(ready) - 1)]
+            key = ("ingress", proxy.name, node_proxy.name)
+            hops = self._routes.get(key)
+            if hops is None:
+                hops = self._routes[key] = [own[0], *self._hops_via(node_proxy)]
+            return hops
+
+        return via_mesh
 
     # --- a client's connection -------------------------------------------------------------
 
     def send(
         self, src: PodBase, host: str, request: Request, parent: Parent, slot: int = 0
     ) -> None:
+        if src is self._edge_client:
+            self.ingress.send(src, host, request, parent, slot)  # type: ignore[union-attr]
+            return
         plain = self._plain
         if plain and (src.workload, host) in plain:  # the plain name: no mesh on the way
             self._direct.send(src, host, request, parent, slot)
@@ -269,11 +315,17 @@ class PerNodeMesh(ProxiedMesh):
         self._ready_changed()
 
     def _ready_changed(self) -> None:
-        self.ready = [p for p in self.proxies() if p.name not in self._unready]
+        found = [self.node_proxies[k] for k in sorted(self.node_proxies)]
+        self.ready = [p for p in found if p.name not in self._unready]
 
     def config_changed(self, kind: str, service: str, hosts: set[str]) -> None:
         self._direct.config_changed(kind, service, hosts)  # plain names: kube-proxy's view
         super().config_changed(kind, service, hosts)
+        if self.ingress is not None and self.control_plane is not None:
+            # Traefik's provider, not the mesh's controller: the live endpoints, at once.
+            snapshot = self._snapshot()
+            for proxy in self.ingress.proxies:
+                proxy.apply_config(proxy.config_version + 1, snapshot)
 
     def extras(self) -> dict[str, Any]:
         found = super().extras()
@@ -287,12 +339,14 @@ class PerNodeMesh(ProxiedMesh):
 
     def first_hops(self, src: PodBase, host: str) -> list[Hop]:
         """The client's own node's proxy (what a caller that is not a client's connection,
-        such as a test, goes through)."""
+        such as a test, goes through); the ingress for requests that enter through it."""
+        if src is self._edge_client:
+            return self.ingress.first_hops()  # type: ignore[union-attr]
         return self._hops_via(self.node_proxies[src.node.name])
 
     def tail_hops(self, picker: Proxy, dst: PodBase) -> list[Hop]:
-        if not self.spec.server_side:
-            return []
+        if not self.spec.server_side or picker.name in self._ingress_names:
+            return []  # (Traefik straight to the pod: no mesh proxy on its way in)
         key = ("in", dst.node.name)
         hops = self._routes.get(key)
         if hops is None:
@@ -301,7 +355,10 @@ class PerNodeMesh(ProxiedMesh):
         return hops
 
     def proxies(self) -> list[Proxy]:
-        return [self.node_proxies[k] for k in sorted(self.node_proxies)]
+        found = [self.node_proxies[k] for k in sorted(self.node_proxies)]
+        if self.ingress is not None:
+            found += self.ingress.proxies
+        return found
 
     def proxies_of(self, pods: list[PodBase]) -> list[Proxy]:
         return [self.node_proxies[n] for n in sorted({pod.node.name for pod in pods})]

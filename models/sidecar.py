@@ -32,6 +32,15 @@ from models.dataplane import (
     RetrySpec,
     _inbound_key,
 )
+from models.ingress import (
+    EdgeListener,
+    Egress,
+    EgressSpec,
+    Ingress,
+    IngressSpec,
+    build_egress,
+    build_ingress,
+)
 from models.membership import Membership, Plaintext
 from models.messages import Parent, Request
 from models.mixer import Mixer, MixerSpec
@@ -159,6 +168,12 @@ class SidecarSpec(ProxiedSpec):
             default: 2 on connect failures and 503).
         mixer: Mixer (Istio 0.x to 1.4): checks and reports; None for telemetry v2.
         injection: which pods get a sidecar (Istio's injector; every pod by default).
+        ingress: Istio's ingress gateway, which the load generator's requests enter through
+            (``kind: istio_gateway``; see :mod:`models.ingress`); None: the load generator
+            calls the entry service from its own pod (with a sidecar, as in Istio's
+            benchmark).
+        egress: Istio's egress gateway, which meshed pods' calls to its ``hosts`` leave
+            through (see :class:`models.ingress.EgressSpec`); None: they call them directly.
     """
 
     architecture: Literal["sidecar"] = "sidecar"
@@ -167,6 +182,8 @@ class SidecarSpec(ProxiedSpec):
     retries: RetrySpec = ISTIO_RETRIES
     mixer: MixerSpec | None = None
     injection: InjectionSpec = InjectionSpec()
+    ingress: IngressSpec | None = None
+    egress: EgressSpec | None = None
 
 
 class SidecarMesh(ProxiedMesh):
@@ -186,6 +203,12 @@ class SidecarMesh(ProxiedMesh):
         self.mixer: Mixer | None = None
         self._check_out: Mixer | None = None
         self._check_in: Mixer | None = None
+        # The ingress gateway, and the pod whose requests enter through it (the load
+        # generator, outside the mesh: it has no sidecar then).
+        self.ingress: Ingress | None = None
+        self._edge_client: PodBase | None = None
+        self.egress: Egress | None = None
+        self._egress_hosts: frozenset[str] = frozenset()  # checked per call: none by default
 
     def attach(self, pods: list[ServicePod], clients: list[ClientPod]) -> None:
         if self.spec.mixer is not None:
@@ -230,6 +253,9 @@ class SidecarMesh(ProxiedMesh):
     def send(
         self, src: PodBase, host: str, request: Request, parent: Parent, slot: int = 0
     ) -> None:
+        if src is self._edge_client:
+            self.ingress.send(src, host, request, parent, slot)  # type: ignore[union-attr]
+            return
         if self._outside and src.name in self._outside:
             self.send_plain(src, host, request, parent, slot)
             return
@@ -241,6 +267,10 @@ class SidecarMesh(ProxiedMesh):
         made = []
         entry = self.world.topology.call_graph.entry
         total = index.total_endpoints
+        if self.spec.ingress is not None and clients:
+            # The load generator is outside the cluster: it calls the gateway, no sidecar.
+            self._edge_client = clients[0]
+            clients = clients[1:]
         for pod in [*pods, *clients]:
             inside = self.is_injected(pod)
             self.members.add(pod, inside)
@@ -261,12 +291,44 @@ class SidecarMesh(ProxiedMesh):
             )
             self.sidecars[pod.name] = proxy
             made.append((proxy, hosts))
+        if self.spec.ingress is not None and self.ingress is None:
+            self.ingress, gateways = build_ingress(
+                self, self.spec.ingress, self.spec.proxy, index, self._gateway_route
+            )
+            made += gateways
+        if self.spec.egress is not None and self.egress is None:
+            self.egress, gateways = build_egress(
+                self, self.spec.egress, self.spec.proxy, index, self.mtls
+            )
+            self._egress_hosts = self.egress.hosts
+            made += gateways
         return made
 
+    def _gateway_route(self, proxy: Proxy, edge: EdgeListener) -> Any:
+        """A gateway replica's route: its edge listener picks the endpoint and holds
+        pooled connections, mTLS to the endpoint's sidecar (Istio's auto mTLS), as a
+        sidecar's outbound listener does; Mixer checks and reports as a sidecar's."""
+        hops = [
+            Hop(
+                proxy,
+                edge,
+                self.mtls,
+                pooled=True,
+                local=self._check_out,
+                telemetry=self.mixer,
+            )
+        ]
+        return lambda: hops
+
     def first_hops(self, src: PodBase, host: str) -> list[Hop]:
+        egress = self._egress_hosts
+        if egress and host in egress:
+            return self._egress_hops(src)
         plain = bool(self._plain_hosts) and host in self._plain_hosts
         key: Any = src.name if not plain else (src.name, "plain")
         hops = self._routes.get(key)
+        if hops is None and src is self._edge_client:  # asked by the workload: the gateway
+            return self.ingress.first_hops()  # type: ignore[union-attr]
         if hops is None:
             out = self.sidecars[src.name]
             hops = self._routes[key] = [
@@ -278,6 +340,29 @@ class SidecarMesh(ProxiedMesh):
                     local=self._check_out,
                     telemetry=self.mixer,
                 )
+            ]
+        return hops
+
+    def _egress_hops(self, src: PodBase) -> list[Hop]:
+        """A call to a host behind the egress gateway: the caller's sidecar sends it to a
+        gateway replica (pooled, mTLS as to any meshed peer), whose edge listener terminates
+        that mTLS and picks the external endpoint."""
+        assert self.egress is not None
+        gateway = self.egress.pick()
+        key = (src.name, "egress", gateway.name)
+        hops = self._routes.get(key)
+        if hops is None:
+            out = self.sidecars[src.name]
+            hops = self._routes[key] = [
+                Hop(
+                    out,
+                    out.outbound,
+                    self.mtls,
+                    pooled=True,
+                    local=self._check_out,
+                    telemetry=self.mixer,
+                ),
+                Hop(gateway, self.egress.edge, False, pooled=True, telemetry=self.mixer),
             ]
         return hops
 
@@ -316,11 +401,19 @@ class SidecarMesh(ProxiedMesh):
         return hops
 
     def tls_to(self, hop: Hop, target: Proxy | None, dst: PodBase | None) -> bool:
-        # Auto mTLS: to a peer with a sidecar whose mode is not DISABLE.
-        return hop.mtls and dst is not None and self.members.accepts_mtls(dst.name)
+        # Auto mTLS: to a peer with a sidecar whose mode is not DISABLE. Before the endpoint
+        # is picked (a sidecar's connection to the egress gateway), the peer is the gateway.
+        if dst is None:
+            return hop.mtls and target is not None
+        return hop.mtls and self.members.accepts_mtls(dst.name)
 
     def proxies(self) -> list[Proxy]:
-        return list(self.sidecars.values())
+        found = list(self.sidecars.values())
+        if self.ingress is not None:  # istiod configures the gateways as it does sidecars
+            found += self.ingress.proxies
+        if self.egress is not None:
+            found += self.egress.proxies
+        return found
 
     def proxies_of(self, pods: list[PodBase]) -> list[Proxy]:
         return [self.sidecars[name] for name in self.members.names(pods)]
