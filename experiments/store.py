@@ -24,7 +24,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import signal
 import tempfile
+import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass
@@ -132,7 +135,23 @@ class SweepStore:
     ) -> None:
         """Store one finished point."""
         record = {"key": key, "assignments": assignments, "spec": data, "result": result}
-        _write_atomic(self.path(key), finite_or_none(record))
+        path = self.path(key)
+        if path.exists() and not path.is_file():
+            raise StoreError(f"{path}: is not a file (remove it to keep this point)")
+        try:
+            _write_atomic(path, finite_or_none(record))
+        except OSError as error:
+            raise StoreError(f"{path}: cannot be written ({error})") from error
+
+    def readable(self, key: str) -> SweepPoint | None:
+        """The stored point of ``key``, or None when it is missing or cannot be read (a
+        damaged file: its point is computed again and the file replaced)."""
+        if not self.has(key):
+            return None
+        try:
+            return self.load_point(key)
+        except StoreError:
+            return None
 
     def load_point(self, key: str) -> SweepPoint:
         """A stored point, its result validated again."""
@@ -169,10 +188,8 @@ class SweepStore:
             ) from error
         points = []
         for key, assignments in pairs:
-            if self.has(key):
-                points.append(self.load_point(key))
-            else:
-                points.append(SweepPoint(assignments, error=NOT_RUN))
+            point = self.readable(key)
+            points.append(point if point is not None else SweepPoint(assignments, error=NOT_RUN))
         return points
 
 
@@ -224,8 +241,7 @@ def run_sweep_points(
     if store is not None:
         store.begin(base, spec.sweep.grid, keys)
         for i, key in enumerate(keys):
-            if store.has(key):
-                points[i] = store.load_point(key)
+            points[i] = store.readable(key)
     reused = sum(p is not None for p in points)
     todo = _longest_first(specs, [i for i, p in enumerate(points) if p is None])
 
@@ -265,11 +281,30 @@ def _execute(
         raise ValueError(f"backend: {backend!r} is not one of {', '.join(BACKENDS)}")
 
 
+def _worker_start(parent: int) -> None:
+    """In each worker process: Ctrl-C is the parent's to handle (it stops the workers), and
+    a worker whose parent is gone (killed with SIGKILL) exits instead of lingering."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True, name="meshsim-parent-watch").start()
+
+
 def _in_processes(
     workers: int, jobs: list[tuple[int, dict[str, Any]]]
 ) -> Iterator[tuple[int, dict[str, Any]]]:
     # "spawn": a fresh interpreter per worker, the same on every platform (no forked state).
-    pool = ProcessPoolExecutor(max_workers=max(1, workers), mp_context=get_context("spawn"))
+    pool = ProcessPoolExecutor(
+        max_workers=max(1, workers),
+        mp_context=get_context("spawn"),
+        initializer=_worker_start,
+        initargs=(os.getpid(),),
+    )
+    finished = False
     try:
         pending: dict[Future[dict[str, Any]], int] = {
             pool.submit(run_point, data): i for i, data in jobs
@@ -278,9 +313,14 @@ def _in_processes(
             done, _ = wait(pending, return_when=FIRST_COMPLETED)
             for future in done:
                 yield pending.pop(future), future.result()
+        finished = True
     finally:
-        # On an interruption (or an early stop), do not start what is still queued.
-        pool.shutdown(wait=True, cancel_futures=True)
+        if not finished:
+            # Interrupted (Ctrl-C, an error): the points still running are lost anyway;
+            # stop their processes now rather than wait for them.
+            for process in list((getattr(pool, "_processes", None) or {}).values()):
+                process.terminate()
+        pool.shutdown(wait=finished, cancel_futures=True)
 
 
 def _on_dask(

@@ -154,3 +154,42 @@ def test_swept_meshes_are_labelled_apart():
     b = {"profile": "istio-1.4", "overrides": {"proxy": {"outbound": [{"kind": "tls"}] * 3}}}
     assert value_label(a).startswith("istio-1.4#") and value_label(a) != value_label(b)
     assert value_label(a) == value_label(json.loads(json.dumps(a)))
+
+
+def test_a_damaged_point_is_computed_again(tmp_path):
+    spec = spec_from_dict(SPEC)
+    store = SweepStore(tmp_path / "store")
+    first = run_sweep_points(spec, store=store)
+    files = sorted(store.points_dir.glob("*.json"))
+    files[0].write_text(files[0].read_text(encoding="utf-8")[:100], encoding="utf-8")
+    again = run_sweep_points(spec, store=store)
+    assert (again.reused, again.ran) == (3, 1)
+    assert figures(again.points) == figures(first.points)
+    # A point whose file became a directory: a clear error, not a traceback.
+    files[1].unlink()
+    files[1].mkdir()
+    spec_path = tmp_path / "sweep.yaml"
+    spec_path.write_text(json.dumps(SPEC), encoding="utf-8")
+    result = CliRunner().invoke(app, ["sweep", str(spec_path), "--store", str(store.root)])
+    assert result.exit_code == 2 and "is not a file" in result.output
+
+
+def test_workers_exit_when_the_sweep_is_killed(tmp_path):
+    psutil = pytest.importorskip("psutil")
+    spec_path = tmp_path / "sweep.yaml"
+    spec_path.write_text(json.dumps({**SPEC, "duration": "30s"}), encoding="utf-8")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    command = [sys.executable, "-m", "experiments.cli", "sweep", str(spec_path), "-q"]
+    proc = subprocess.Popen(
+        [*command, "--backend", "process", "--workers", "2"], env=env, stderr=subprocess.DEVNULL
+    )
+    deadline = time.monotonic() + 60
+    children: list = []
+    while time.monotonic() < deadline and len(children) < 2:
+        time.sleep(0.2)
+        children = [c for c in psutil.Process(proc.pid).children() if "python" in c.name()]
+    assert children, "the workers never started"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    gone, alive = psutil.wait_procs(children, timeout=15)
+    assert not alive, f"workers left behind: {[c.pid for c in alive]}"
