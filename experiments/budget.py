@@ -537,6 +537,10 @@ def _requests(spec: ExperimentSpec, topology: TopologySpec) -> tuple[float, str,
                 f"{fastest_s * 1e3:.3g} ms, the fastest a request can be"
             )
             return bound * duration, how, "workload.connections"
+        if workload.connections > workload.qps * duration:
+            # fortio's connections each send their first call at once, whatever the pacing.
+            how = f"{workload.connections:,} connections, each sending at least one call"
+            return float(workload.connections), how, "workload.connections"
         rate, rate_field, how = workload.qps, "workload.qps", "qps"
     else:
         rate, rate_field, how = workload.rate_rps, "workload.rate_rps", "rps"

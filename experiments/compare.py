@@ -110,7 +110,13 @@ def compare(
             label = f"{shown}@{load['connections']}x{load.get('qps', 0):g}qps"
         else:
             label = f"{shown}@{rate_rps:g}rps"
-    specs = {name: spec_from_dict({**base, "name": label, "mesh": name}) for name in names}
+    specs = {}
+    for name in names:
+        data = {**base, "name": label, "mesh": name}
+        if name == BASELINE and data.get("policies"):
+            # No mesh runs no traffic policy: the baseline is the same load without them.
+            data["policies"] = []
+        specs[name] = spec_from_dict(data)
     estimates = (estimate_experiment(spec, label=name) for name, spec in specs.items())
     check_budget(total(estimates), budget, command="meshsim compare")
     comparison = Comparison(results={})

@@ -623,6 +623,10 @@ def format_validation_error(
         parts = [str(part) for part in item["loc"] if not _is_union_tag(part)]
         if prefix:
             parts = [*prefix.split("."), *parts]
+        if len(parts) > 2 and parts[0] in ("topology", "mesh") and parts[1] == "inline":
+            # A topology or mesh given in full is written without 'inline' (the shorthand):
+            # name the field as the file and --set write it.
+            parts = [parts[0], *parts[2:]]
         loc = ".".join(parts)
         message = item["msg"].removeprefix("Value error, ")
         named = _NAMES_A_FIELD.match(message)

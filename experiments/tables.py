@@ -83,7 +83,15 @@ def format_table(headers: Sequence[str], rows: Sequence[Sequence[str]], title: s
 
 
 def run_tables(result: RunResult) -> str:
-    """The tables of one run: end to end and per service, the hop breakdown, CPU."""
+    """The tables of one run: end to end and per service, the hop breakdown, CPU; first a
+    line saying so when the run was interrupted."""
+    if result.interrupted:
+        note = result.warnings[0] if result.warnings else "interrupted"
+        return f"INTERRUPTED: {note}\n\n" + _run_tables(result)
+    return _run_tables(result)
+
+
+def _run_tables(result: RunResult) -> str:
     latency_headers = [
         "",
         "requests",

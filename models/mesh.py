@@ -10,6 +10,7 @@ and a :class:`Mesh` subclass; adding one touches that new module and a row of th
 from __future__ import annotations
 
 from collections.abc import Generator
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import simpy
@@ -62,8 +63,9 @@ class Mesh:
     def use_policies(self, policies: Any) -> None:
         """The experiment's traffic policies, compiled (``models.routing.PolicySet``), before
         :meth:`attach`. A mesh without proxies has nothing to run them: only an empty set
-        (``models.policy_check`` refuses the others before a run)."""
-        if not policies.empty:
+        (``models.policy_check`` refuses the others before a run). Traefik Mesh's service
+        annotations are only annotations to it, as to Kubernetes: ignored."""
+        if not replace(policies, traefik={}).empty:
             raise ValueError(f"the {self.architecture} mesh runs no traffic policies")
 
     def attach(self, pods: list[ServicePod], clients: list[ClientPod]) -> None:

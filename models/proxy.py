@@ -209,15 +209,22 @@ class IoDirectionSpec(BaseModel):
 
 
 def _io_both_ways(value: Any) -> Any:
-    """``io: {ipc: ..., read_write: ..., epoll: ...}`` is the same io both ways."""
+    """``io: {ipc: ..., read_write: ..., epoll: ...}`` is the same io both ways.
+
+    Components and directions together (a profile's components with an override's
+    ``outbound``, merged): the components hold for both ways, and what a direction gives
+    replaces them there, component by component.
+    """
     if isinstance(value, dict):
         directions = {"outbound", "inbound"} & value.keys()
         components = set(IO_COMPONENTS) & value.keys()
         if components and directions:
-            raise ValueError(
-                "give io either per direction (outbound, inbound) or as components "
-                f"({', '.join(IO_COMPONENTS)}) for both ways, not both"
-            )
+            both = {k: value[k] for k in IO_COMPONENTS if k in value}
+            merged = {k: v for k, v in value.items() if k not in components}
+            for direction in ("outbound", "inbound"):
+                given = value.get(direction, {})
+                merged[direction] = {**both, **given} if isinstance(given, dict) else given
+            return merged
         if components:
             return {"outbound": value, "inbound": value}
     return value

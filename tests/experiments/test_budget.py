@@ -402,3 +402,9 @@ def test_a_closed_loop_that_takes_no_time_is_refused():
         check_budget(spec)
     assert "driven by: workload.qps" in str(error.value)
     assert "no budget would let it finish" in str(error.value)
+
+
+def test_a_closed_loops_connections_each_send_at_least_one_call():
+    data = with_(SHORT, workload={"kind": "closed_loop", "connections": 50_000, "qps": 10})
+    (run,) = estimate_experiment(spec_from_dict(data)).runs
+    assert run.requests == 50_000

@@ -66,3 +66,17 @@ def test_compare_options_are_checked(args, message):
     result = runner.invoke(app, ["compare", *args])
     assert result.exit_code == 2, result.output
     assert message in result.output
+
+
+@pytest.mark.parametrize("name", ["partial-mesh", "rate-limit-traefik"])
+def test_a_spec_with_policies_or_annotations_keeps_its_baseline(name):
+    profile = "maesh" if name.endswith("traefik") else "istio-1.8"
+    result = runner.invoke(
+        app,
+        ["compare", "--spec", f"experiments/specs/{name}.yaml", "-p", profile, "--json"],
+    )
+    assert result.exit_code == 0, result.output
+    runs = json.loads(result.stdout)
+    assert set(runs) == {"none", profile}
+    assert runs["none"]["spec"]["policies"] == []  # no mesh runs no policy
+    assert runs["none"]["end_to_end"]["requests"] > 0

@@ -107,3 +107,11 @@ def test_ctrl_c_prints_what_was_measured_and_exits_130(tmp_path):
     assert result["end_to_end"]["requests"] > 0
     assert "warning: interrupted at" in err
     assert "Traceback" not in err
+
+
+def test_the_tables_of_an_interrupted_run_say_so_first():
+    from experiments.tables import run_tables
+
+    result = run_experiment(spec_from_dict(SPEC), lambda _r, now_s, _sent: now_s >= 2.5)
+    assert run_tables(result).startswith("INTERRUPTED: interrupted at 2.5 s of 4 s")
+    assert not run_tables(run_experiment(spec_from_dict(SPEC))).startswith("INTERRUPTED")

@@ -16,8 +16,10 @@ def test_show_prints_every_field_and_they_validate_back(profile):
     result = CliRunner().invoke(app, ["show", profile])
     assert result.exit_code == 0, result.output
     shown = yaml.safe_load(result.stdout)
-    # Given back as a mesh in full, the shown fields are the profile's mesh.
+    # Given back as a mesh in full, the shown fields are the profile's mesh; given back as
+    # overrides of the profile, they change nothing.
     assert validate_mesh(shown).model_dump() == resolve_mesh(profile).model_dump()
+    assert resolve_mesh(profile, shown).model_dump() == resolve_mesh(profile).model_dump()
     assert shown["architecture"] == resolve_mesh(profile).architecture
 
 

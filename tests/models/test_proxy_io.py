@@ -278,7 +278,6 @@ def test_a_profile_io_can_be_replaced_by_the_shorthand_in_an_override():
 @pytest.mark.parametrize(
     ("io", "message"),
     [
-        ({"ipc": "1us", "outbound": {}}, "either per direction .* or as components"),
         ({"outbound": {"ipc": {"bse": "1us"}}}, "io.outbound.ipc.bse"),
         ({"outbound": {"read_write": {"per_kib": "-1us"}}}, "per_kib"),
         (
@@ -324,3 +323,20 @@ def test_the_breakdown_of_a_run_with_a_profile_sums_to_its_io():
     result = run_experiment(spec_from_dict(data))
     parts = [v for k, v in result.hops_ms.items() if k.startswith("sidecar_io_")]
     assert len(parts) == 3 and all(v > 0 for v in parts)
+
+
+def test_a_direction_overrides_a_profiles_components_there_only():
+    """A profile gives io as components (both ways); an override's ``outbound`` replaces
+    them on the outbound side, component by component, and ``meshsim show``'s output (both
+    directions in full) given back as overrides changes nothing."""
+    from experiments.profiles import resolve_mesh
+
+    mesh = resolve_mesh("istio-1.8", {"proxy": {"io": {"outbound": {"ipc": "1ms"}}}})
+    base = resolve_mesh("istio-1.8")
+    io, io0 = mesh.proxy.io, base.proxy.io
+    assert io.outbound.ipc.base.mean() == pytest.approx(1e-3)
+    assert io.outbound.read_write == io0.outbound.read_write
+    assert io.inbound == io0.inbound
+    shown = base.model_dump(mode="json")
+    again = resolve_mesh("istio-1.8", shown)
+    assert again.model_dump() == base.model_dump()
