@@ -35,7 +35,7 @@ from types import MappingProxyType
 from typing import Annotated, Any, Literal, Union
 
 import simpy
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator, model_validator
 
 from models.messages import NO_HEADERS, Request, Response
 from models.service import ClientPod
@@ -186,10 +186,10 @@ class ClosedLoopSpec(BaseModel):
     connections: Annotated[int, Field(ge=1, le=MAX_CONNECTIONS)] = 16
     qps: Annotated[Rate, Field(ge=0, le=MAX_RATE_RPS)] = 1000.0
     exactly: Annotated[int, Field(ge=1, le=MAX_CALLS)] | None = None
-    jitter: bool = False
-    uniform: bool = False
-    nocatchup: bool = False
-    keepalive: bool = True
+    jitter: StrictBool = False
+    uniform: StrictBool = False
+    nocatchup: StrictBool = False
+    keepalive: StrictBool = True
     payload_bytes: Size | None = None
     requests: RequestMix = Field(default_factory=list)
 

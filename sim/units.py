@@ -36,7 +36,9 @@ __all__ = [
     "RATE_UNITS",
 ]
 
-_NUMBER_UNIT = re.compile(r"^\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*([A-Za-zµμ/]*)\s*$")
+_NUMBER_UNIT = re.compile(
+    r"^\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*([A-Za-zµμ/]*)\s*$", re.ASCII
+)
 
 # A unit is (multiplier, divisor) to the base unit; dividing keeps "20us" exactly 20 / 1e6.
 DURATION_UNITS: dict[str, tuple[float, float]] = {
@@ -53,8 +55,8 @@ DURATION_UNITS: dict[str, tuple[float, float]] = {
 
 # A duration as Go's time.ParseDuration (and so Kubernetes) reads it: parts of a number and a
 # unit, one after another ("1h15m30.5s").
-_DURATION_PARTS = re.compile(r"(?:(?:\d+\.?\d*|\.\d+)(?:ns|us|µs|μs|ms|s|m|h))+")
-_DURATION_PART = re.compile(r"(\d+\.?\d*|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
+_DURATION_PARTS = re.compile(r"(?:(?:\d+\.?\d*|\.\d+)(?:ns|us|µs|μs|ms|s|m|h))+", re.ASCII)
+_DURATION_PART = re.compile(r"(\d+\.?\d*|\.\d+)(ns|us|µs|μs|ms|s|m|h)", re.ASCII)
 
 # Bytes with a unit: "KB" and "KiB" as IEC writes them, and Kubernetes' quantity suffixes
 # ("k", "M", "G", ... powers of 1000; "Ki", "Mi", "Gi", ... powers of 1024). Kubernetes'

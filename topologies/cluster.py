@@ -46,11 +46,18 @@ class NodeSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
 
     name: str = Field(pattern=_NAME_PATTERN, max_length=253)
-    cores: float | None = Field(default=None, gt=0)
+    cores: float | None = Field(default=None, gt=0, allow_inf_nan=False)
     cpu_discipline: Literal["fifo", "ps"] | None = None
     cfs_period: Duration = Field(default=0.1, gt=0)
     memory_bytes: Size = Field(default=cast(Any, "16GiB"))
     zone: str = Field(default="zone-a", min_length=1)
+
+    @field_validator("cores", mode="before")
+    @classmethod
+    def _cores_a_number(cls, cores: Any) -> Any:
+        if isinstance(cores, bool):  # YAML's true is not one core
+            raise ValueError(f"cores must be a number of cores (0.5, 4), got {cores!r}")
+        return cores
 
 
 class ClusterSpec(BaseModel):

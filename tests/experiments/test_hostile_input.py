@@ -453,3 +453,42 @@ def test_calibrate_with_a_huge_duration_is_refused_before_it_runs():
     result = runner.invoke(app, ["calibrate", "--duration", "1e7s", "-p", "istio-1.8"])
     assert result.exit_code == 2
     assert "too large to run" in result.output and "--budget-events" in result.output
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "message"),
+    [
+        ("topology.cluster.nodes.0.cores", True, "cores must be a number of cores"),
+        ("workload.jitter", "yes", "workload.jitter: Input should be a valid boolean"),
+        ("workload.keepalive", 1, "workload.keepalive: Input should be a valid boolean"),
+    ],
+)
+def test_yaml_truths_and_strings_are_not_numbers_or_flags(tmp_path, path, value, message):
+    data = {
+        "name": "t",
+        "topology": {
+            "cluster": {"nodes": [{"name": "node-0"}]},
+            "call_graph": {"services": [{"name": "a"}], "entry": "a"},
+        },
+        "workload": {"kind": "closed_loop", "connections": 2, "qps": 10},
+    }
+    keys = path.split(".")
+    node: Any = data
+    for key in keys[:-1]:
+        node = node[int(key)] if key.isdigit() else node[key]
+    node[keys[-1]] = value
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump(data), encoding="utf-8")
+    result = runner.invoke(app, ["validate", str(spec)])
+    assert result.exit_code == 2 and message in result.output
+
+
+def test_quantities_take_ascii_digits_only():
+    from sim.units import parse_cpu, parse_duration
+
+    assert parse_cpu("500m") == 0.5
+    for text in ("５００m", "٥٠٠m"):
+        with pytest.raises(ValueError, match="cannot parse cpu"):
+            parse_cpu(text)
+    with pytest.raises(ValueError, match="cannot parse duration"):
+        parse_duration("１s")
