@@ -768,7 +768,7 @@ class Exchange(Task):
         size = request.size_bytes
         link = here.node.links.get(proxy.node) or self.mesh.world.link(here.node, proxy.node)
         network = here.net.delay(link, size)
-        path = hop.io  # inline IoPath.cost, and count the pass for the io breakdown
+        path = hop.io  # a pass's io (IoPath, written out: once per pass), counted
         io = path.draw() + path.base + path.per_byte * size
         path.passes += 1
         path.bytes += size
@@ -1061,7 +1061,6 @@ class Exchange(Task):
         attempt.tries = self.tries
         attempt.tried = self.tried
         attempt.flags = ""
-        attempt.owner = self
         self.attempt = attempt
         self.dst = dst
         self.phase = 1

@@ -344,6 +344,39 @@ def edge_proxy(spec: ProxySpec) -> ProxySpec:
     return ProxySpec.model_validate({**spec.model_dump(), "io": edge_io.model_dump()})
 
 
+def _edge_proxies(
+    mesh: ProxiedMesh,
+    spec: Any,
+    proxy_spec: ProxySpec,
+    edge: EdgeListener,
+    kind: str,
+    name: Callable[[int], str],
+    hosts: frozenset[str],
+    index: ConfigIndex,
+) -> tuple[list[Proxy], list[tuple[Proxy, frozenset[str] | None]]]:
+    """A gateway's pods (``spec.replicas`` on ``spec.nodes``): proxies of ``kind`` whose
+    outbound listener is ``edge`` and which know ``hosts``; with the hosts each must know."""
+    world = mesh.world
+    names = [n.name for n in world.topology.cluster.nodes]
+    proxies: list[Proxy] = []
+    made: list[tuple[Proxy, frozenset[str] | None]] = []
+    for k, node in enumerate(replica_nodes(spec, names)):
+        proxy, known = mesh.new_proxy(
+            name(k),
+            world.nodes[node],
+            kind,
+            proxy_spec,
+            ("mesh", set(), set(hosts), set()),
+            index,
+            proxy_class=EdgeProxy,
+        )
+        proxy.outbound = edge
+        proxy.use_policies(proxy.policies)  # type: ignore[attr-defined]
+        proxies.append(proxy)
+        made.append((proxy, known))
+    return proxies, made
+
+
 def build_ingress(
     mesh: ProxiedMesh,
     spec: IngressSpec,
@@ -371,25 +404,10 @@ def build_ingress(
     proxy_spec = spec.proxy if spec.proxy is not None else edge_proxy(default_proxy)
     edge = EdgeListener(proxy_spec.outbound, server is not None and server.tls is not None)
     admitted = frozenset(h for h in graph.hosts() if spec.server_for(h) is not None)
-    made = []
-    proxies = []
-    hops = []
-    names = [n.name for n in world.topology.cluster.nodes]
-    for k, node in enumerate(replica_nodes(spec, names)):
-        proxy, hosts = mesh.new_proxy(
-            ingress_name(spec, k),
-            world.nodes[node],
-            "ingress",
-            proxy_spec,
-            ("mesh", set(), set(admitted), set()),
-            index,
-            proxy_class=EdgeProxy,
-        )
-        proxy.outbound = edge
-        proxy.use_policies(proxy.policies)  # type: ignore[attr-defined]
-        proxies.append(proxy)
-        made.append((proxy, hosts))
-        hops.append(route(proxy, edge))
+    proxies, made = _edge_proxies(
+        mesh, spec, proxy_spec, edge, "ingress", lambda k: ingress_name(spec, k), admitted, index
+    )
+    hops = [route(proxy, edge) for proxy in proxies]
     draw = world.rng("ingress.lb").random if spec.replicas > 1 else None
     return Ingress(mesh, spec, proxies, hops, admitted.__contains__, draw), made
 
@@ -487,22 +505,8 @@ def build_egress(
     proxy_spec = spec.proxy if spec.proxy is not None else edge_proxy(default_proxy)
     edge = EdgeListener(proxy_spec.outbound, mtls)
     hosts = frozenset(h.split(".")[0] for h in spec.hosts)
-    names = [n.name for n in world.topology.cluster.nodes]
-    made = []
-    proxies = []
-    for k, node in enumerate(replica_nodes(spec, names)):
-        proxy, known = mesh.new_proxy(
-            f"istio-egressgateway-{k}",
-            world.nodes[node],
-            "egress",
-            proxy_spec,
-            ("mesh", set(), set(hosts), set()),
-            index,
-            proxy_class=EdgeProxy,
-        )
-        proxy.outbound = edge
-        proxy.use_policies(proxy.policies)  # type: ignore[attr-defined]
-        proxies.append(proxy)
-        made.append((proxy, known))
+    proxies, made = _edge_proxies(
+        mesh, spec, proxy_spec, edge, "egress", lambda k: f"istio-egressgateway-{k}", hosts, index
+    )
     draw = world.rng("egress.lb").random if spec.replicas > 1 else None
     return Egress(proxies, hosts, edge, draw), made

@@ -335,10 +335,6 @@ class IoPath:
         self.passes = 0
         self.bytes = 0
 
-    def cost(self, size_bytes: int) -> float:
-        """One pass's io for a message of ``size_bytes`` (seconds; draws)."""
-        return self.draw() + self.base + self.per_byte * size_bytes
-
     def counted(self) -> dict[str, tuple[float, float]]:
         """Per component, over the passes counted: its deterministic seconds, and its random
         term's expected seconds."""
