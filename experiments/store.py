@@ -65,7 +65,8 @@ class StoreError(SpecError):
 
 def point_key(spec: ExperimentSpec) -> str:
     """The key of a point: a hash of its effective spec (the spec as validated, its mesh
-    and topology resolved). 24 hex digits (96 bits): no two points of any sweep collide."""
+    and topology resolved), in 24 hex digits (96 bits of SHA-256: a collision between two
+    points is vanishingly unlikely, about 2**-96 per pair)."""
     effective = {
         "spec": spec.model_dump(mode="json"),
         "mesh": spec.mesh.resolve().model_dump(mode="json"),
